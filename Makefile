@@ -1,0 +1,30 @@
+# Two commands: `make serve` runs the service, `make test` runs the tests. Both set up .venv first.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+CLIP_MODEL ?= openai/clip-vit-base-patch32
+REPOSITORY ?= model_repository
+
+.PHONY: setup test serve export clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[test]'
+	touch $@
+
+test: setup
+	$(PY) -m pytest
+
+# Export (skipped when the repository is up to date) and serve it with the bundled CPU tritonserver:
+# gRPC :8001, HTTP :8000, metrics :8002. The FastAPI gateway arrives with the gateway issue.
+export: setup
+	$(PY) -m export clip --model $(CLIP_MODEL) --repository $(REPOSITORY) --flavour python --cpu
+
+serve: export
+	$(PY) -m tests.support.tritonserver --repository $(REPOSITORY)
+
+clean:
+	rm -rf $(VENV) .cache

@@ -1,0 +1,59 @@
+"""python -m export clip [--model HUB_ID_OR_FOLDER] [--repository model_repository] [--flavour ...]
+
+Writes a Triton model repository from Hugging Face checkpoints. Exits 1, naming the model and the
+figures, when an export fails its parity gate; nothing is installed then.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from .parity import ParityError
+from .progress import say
+from .triton_repo import FLAVOURS, Serving
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    from .clip import DEFAULT_CLIP
+
+    parser = argparse.ArgumentParser(prog="python -m export", description=__doc__.split("\n\n")[1])
+    parser.add_argument("family", choices=["clip"], help="which model family to export")
+    parser.add_argument("--model", default=DEFAULT_CLIP, help="hub id or local checkpoint folder (default: %(default)s)")
+    parser.add_argument("--repository", type=Path, default=Path("model_repository"), help="default: %(default)s")
+    parser.add_argument("--flavour", choices=FLAVOURS, default="onnxruntime",
+                        help="onnxruntime: Triton's native backend (production); python: python backend + onnxruntime")
+    parser.add_argument("--cpu", action="store_true", help="KIND_CPU instances instead of KIND_GPU")
+    parser.add_argument("--fp16", action="store_true", help="fp16 weights (GPU serving; parity gate at cosine 0.999)")
+    parser.add_argument("--tensorrt", action="store_true", help="TensorRT execution accelerator (native flavour, GPU)")
+    parser.add_argument("--max-batch-size", type=int, default=32)
+    parser.add_argument("--preferred-batch-sizes", type=int, nargs="*", default=())
+    parser.add_argument("--queue-delay-us", type=int, default=2000, help="dynamic batcher max queue delay")
+    parser.add_argument("--instances", type=int, default=1, help="model instances per device")
+    parser.add_argument("--threads", type=int, default=0, help="python flavour: onnxruntime threads per instance")
+    parser.add_argument("--force", action="store_true", help="re-export even when the repository is up to date")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    serving = Serving(flavour=args.flavour, max_batch_size=args.max_batch_size,
+                      preferred_batch_sizes=tuple(args.preferred_batch_sizes), queue_delay_us=args.queue_delay_us,
+                      instances=args.instances, gpu=not args.cpu, tensorrt=args.tensorrt, fp16=args.fp16,
+                      threads=args.threads)
+    start = time.perf_counter()
+    try:
+        from .clip import export_clip
+
+        export_clip(args.model, args.repository, serving, force=args.force)
+    except ParityError as exc:
+        say(f"error: {exc}")
+        return 1
+    say(f"export finished in {time.perf_counter() - start:.1f}s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,179 @@
+"""CLIP -> two ONNX towers (clip_image, clip_text) in a Triton model repository, gated on parity.
+
+clip_image: uint8 RGB pixels (N, S, S, 3) -> L2-normalised embeddings (N, D); rescale, normalise
+            and the NHWC->NCHW transpose run inside the graph.
+clip_text:  token ids and attention mask (N, 77) int64 -> L2-normalised embeddings (N, D).
+"""
+
+from __future__ import annotations
+
+import io
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from gateway.preprocess import PixelSpec, preprocess
+
+from . import onnx_io
+from .parity import compare_embeddings, require
+from .progress import say, step
+from .sources import fingerprint
+from .triton_repo import ModelSpec, Serving, StagedModel, Tensor, is_up_to_date
+
+DEFAULT_CLIP = "openai/clip-vit-base-patch32"
+EXPORT_FORMAT = 1  # bump when the graphs or the repository layout change, so re-runs re-export
+PARITY_TEXTS = [
+    "man in red jacket",
+    "a photo of a cat sleeping on a sofa",
+    "",
+    "Ünïcödé, emoji 🚲 and punctuation!?",
+    "a very long caption that keeps going " * 12,  # longer than 77 tokens: truncated
+]
+PARITY_PHOTOS = ["astronaut", "coffee", "chelsea", "rocket", "camera"]  # camera is grayscale
+
+
+def _towers(model, spec: PixelSpec):
+    import torch
+
+    class ImageTower(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.vision, self.projection = model.vision_model, model.visual_projection
+            self.register_buffer("scale", torch.tensor(1.0 / 255.0))
+            self.register_buffer("mean", torch.tensor(spec.image_mean).view(1, 3, 1, 1))
+            self.register_buffer("std", torch.tensor(spec.image_std).view(1, 3, 1, 1))
+
+        def forward(self, pixels):
+            x = pixels.permute(0, 3, 1, 2).to(torch.float32) * self.scale
+            features = self.projection(self.vision(pixel_values=(x - self.mean) / self.std).pooler_output)
+            return torch.nn.functional.normalize(features, dim=-1)
+
+    class TextTower(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.text, self.projection = model.text_model, model.text_projection
+
+        def forward(self, input_ids, attention_mask):
+            pooled = self.text(input_ids=input_ids, attention_mask=attention_mask).pooler_output
+            return torch.nn.functional.normalize(self.projection(pooled), dim=-1)
+
+    return ImageTower().eval(), TextTower().eval()
+
+
+def _photo_bytes() -> list[bytes]:
+    import skimage.data
+
+    photos = []
+    for name in PARITY_PHOTOS:
+        buffer = io.BytesIO()
+        from PIL import Image
+
+        Image.fromarray(getattr(skimage.data, name)()).save(buffer, "JPEG", quality=92)
+        photos.append(buffer.getvalue())
+    return photos
+
+
+def image_parity_inputs(processor, spec: PixelSpec, seed: int = 0):
+    """(reference pixel_values for PyTorch, uint8 pixels for ONNX): real photos through the HF
+    processor and through our preprocessing, plus random images already at the model's size."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    photos = _photo_bytes()
+    noise = rng.integers(0, 256, size=(3, spec.height, spec.width, 3), dtype=np.uint8)
+    pil_images = [Image.open(io.BytesIO(p)) for p in photos] + [Image.fromarray(a) for a in noise]
+    reference = processor(images=pil_images, return_tensors="pt")["pixel_values"]
+    ours = np.stack([preprocess(p, spec) for p in photos] + list(noise))
+    return reference, ours
+
+
+def export_clip(source: str, repository: Path, serving: Serving, force: bool = False) -> dict:
+    """Export both towers of ``source`` (hub id or folder) into ``repository``. Returns parity figures."""
+    import torch
+    from transformers import AutoConfig, AutoImageProcessor, AutoTokenizer, CLIPModel
+
+    precision = "fp16" if serving.fp16 else "fp32"
+    with step(f"[clip] reading checkpoint {source}"):
+        config = AutoConfig.from_pretrained(source)
+        request = {"source": source, "fingerprint": fingerprint(source, config), "serving": asdict(serving),
+                   "format": EXPORT_FORMAT}
+        if not force and all(is_up_to_date(repository, n, request) for n in ("clip_image", "clip_text")):
+            say(f"[clip] {repository}/clip_image and clip_text are up to date (use --force to re-export)")
+            return {}
+        model = CLIPModel.from_pretrained(source, attn_implementation="eager").eval()
+        processor = AutoImageProcessor.from_pretrained(source)
+        tokenizer = AutoTokenizer.from_pretrained(source)
+    spec = PixelSpec.from_processor(processor)
+    dim = model.config.projection_dim
+    context = model.config.text_config.max_position_embeddings
+    image_tower, text_tower = _towers(model, spec)
+    reports = {}
+
+    with tempfile.TemporaryDirectory() as scratch:
+        # --- image tower ---------------------------------------------------------------------
+        image_spec = ModelSpec(
+            "clip_image",
+            inputs=(Tensor("pixels", "uint8", (spec.height, spec.width, 3)),),
+            outputs=(Tensor("embeddings", "float32", (dim,)),),
+            extra_files={"preprocess.json": _write(Path(scratch, "preprocess.json"), spec.to_json())},
+        )
+        reference_pixels, our_pixels = image_parity_inputs(processor, spec)
+        with torch.inference_mode():
+            reference = torch.nn.functional.normalize(
+                model.visual_projection(model.vision_model(pixel_values=reference_pixels).pooler_output), dim=-1).numpy()
+        reports["clip_image"] = _export_tower(
+            image_spec, repository, serving, request, image_tower,
+            example=(torch.from_numpy(our_pixels[:2]),), feed={"pixels": our_pixels}, reference=reference,
+            dynamic_axes={"pixels": {0: "batch"}, "embeddings": {0: "batch"}}, precision=precision)
+
+        # --- text tower ----------------------------------------------------------------------
+        tokenizer_dir = Path(scratch, "tokenizer")
+        tokenizer.save_pretrained(tokenizer_dir)
+        text_spec = ModelSpec(
+            "clip_text",
+            inputs=(Tensor("input_ids", "int64", (context,)), Tensor("attention_mask", "int64", (context,))),
+            outputs=(Tensor("embeddings", "float32", (dim,)),),
+            # flat beside config.pbtxt: Triton warns about any non-numeric sub-folder of a model
+            extra_files={p.name: p for p in tokenizer_dir.iterdir()},
+        )
+        tokens = tokenizer(PARITY_TEXTS, padding="max_length", max_length=context, truncation=True, return_tensors="np")
+        feed = {"input_ids": tokens["input_ids"].astype(np.int64), "attention_mask": tokens["attention_mask"].astype(np.int64)}
+        with torch.inference_mode():
+            ids, mask = torch.from_numpy(feed["input_ids"]), torch.from_numpy(feed["attention_mask"])
+            reference = torch.nn.functional.normalize(
+                model.text_projection(model.text_model(input_ids=ids, attention_mask=mask).pooler_output), dim=-1).numpy()
+        reports["clip_text"] = _export_tower(
+            text_spec, repository, serving, request, text_tower,
+            example=(ids[:2], mask[:2]), feed=feed, reference=reference,
+            dynamic_axes={"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"},
+                          "embeddings": {0: "batch"}}, precision=precision)
+    return reports
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def _export_tower(spec: ModelSpec, repository: Path, serving: Serving, request: dict, module, example: tuple,
+                  feed: dict, reference: np.ndarray, dynamic_axes: dict, precision: str) -> dict:
+    staged = StagedModel(repository, spec)
+    try:
+        with step(f"[{spec.name}] exporting ONNX"):
+            onnx_io.export_module(module, example, staged.onnx_path, [t.name for t in spec.inputs],
+                                  [t.name for t in spec.outputs], dynamic_axes)
+            if precision == "fp16":
+                onnx_io.convert_to_fp16(staged.onnx_path)
+        say(f"[{spec.name}] {staged.onnx_path.name}: {onnx_io.megabytes(staged.onnx_path):.1f} MB ({precision})")
+        with step(f"[{spec.name}] parity against PyTorch on {len(reference)} inputs"):
+            candidate = onnx_io.run_in_batches(onnx_io.open_session(staged.onnx_path), feed, batch_size=2)
+            report = compare_embeddings(spec.name, reference, candidate, precision)
+            say(f"[{spec.name}] {report}")
+            require(report)
+        final = staged.install(serving, {"request": request, "parity": report.as_dict()})
+        say(f"[{spec.name}] installed {final} ({serving.flavour} flavour)")
+        return report.as_dict()
+    finally:
+        staged.discard()

@@ -1,0 +1,141 @@
+"""Random-weight checkpoints with real architectures, for machines that cannot reach the hub.
+
+Tests use the tiny ones (seconds to build and export); benchmarks use the full-size ones, which
+cost exactly what real weights cost. Both are written with ``save_pretrained`` and loaded back
+with ``from_pretrained(folder)``: the same call users make with a hub id.
+
+The CLIP tokenizer is the real one: its BPE vocabulary ships inside the open-clip-torch wheel
+(MIT), which is downloaded with pip (no install: the wheel is only unzipped for that one file).
+
+    python -m export.random_checkpoints clip --size tiny --out /tmp/clip-tiny
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import zipfile
+from functools import lru_cache
+from pathlib import Path
+
+OPEN_CLIP_WHEEL = "open-clip-torch==3.3.0"
+BPE_MEMBER = "open_clip/bpe_simple_vocab_16e6.txt.gz"
+DEFAULT_CACHE = Path(os.environ.get("IMAGE_SEARCH_CACHE", Path.home() / ".cache" / "image-search"))
+
+# CLIP's text side: 49,152 BPE slots = 256 bytes + 48,894 merges + 2 specials (and the "</w>" bytes).
+N_MERGES = 49152 - 256 - 2
+BOS, EOS = "<|startoftext|>", "<|endoftext|>"
+
+
+def clip_bpe_file(cache_dir: Path = DEFAULT_CACHE) -> Path:
+    """Path of open_clip's gzip BPE file, fetched once from the wheel on the package registry."""
+    target = cache_dir / "bpe_simple_vocab_16e6.txt.gz"
+    if target.exists():
+        return target
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", OPEN_CLIP_WHEEL, "-d", tmp],
+            check=True,
+        )
+        (wheel,) = Path(tmp).glob("*.whl")
+        with zipfile.ZipFile(wheel) as zf:
+            partial = target.with_suffix(".partial")
+            partial.write_bytes(zf.read(BPE_MEMBER))
+            partial.replace(target)
+    return target
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2/CLIP's reversible byte -> printable character table."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, (chr(c) for c in cs)))
+
+
+@lru_cache(maxsize=1)
+def clip_vocab_and_merges(bpe_file: Path) -> tuple[dict[str, int], list[str]]:
+    """The 49,408-entry vocabulary and the merges, in the order open_clip's SimpleTokenizer builds them."""
+    lines = gzip.open(bpe_file).read().decode("utf-8").split("\n")[1 : N_MERGES + 1]
+    merges = [tuple(line.split()) for line in lines]
+    byte_chars = list(_bytes_to_unicode().values())
+    tokens = byte_chars + [c + "</w>" for c in byte_chars] + ["".join(m) for m in merges] + [BOS, EOS]
+    return {tok: i for i, tok in enumerate(tokens)}, [" ".join(m) for m in merges]
+
+
+def write_clip_tokenizer(folder: Path, bpe_file: Path | None = None) -> None:
+    """Write a CLIPTokenizer (vocab.json + merges.txt + configs) that matches openai's ids."""
+    from transformers import CLIPTokenizer
+
+    vocab, merges = clip_vocab_and_merges(bpe_file or clip_bpe_file())
+    with tempfile.TemporaryDirectory() as tmp:
+        Path(tmp, "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))
+        Path(tmp, "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
+        # pad with <|endoftext|> and 77 positions, as openai/clip-vit-* ship their tokenizer.
+        tokenizer = CLIPTokenizer.from_pretrained(tmp, pad_token=EOS, model_max_length=77)
+    tokenizer.save_pretrained(folder)
+
+
+# Architectures: tiny (tests) and the real ViT-B/32 / ViT-L/14 shapes (benchmarks, export checks).
+CLIP_SIZES = {
+    "tiny": dict(
+        text=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2),
+        vision=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                    image_size=32, patch_size=8),
+        projection_dim=16,
+    ),
+    "base": dict(text={}, vision={}, projection_dim=512),  # CLIPConfig() defaults = clip-vit-base-patch32
+    "large": dict(
+        text=dict(hidden_size=768, intermediate_size=3072, num_attention_heads=12),
+        vision=dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
+                    image_size=224, patch_size=14),
+        projection_dim=768,
+    ),
+}
+
+
+def build_clip(out: Path, size: str = "tiny", seed: int = 0) -> Path:
+    """Save a random-weight CLIP checkpoint (model, tokenizer, image processor) to ``out``."""
+    import torch
+    from transformers import CLIPConfig, CLIPImageProcessorPil, CLIPModel
+
+    spec = CLIP_SIZES[size]
+    torch.manual_seed(seed)
+    config = CLIPConfig(
+        text_config=dict(vocab_size=49408, max_position_embeddings=77, bos_token_id=49406,
+                         eos_token_id=49407, pad_token_id=49407, **spec["text"]),
+        vision_config=spec["vision"],
+        projection_dim=spec["projection_dim"],
+    )
+    model = CLIPModel(config).eval()
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    side = config.vision_config.image_size
+    CLIPImageProcessorPil(size={"shortest_edge": side}, crop_size={"height": side, "width": side}).save_pretrained(out)
+    write_clip_tokenizer(out)
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("family", choices=["clip"])
+    parser.add_argument("--size", choices=sorted(CLIP_SIZES), default="tiny")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    print(build_clip(args.out, args.size, args.seed))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,149 @@
+"""Triton model repository layout: config.pbtxt for each flavour, and safe installation of a model.
+
+One ONNX file, two ways to serve it (chosen by ``Serving.flavour``):
+- ``onnxruntime``: Triton's native ONNX Runtime backend, GPU instances, optional TensorRT (production);
+- ``python``: the python backend running the same file through onnxruntime (Triton builds without
+  the onnxruntime backend, such as the one in the nvidia-pytriton wheel used by the tests).
+
+Configs are built as Triton's own ModelConfig protobuf, so a field Triton does not know cannot be
+written. A model is assembled in a staging folder beside the repository (outside it, so a polling
+Triton never sees half a model) and moved into place only after its parity gate passed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2 as mc
+
+FLAVOURS = ("onnxruntime", "python")
+PYTHON_MODEL_SOURCE = Path(__file__).with_name("triton_python_model.py")
+MANIFEST = "export.json"
+DTYPES = {"uint8": mc.TYPE_UINT8, "int64": mc.TYPE_INT64, "float32": mc.TYPE_FP32}
+
+
+@dataclass(frozen=True)
+class Tensor:
+    name: str
+    dtype: str  # numpy name: uint8, int64, float32
+    dims: tuple[int, ...]  # without the batch axis
+
+
+@dataclass(frozen=True)
+class Serving:
+    """How Triton serves a model: the options users tune per deployment."""
+
+    flavour: str = "onnxruntime"
+    max_batch_size: int = 32
+    preferred_batch_sizes: tuple[int, ...] = ()
+    queue_delay_us: int = 2000
+    instances: int = 1
+    gpu: bool = True  # instance kind for the native flavour; the python flavour also uses CUDA when asked
+    tensorrt: bool = False
+    fp16: bool = False
+    threads: int = 0  # python flavour: onnxruntime intra-op threads per instance (0 = onnxruntime's default)
+
+    def __post_init__(self):
+        if self.flavour not in FLAVOURS:
+            raise ValueError(f"flavour must be one of {FLAVOURS}, not {self.flavour!r}")
+        if self.max_batch_size < 1:
+            raise ValueError("max_batch_size must be >= 1")
+
+    def preferred(self) -> list[int]:
+        sizes = self.preferred_batch_sizes or tuple(b for b in (4, 8, 16, 32, 64) if b <= self.max_batch_size)
+        return sorted({b for b in sizes if b <= self.max_batch_size})
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    inputs: tuple[Tensor, ...]
+    outputs: tuple[Tensor, ...]
+    extra_files: dict[str, Path] = field(default_factory=dict)  # file name in the model folder -> source file
+
+
+def render_config(spec: ModelSpec, serving: Serving) -> str:
+    """config.pbtxt text for one model in the chosen flavour."""
+    config = mc.ModelConfig(name=spec.name, max_batch_size=serving.max_batch_size)
+    for tensor in spec.inputs:
+        config.input.add(name=tensor.name, data_type=DTYPES[tensor.dtype], dims=list(tensor.dims))
+    for tensor in spec.outputs:
+        config.output.add(name=tensor.name, data_type=DTYPES[tensor.dtype], dims=list(tensor.dims))
+    config.dynamic_batching.preferred_batch_size.extend(serving.preferred())
+    config.dynamic_batching.max_queue_delay_microseconds = serving.queue_delay_us
+    kind = mc.ModelInstanceGroup.KIND_GPU if serving.gpu else mc.ModelInstanceGroup.KIND_CPU
+    config.instance_group.add(count=serving.instances, kind=kind)
+    if serving.flavour == "onnxruntime":
+        config.backend = "onnxruntime"
+        if serving.tensorrt and serving.gpu:
+            trt = config.optimization.execution_accelerators.gpu_execution_accelerator.add(name="tensorrt")
+            trt.parameters["precision_mode"] = "FP16" if serving.fp16 else "FP32"
+            trt.parameters["max_workspace_size_bytes"] = str(2 << 30)
+            trt.parameters["trt_engine_cache_enable"] = "1"
+    else:
+        config.backend = "python"
+        config.parameters["intra_op_num_threads"].string_value = str(serving.threads)
+    return text_format.MessageToString(config)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_manifest(repository: Path, name: str) -> dict | None:
+    path = repository / name / MANIFEST
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def is_up_to_date(repository: Path, name: str, request: dict) -> bool:
+    """True when the installed model came from the same request and its ONNX file is intact."""
+    manifest = read_manifest(repository, name)
+    if not manifest or manifest.get("request") != json.loads(json.dumps(request)):
+        return False
+    onnx_path = repository / name / "1" / "model.onnx"
+    return onnx_path.exists() and file_sha256(onnx_path) == manifest.get("onnx_sha256")
+
+
+class StagedModel:
+    """A model folder being assembled outside the repository; ``install`` swaps it in atomically."""
+
+    def __init__(self, repository: Path, spec: ModelSpec):
+        repository.mkdir(parents=True, exist_ok=True)
+        self.repository = repository.resolve()
+        self.spec = spec
+        self.root = Path(tempfile.mkdtemp(prefix=f".export-{spec.name}-", dir=self.repository.parent))
+        self.folder = self.root / spec.name
+        (self.folder / "1").mkdir(parents=True)
+
+    @property
+    def onnx_path(self) -> Path:
+        return self.folder / "1" / "model.onnx"
+
+    def install(self, serving: Serving, manifest: dict) -> Path:
+        (self.folder / "config.pbtxt").write_text(render_config(self.spec, serving))
+        if serving.flavour == "python":
+            shutil.copyfile(PYTHON_MODEL_SOURCE, self.folder / "1" / "model.py")
+        for target, source in self.spec.extra_files.items():
+            shutil.copyfile(source, self.folder / target)
+        manifest = {**manifest, "onnx_sha256": file_sha256(self.onnx_path)}
+        (self.folder / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        final = self.repository / self.spec.name
+        retired = self.root / f"{self.spec.name}.old"
+        if final.exists():
+            final.rename(retired)
+        self.folder.rename(final)
+        self.discard()
+        return final
+
+    def discard(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)

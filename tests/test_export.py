@@ -1,0 +1,145 @@
+"""CLIP export: ONNX towers against PyTorch, repository layout, Triton configs, the parity gate."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+from google.protobuf import text_format
+from transformers import AutoTokenizer, CLIPModel
+from tritonclient.grpc import model_config_pb2 as mc
+
+import export.__main__ as export_cli
+import export.clip as clip_export
+from export.clip import export_clip
+from export.random_checkpoints import build_clip
+from export.triton_repo import ModelSpec, Serving, Tensor, render_config
+from gateway.preprocess import PixelSpec, preprocess
+from tests.support.images import photo_bytes
+
+
+def session(path):
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def cosine_rows(a, b):
+    return np.sum(a * b, axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+def test_tokenizer_has_openai_clip_ids(clip_checkpoint):
+    tokenizer = AutoTokenizer.from_pretrained(clip_checkpoint)
+    assert len(tokenizer) == 49408
+    assert tokenizer("a photo of a cat")["input_ids"] == [49406, 320, 1125, 539, 320, 2368, 49407]
+    padded = tokenizer("man in red jacket", padding="max_length", max_length=77)["input_ids"]
+    assert len(padded) == 77 and padded[-1] == 49407
+
+
+def test_repository_layout(clip_repository):
+    for name in ("clip_image", "clip_text"):
+        folder = clip_repository / name
+        assert (folder / "config.pbtxt").exists() and (folder / "1" / "model.onnx").exists()
+        assert (folder / "1" / "model.py").exists()  # python flavour
+        manifest = json.loads((folder / "export.json").read_text())
+        assert manifest["parity"]["min_cosine"] >= 0.99999 and manifest["parity"]["rows"] >= 5
+    assert PixelSpec.load(clip_repository / "clip_image" / "preprocess.json").height == 32
+    # the gateway tokenizes from the repository alone: no hub, no checkpoint folder
+    tokenizer = AutoTokenizer.from_pretrained(clip_repository / "clip_text")
+    assert tokenizer("a photo of a cat")["input_ids"][:3] == [49406, 320, 1125]
+    assert not [p for p in clip_repository.parent.iterdir() if p.name.startswith(".export-")]
+
+
+def test_onnx_towers_match_pytorch_on_fresh_inputs(clip_checkpoint, clip_repository):
+    model = CLIPModel.from_pretrained(clip_checkpoint).eval()
+    spec = PixelSpec.load(clip_repository / "clip_image" / "preprocess.json")
+    pixels = np.stack([preprocess(photo_bytes(n, "JPEG"), spec) for n in ("horse", "coins", "hubble_deep_field")])
+    image_onnx = session(clip_repository / "clip_image" / "1" / "model.onnx")
+    got = image_onnx.run(None, {"pixels": pixels})[0]
+    x = (torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 255 - torch.tensor(spec.image_mean).view(1, 3, 1, 1)) \
+        / torch.tensor(spec.image_std).view(1, 3, 1, 1)
+    with torch.inference_mode():
+        want = torch.nn.functional.normalize(model.get_image_features(pixel_values=x).pooler_output, dim=-1).numpy()
+    assert cosine_rows(got, want).min() > 0.99999
+    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
+    # the batch axis is dynamic and rows do not interact
+    np.testing.assert_allclose(image_onnx.run(None, {"pixels": pixels[1:2]})[0][0], got[1], atol=1e-5)
+
+    tokenizer = AutoTokenizer.from_pretrained(clip_repository / "clip_text")
+    tokens = tokenizer(["a dog on a beach", "red car", "🚲"], padding="max_length", max_length=77, return_tensors="np")
+    feed = {"input_ids": tokens["input_ids"].astype(np.int64), "attention_mask": tokens["attention_mask"].astype(np.int64)}
+    got = session(clip_repository / "clip_text" / "1" / "model.onnx").run(None, feed)[0]
+    with torch.inference_mode():
+        features = model.get_text_features(input_ids=torch.from_numpy(feed["input_ids"]),
+                                           attention_mask=torch.from_numpy(feed["attention_mask"])).pooler_output
+    assert cosine_rows(got, torch.nn.functional.normalize(features, dim=-1).numpy()).min() > 0.99999
+
+
+def parse(config_text: str) -> mc.ModelConfig:
+    return text_format.Parse(config_text, mc.ModelConfig())
+
+
+def test_configs_parse_as_triton_model_configs(clip_repository):
+    config = parse((clip_repository / "clip_image" / "config.pbtxt").read_text())
+    assert config.backend == "python" and config.max_batch_size == 16
+    assert list(config.input[0].dims) == [32, 32, 3] and config.input[0].data_type == mc.TYPE_UINT8
+    assert config.instance_group[0].kind == mc.ModelInstanceGroup.KIND_CPU
+    assert config.dynamic_batching.max_queue_delay_microseconds == 5000
+    text = parse((clip_repository / "clip_text" / "config.pbtxt").read_text())
+    assert [i.name for i in text.input] == ["input_ids", "attention_mask"] and list(text.input[0].dims) == [77]
+
+
+def test_native_flavour_config_for_gpus():
+    spec = ModelSpec("clip_image", (Tensor("pixels", "uint8", (224, 224, 3)),), (Tensor("embeddings", "float32", (512,)),))
+    config = parse(render_config(spec, Serving(flavour="onnxruntime", max_batch_size=64, instances=2, tensorrt=True,
+                                               fp16=True)))
+    assert config.backend == "onnxruntime" and config.max_batch_size == 64
+    assert config.instance_group[0].kind == mc.ModelInstanceGroup.KIND_GPU and config.instance_group[0].count == 2
+    assert list(config.dynamic_batching.preferred_batch_size) == [4, 8, 16, 32, 64]
+    (trt,) = config.optimization.execution_accelerators.gpu_execution_accelerator
+    assert trt.name == "tensorrt" and trt.parameters["precision_mode"] == "FP16"
+    assert not config.parameters  # python-flavour settings stay out of native configs
+
+
+def test_rerun_is_up_to_date_and_force_reexports(tmp_path, clip_checkpoint):
+    serving = Serving(flavour="python", gpu=False)
+    assert export_clip(str(clip_checkpoint), tmp_path / "repo", serving)
+    onnx_path = tmp_path / "repo" / "clip_image" / "1" / "model.onnx"
+    stamp = onnx_path.stat().st_mtime_ns
+    assert export_clip(str(clip_checkpoint), tmp_path / "repo", serving) == {}  # nothing to do
+    assert onnx_path.stat().st_mtime_ns == stamp
+    # other serving options are a different request: re-exported
+    assert export_clip(str(clip_checkpoint), tmp_path / "repo", Serving(flavour="python", gpu=False, max_batch_size=8))
+    assert "max_batch_size: 8" in (tmp_path / "repo" / "clip_image" / "config.pbtxt").read_text()
+    assert export_clip(str(clip_checkpoint), tmp_path / "repo", serving, force=True)
+    assert onnx_path.stat().st_mtime_ns != stamp
+
+
+def test_fp16_export_passes_its_gate_and_keeps_io_types(tmp_path, clip_checkpoint):
+    reports = export_clip(str(clip_checkpoint), tmp_path / "repo", Serving(flavour="onnxruntime", fp16=True))
+    assert reports["clip_image"]["precision"] == "fp16" and reports["clip_image"]["min_cosine"] >= 0.999
+    fp16 = session(tmp_path / "repo" / "clip_text" / "1" / "model.onnx")
+    assert [i.type for i in fp16.get_inputs()] == ["tensor(int64)", "tensor(int64)"]
+    assert fp16.get_outputs()[0].type == "tensor(float)"
+    image = session(tmp_path / "repo" / "clip_image" / "1" / "model.onnx")
+    assert image.get_inputs()[0].type == "tensor(uint8)"
+    assert not (tmp_path / "repo" / "clip_image" / "1" / "model.py").exists()  # native flavour
+
+
+def test_parity_failure_exits_nonzero_and_keeps_the_installed_model(tmp_path, clip_checkpoint, monkeypatch, capsys):
+    """An exporter that produced the wrong graph (here: another model's weights) is refused."""
+    repo = tmp_path / "repo"
+    args = ["clip", "--model", str(clip_checkpoint), "--repository", str(repo), "--flavour", "python", "--cpu"]
+    assert export_cli.main(args) == 0
+    installed = (repo / "clip_image" / "1" / "model.onnx").read_bytes()
+
+    wrong = CLIPModel.from_pretrained(build_clip(tmp_path / "other", size="tiny", seed=1)).eval()
+    real_towers = clip_export._towers
+    monkeypatch.setattr(clip_export, "_towers", lambda model, spec: real_towers(wrong, spec))
+    assert export_cli.main(args + ["--force"]) == 1
+    message = capsys.readouterr().err
+    assert "parity gate refused" in message and "clip_image (fp32): min cosine" in message
+    assert (repo / "clip_image" / "1" / "model.onnx").read_bytes() == installed
+    assert sorted(os.listdir(tmp_path)) == ["other", "repo"]  # no staging folder left behind
