@@ -4,10 +4,13 @@ Tests use the tiny ones (seconds to build and export); benchmarks use the full-s
 cost exactly what real weights cost. Both are written with ``save_pretrained`` and loaded back
 with ``from_pretrained(folder)``: the same call users make with a hub id.
 
-The CLIP tokenizer is the real one: its BPE vocabulary ships inside the open-clip-torch wheel
-(MIT), which is downloaded with pip (no install: the wheel is only unzipped for that one file).
+The tokenizers are the real ones. CLIP's BPE vocabulary ships inside the open-clip-torch wheel
+(MIT), downloaded with pip and only unzipped for that one file. BERT's uncased WordPiece
+vocabulary (BLIP's text side) is rebuilt from the id->word model in the blingfire package (MIT):
+each id decoded alone gives the piece, and decoded after "a" tells a word start from a "##" piece.
 
     python -m export.random_checkpoints clip --size tiny --out /tmp/clip-tiny
+    python -m export.random_checkpoints blip --size base --out /tmp/blip-base
 """
 
 from __future__ import annotations
@@ -127,14 +130,94 @@ def build_clip(out: Path, size: str = "tiny", seed: int = 0) -> Path:
     return out
 
 
+BERT_SPECIALS = {0: "[PAD]", 100: "[UNK]", 101: "[CLS]", 102: "[SEP]", 103: "[MASK]"}
+
+
+@lru_cache(maxsize=1)
+def bert_uncased_vocab() -> list[str]:
+    """bert-base-uncased's 30,522 WordPiece entries, in id order."""
+    import blingfire
+    import numpy as np
+
+    model = blingfire.load_model(str(Path(blingfire.__file__).with_name("bert_base_tok.i2w")))
+    try:
+        vocab = []
+        for i in range(30522):
+            if i in BERT_SPECIALS:
+                vocab.append(BERT_SPECIALS[i])
+                continue
+            alone = blingfire.ids_to_text(model, np.array([i], np.int32), False)
+            after_a = blingfire.ids_to_text(model, np.array([1037, i], np.int32), False)  # 1037 = "a"
+            is_unused = alone.startswith("[unused") and alone.endswith("]")
+            vocab.append(alone if after_a.startswith("a ") or is_unused else "##" + alone)
+    finally:
+        blingfire.free_model(model)
+    if len(set(vocab)) != len(vocab):
+        raise RuntimeError("rebuilt BERT vocabulary has duplicate entries")
+    return vocab
+
+
+def write_blip_tokenizer(folder: Path) -> None:
+    """BLIP's tokenizer: BERT uncased + [DEC] (30522, bos) + [ENC] (30523), as Salesforce ships it."""
+    from transformers import BertTokenizer
+
+    with tempfile.TemporaryDirectory() as tmp:
+        Path(tmp, "vocab.txt").write_text("\n".join(bert_uncased_vocab()) + "\n")
+        tokenizer = BertTokenizer.from_pretrained(tmp, do_lower_case=True, model_max_length=512)
+    tokenizer.add_special_tokens({"bos_token": "[DEC]", "additional_special_tokens": ["[ENC]"]})
+    tokenizer.save_pretrained(folder)
+
+
+BLIP_SIZES = {
+    "tiny": dict(
+        text=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                  encoder_hidden_size=32),
+        vision=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                    image_size=32, patch_size=8),
+    ),
+    # Salesforce/blip-image-captioning-base: ViT-B/16 at 384 px + a BERT-base decoder
+    "base": dict(text=dict(num_attention_heads=12), vision={}),
+    # Salesforce/blip-image-captioning-large: ViT-L/16 at 384 px
+    "large": dict(
+        text=dict(num_attention_heads=12, encoder_hidden_size=1024),
+        vision=dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16),
+    ),
+}
+
+
+def build_blip(out: Path, size: str = "tiny", seed: int = 0) -> Path:
+    """Save a random-weight BlipForConditionalGeneration (model, tokenizer, image processor) to ``out``."""
+    import torch
+    from transformers import BlipConfig, BlipForConditionalGeneration, BlipImageProcessorPil
+
+    spec = BLIP_SIZES[size]
+    torch.manual_seed(seed)
+    config = BlipConfig(
+        text_config=dict(vocab_size=30524, bos_token_id=30522, pad_token_id=0, sep_token_id=102, **spec["text"]),
+        # BlipVisionConfig's initializer_range defaults to 1e-10: every image would look the same
+        vision_config=dict(initializer_range=0.02, **spec["vision"]),
+    )
+    model = BlipForConditionalGeneration(config).eval()
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    side = config.vision_config.image_size
+    BlipImageProcessorPil(size={"height": side, "width": side}).save_pretrained(out)
+    write_blip_tokenizer(out)
+    return out
+
+
+BUILDERS = {"clip": (build_clip, CLIP_SIZES), "blip": (build_blip, BLIP_SIZES)}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("family", choices=["clip"])
-    parser.add_argument("--size", choices=sorted(CLIP_SIZES), default="tiny")
+    parser.add_argument("family", choices=sorted(BUILDERS))
+    parser.add_argument("--size", choices=["tiny", "base", "large"], default="tiny")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    print(build_clip(args.out, args.size, args.seed))
+    build, _ = BUILDERS[args.family]
+    print(build(args.out, args.size, args.seed))
 
 
 if __name__ == "__main__":
