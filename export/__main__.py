@@ -1,4 +1,4 @@
-"""python -m export clip [--model HUB_ID_OR_FOLDER] [--repository model_repository] [--flavour ...]
+"""python -m export {clip,blip} [--model HUB_ID_OR_FOLDER] [--repository model_repository] [--flavour ...]
 
 Writes a Triton model repository from Hugging Face checkpoints. Exits 1, naming the model and the
 figures, when an export fails its parity gate; nothing is installed then.
@@ -7,6 +7,7 @@ figures, when an export fails its parity gate; nothing is installed then.
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 import time
 from pathlib import Path
@@ -15,13 +16,15 @@ from .parity import ParityError
 from .progress import say
 from .triton_repo import FLAVOURS, Serving
 
+FAMILIES = {"clip": ("export.clip", "export_clip", "openai/clip-vit-base-patch32"),
+            "blip": ("export.blip", "export_blip", "Salesforce/blip-image-captioning-base")}
+DEFAULTS = ", ".join(f"{family}: {default}" for family, (_, _, default) in FAMILIES.items())
+
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    from .clip import DEFAULT_CLIP
-
     parser = argparse.ArgumentParser(prog="python -m export", description=__doc__.split("\n\n")[1])
-    parser.add_argument("family", choices=["clip"], help="which model family to export")
-    parser.add_argument("--model", default=DEFAULT_CLIP, help="hub id or local checkpoint folder (default: %(default)s)")
+    parser.add_argument("family", choices=sorted(FAMILIES), help="which model family to export")
+    parser.add_argument("--model", help=f"hub id or local checkpoint folder (default: {DEFAULTS})")
     parser.add_argument("--repository", type=Path, default=Path("model_repository"), help="default: %(default)s")
     parser.add_argument("--flavour", choices=FLAVOURS, default="onnxruntime",
                         help="onnxruntime: Triton's native backend (production); python: python backend + onnxruntime")
@@ -44,10 +47,10 @@ def main(argv: list[str] | None = None) -> int:
                       instances=args.instances, gpu=not args.cpu, tensorrt=args.tensorrt, fp16=args.fp16,
                       threads=args.threads)
     start = time.perf_counter()
+    module, function, default_model = FAMILIES[args.family]
     try:
-        from .clip import export_clip
-
-        export_clip(args.model, args.repository, serving, force=args.force)
+        export = getattr(importlib.import_module(module), function)
+        export(args.model or default_model, args.repository, serving, force=args.force)
     except ParityError as exc:
         say(f"error: {exc}")
         return 1

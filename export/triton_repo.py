@@ -25,14 +25,16 @@ from tritonclient.grpc import model_config_pb2 as mc
 FLAVOURS = ("onnxruntime", "python")
 PYTHON_MODEL_SOURCE = Path(__file__).with_name("triton_python_model.py")
 MANIFEST = "export.json"
-DTYPES = {"uint8": mc.TYPE_UINT8, "int64": mc.TYPE_INT64, "float32": mc.TYPE_FP32}
+DTYPES = {"uint8": mc.TYPE_UINT8, "int32": mc.TYPE_INT32, "int64": mc.TYPE_INT64, "float32": mc.TYPE_FP32,
+          "bytes": mc.TYPE_STRING}
 
 
 @dataclass(frozen=True)
 class Tensor:
     name: str
-    dtype: str  # numpy name: uint8, int64, float32
+    dtype: str  # numpy name (uint8, int32, int64, float32) or "bytes" for strings
     dims: tuple[int, ...]  # without the batch axis
+    optional: bool = False
 
 
 @dataclass(frozen=True)
@@ -66,20 +68,27 @@ class ModelSpec:
     inputs: tuple[Tensor, ...]
     outputs: tuple[Tensor, ...]
     extra_files: dict[str, Path] = field(default_factory=dict)  # file name in the model folder -> source file
+    # python-backend code copied into the version folder (file name -> source)
+    python_files: dict[str, Path] = field(default_factory=lambda: {"model.py": PYTHON_MODEL_SOURCE})
+    python_only: bool = False  # a python model in every flavour (e.g. a decode loop)
+
+    def uses_python(self, serving: "Serving") -> bool:
+        return self.python_only or serving.flavour == "python"
 
 
 def render_config(spec: ModelSpec, serving: Serving) -> str:
     """config.pbtxt text for one model in the chosen flavour."""
     config = mc.ModelConfig(name=spec.name, max_batch_size=serving.max_batch_size)
     for tensor in spec.inputs:
-        config.input.add(name=tensor.name, data_type=DTYPES[tensor.dtype], dims=list(tensor.dims))
+        config.input.add(name=tensor.name, data_type=DTYPES[tensor.dtype], dims=list(tensor.dims),
+                         optional=tensor.optional)
     for tensor in spec.outputs:
         config.output.add(name=tensor.name, data_type=DTYPES[tensor.dtype], dims=list(tensor.dims))
     config.dynamic_batching.preferred_batch_size.extend(serving.preferred())
     config.dynamic_batching.max_queue_delay_microseconds = serving.queue_delay_us
     kind = mc.ModelInstanceGroup.KIND_GPU if serving.gpu else mc.ModelInstanceGroup.KIND_CPU
     config.instance_group.add(count=serving.instances, kind=kind)
-    if serving.flavour == "onnxruntime":
+    if not spec.uses_python(serving):
         config.backend = "onnxruntime"
         if serving.tensorrt and serving.gpu:
             trt = config.optimization.execution_accelerators.gpu_execution_accelerator.add(name="tensorrt")
@@ -105,13 +114,16 @@ def read_manifest(repository: Path, name: str) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
+def onnx_hashes(folder: Path) -> dict[str, str]:
+    return {path.name: file_sha256(path) for path in sorted((folder / "1").glob("*.onnx*"))}
+
+
 def is_up_to_date(repository: Path, name: str, request: dict) -> bool:
-    """True when the installed model came from the same request and its ONNX file is intact."""
+    """True when the installed model came from the same request and its ONNX files are intact."""
     manifest = read_manifest(repository, name)
     if not manifest or manifest.get("request") != json.loads(json.dumps(request)):
         return False
-    onnx_path = repository / name / "1" / "model.onnx"
-    return onnx_path.exists() and file_sha256(onnx_path) == manifest.get("onnx_sha256")
+    return bool(manifest.get("onnx_sha256")) and onnx_hashes(repository / name) == manifest["onnx_sha256"]
 
 
 class StagedModel:
@@ -127,15 +139,19 @@ class StagedModel:
 
     @property
     def onnx_path(self) -> Path:
-        return self.folder / "1" / "model.onnx"
+        return self.onnx_file("model.onnx")
+
+    def onnx_file(self, name: str) -> Path:
+        return self.folder / "1" / name
 
     def install(self, serving: Serving, manifest: dict) -> Path:
         (self.folder / "config.pbtxt").write_text(render_config(self.spec, serving))
-        if serving.flavour == "python":
-            shutil.copyfile(PYTHON_MODEL_SOURCE, self.folder / "1" / "model.py")
+        if self.spec.uses_python(serving):
+            for target, source in self.spec.python_files.items():
+                shutil.copyfile(source, self.folder / "1" / target)
         for target, source in self.spec.extra_files.items():
             shutil.copyfile(source, self.folder / target)
-        manifest = {**manifest, "onnx_sha256": file_sha256(self.onnx_path)}
+        manifest = {**manifest, "onnx_sha256": onnx_hashes(self.folder)}
         (self.folder / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         final = self.repository / self.spec.name
         retired = self.root / f"{self.spec.name}.old"

@@ -1,4 +1,4 @@
-"""Shared fixtures: a tiny random-weight CLIP checkpoint, its exported repository, a real Triton."""
+"""Shared fixtures: tiny random-weight CLIP and BLIP checkpoints, their exported repository, a real Triton."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from export.blip import export_blip
 from export.clip import export_clip
-from export.random_checkpoints import build_clip
+from export.random_checkpoints import build_blip, build_clip
 from export.triton_repo import Serving
 from tests.support.tritonserver import TritonServer
 
@@ -21,13 +22,24 @@ def clip_checkpoint(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def clip_repository(tmp_path_factory, clip_checkpoint) -> Path:
-    repository = tmp_path_factory.mktemp("served") / "model_repository"
-    export_clip(str(clip_checkpoint), repository, TEST_SERVING)
-    return repository
+def blip_checkpoint(tmp_path_factory) -> Path:
+    return build_blip(tmp_path_factory.mktemp("checkpoints") / "blip-tiny", size="tiny", seed=0)
 
 
 @pytest.fixture(scope="session")
-def triton(clip_repository, tmp_path_factory):
-    with TritonServer(clip_repository, tmp_path_factory.mktemp("triton")) as server:
+def export_reports(tmp_path_factory, clip_checkpoint, blip_checkpoint) -> tuple[Path, dict]:
+    repository = tmp_path_factory.mktemp("served") / "model_repository"
+    reports = export_clip(str(clip_checkpoint), repository, TEST_SERVING)
+    reports.update(export_blip(str(blip_checkpoint), repository, TEST_SERVING))
+    return repository, reports
+
+
+@pytest.fixture(scope="session")
+def model_repository(export_reports) -> Path:
+    return export_reports[0]
+
+
+@pytest.fixture(scope="session")
+def triton(model_repository, tmp_path_factory):
+    with TritonServer(model_repository, tmp_path_factory.mktemp("triton")) as server:
         yield server

@@ -38,25 +38,25 @@ def test_tokenizer_has_openai_clip_ids(clip_checkpoint):
     assert len(padded) == 77 and padded[-1] == 49407
 
 
-def test_repository_layout(clip_repository):
+def test_repository_layout(model_repository):
     for name in ("clip_image", "clip_text"):
-        folder = clip_repository / name
+        folder = model_repository / name
         assert (folder / "config.pbtxt").exists() and (folder / "1" / "model.onnx").exists()
         assert (folder / "1" / "model.py").exists()  # python flavour
         manifest = json.loads((folder / "export.json").read_text())
         assert manifest["parity"]["min_cosine"] >= 0.99999 and manifest["parity"]["rows"] >= 5
-    assert PixelSpec.load(clip_repository / "clip_image" / "preprocess.json").height == 32
+    assert PixelSpec.load(model_repository / "clip_image" / "preprocess.json").height == 32
     # the gateway tokenizes from the repository alone: no hub, no checkpoint folder
-    tokenizer = AutoTokenizer.from_pretrained(clip_repository / "clip_text")
+    tokenizer = AutoTokenizer.from_pretrained(model_repository / "clip_text")
     assert tokenizer("a photo of a cat")["input_ids"][:3] == [49406, 320, 1125]
-    assert not [p for p in clip_repository.parent.iterdir() if p.name.startswith(".export-")]
+    assert not [p for p in model_repository.parent.iterdir() if p.name.startswith(".export-")]
 
 
-def test_onnx_towers_match_pytorch_on_fresh_inputs(clip_checkpoint, clip_repository):
+def test_onnx_towers_match_pytorch_on_fresh_inputs(clip_checkpoint, model_repository):
     model = CLIPModel.from_pretrained(clip_checkpoint).eval()
-    spec = PixelSpec.load(clip_repository / "clip_image" / "preprocess.json")
+    spec = PixelSpec.load(model_repository / "clip_image" / "preprocess.json")
     pixels = np.stack([preprocess(photo_bytes(n, "JPEG"), spec) for n in ("horse", "coins", "hubble_deep_field")])
-    image_onnx = session(clip_repository / "clip_image" / "1" / "model.onnx")
+    image_onnx = session(model_repository / "clip_image" / "1" / "model.onnx")
     got = image_onnx.run(None, {"pixels": pixels})[0]
     x = (torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 255 - torch.tensor(spec.image_mean).view(1, 3, 1, 1)) \
         / torch.tensor(spec.image_std).view(1, 3, 1, 1)
@@ -67,10 +67,10 @@ def test_onnx_towers_match_pytorch_on_fresh_inputs(clip_checkpoint, clip_reposit
     # the batch axis is dynamic and rows do not interact
     np.testing.assert_allclose(image_onnx.run(None, {"pixels": pixels[1:2]})[0][0], got[1], atol=1e-5)
 
-    tokenizer = AutoTokenizer.from_pretrained(clip_repository / "clip_text")
+    tokenizer = AutoTokenizer.from_pretrained(model_repository / "clip_text")
     tokens = tokenizer(["a dog on a beach", "red car", "🚲"], padding="max_length", max_length=77, return_tensors="np")
     feed = {"input_ids": tokens["input_ids"].astype(np.int64), "attention_mask": tokens["attention_mask"].astype(np.int64)}
-    got = session(clip_repository / "clip_text" / "1" / "model.onnx").run(None, feed)[0]
+    got = session(model_repository / "clip_text" / "1" / "model.onnx").run(None, feed)[0]
     with torch.inference_mode():
         features = model.get_text_features(input_ids=torch.from_numpy(feed["input_ids"]),
                                            attention_mask=torch.from_numpy(feed["attention_mask"])).pooler_output
@@ -81,13 +81,13 @@ def parse(config_text: str) -> mc.ModelConfig:
     return text_format.Parse(config_text, mc.ModelConfig())
 
 
-def test_configs_parse_as_triton_model_configs(clip_repository):
-    config = parse((clip_repository / "clip_image" / "config.pbtxt").read_text())
+def test_configs_parse_as_triton_model_configs(model_repository):
+    config = parse((model_repository / "clip_image" / "config.pbtxt").read_text())
     assert config.backend == "python" and config.max_batch_size == 16
     assert list(config.input[0].dims) == [32, 32, 3] and config.input[0].data_type == mc.TYPE_UINT8
     assert config.instance_group[0].kind == mc.ModelInstanceGroup.KIND_CPU
     assert config.dynamic_batching.max_queue_delay_microseconds == 5000
-    text = parse((clip_repository / "clip_text" / "config.pbtxt").read_text())
+    text = parse((model_repository / "clip_text" / "config.pbtxt").read_text())
     assert [i.name for i in text.input] == ["input_ids", "attention_mask"] and list(text.input[0].dims) == [77]
 
 

@@ -46,8 +46,8 @@ async def embed_texts(url: str, ids: np.ndarray, mask: np.ndarray) -> np.ndarray
 
 
 @pytest.fixture(scope="module")
-def photo_pixels(clip_repository) -> np.ndarray:
-    spec = PixelSpec.load(clip_repository / "clip_image" / "preprocess.json")
+def photo_pixels(model_repository) -> np.ndarray:
+    spec = PixelSpec.load(model_repository / "clip_image" / "preprocess.json")
     return np.stack([preprocess(photo_bytes(name, "JPEG"), spec) for name in PHOTOS])
 
 
@@ -64,20 +64,20 @@ def test_models_ready(triton):
     assert metadata.inputs[0].datatype == "UINT8" and list(metadata.inputs[0].shape) == [-1, 32, 32, 3]
 
 
-def test_clip_image_over_grpc_matches_onnx(triton, clip_repository, photo_pixels):
+def test_clip_image_over_grpc_matches_onnx(triton, model_repository, photo_pixels):
     singles = asyncio.run(embed_images(triton.grpc_url, [p[None] for p in photo_pixels]))
     (batch,) = asyncio.run(embed_images(triton.grpc_url, [photo_pixels]))
-    expected = onnx_direct(clip_repository, "clip_image", {"pixels": photo_pixels})
+    expected = onnx_direct(model_repository, "clip_image", {"pixels": photo_pixels})
     np.testing.assert_allclose(np.concatenate(singles), expected, atol=1e-5)
     np.testing.assert_allclose(batch, expected, atol=1e-5)
 
 
-def test_clip_text_over_grpc_matches_onnx(triton, clip_repository):
-    tokenizer = AutoTokenizer.from_pretrained(clip_repository / "clip_text")
+def test_clip_text_over_grpc_matches_onnx(triton, model_repository):
+    tokenizer = AutoTokenizer.from_pretrained(model_repository / "clip_text")
     tokens = tokenizer(["man in red jacket", "a cat", ""], padding="max_length", max_length=77, return_tensors="np")
     ids, mask = tokens["input_ids"].astype(np.int64), tokens["attention_mask"].astype(np.int64)
     got = asyncio.run(embed_texts(triton.grpc_url, ids, mask))
-    expected = onnx_direct(clip_repository, "clip_text", {"input_ids": ids, "attention_mask": mask})
+    expected = onnx_direct(model_repository, "clip_text", {"input_ids": ids, "attention_mask": mask})
     np.testing.assert_allclose(got, expected, atol=1e-5)
 
 

@@ -1,0 +1,230 @@
+"""BLIP captioning -> three ONNX graphs + a decode loop, installed as the Triton model blip_caption.
+
+optimum cannot export BLIP (optimum#1818), so the graphs are small wrappers exported with torch:
+- vision.onnx:        uint8 pixels (N, S, S, 3) -> image_embeds (N, P, E); normalisation in-graph
+- decoder_init.onnx:  [DEC] + prompt ids, image_embeds -> last logits, self k/v, cross k/v
+- decoder_step.onnx:  one token + past self k/v + cross k/v -> logits, self k/v grown by one
+
+The parity gate runs ``model.generate`` (greedy and beam search, with and without a prompt) and
+the numpy decode loop of gateway.blip_decode on the same images, and refuses the export unless
+the generated token ids are identical.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from gateway.blip_decode import BlipDecoder, GenerationSettings, TokenIds
+from gateway.preprocess import PixelSpec, preprocess
+
+from . import onnx_io
+from .clip import PARITY_PHOTOS
+from .parity import ParityError, compare_embeddings, require
+from .progress import say, step
+from .sources import fingerprint
+from .triton_repo import ModelSpec, Serving, StagedModel, Tensor, is_up_to_date
+
+DEFAULT_BLIP = "Salesforce/blip-image-captioning-base"
+EXPORT_FORMAT = 1
+MODEL_DIR = Path(__file__).parent
+DECODE_SOURCE = Path(__file__).parents[1] / "gateway" / "blip_decode.py"
+PARITY_PROMPTS = ["", "a picture of"]
+PARITY_SETTINGS = [GenerationSettings(max_new_tokens=12, num_beams=1),
+                   GenerationSettings(max_new_tokens=12, num_beams=3),
+                   GenerationSettings(max_new_tokens=8, num_beams=1, repetition_penalty=1.3)]
+
+
+def _graphs(model, spec: PixelSpec):
+    import torch
+    from transformers.cache_utils import DynamicCache, EncoderDecoderCache
+
+    model.requires_grad_(False)
+    layers = model.config.text_config.num_hidden_layers
+    encoder_width = model.config.text_config.encoder_hidden_size
+
+    def flat(cache) -> list:
+        return [t for layer in cache.layers for t in (layer.keys, layer.values)]
+
+    class Vision(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.vision = model.vision_model
+            self.register_buffer("scale", torch.tensor(1.0 / 255.0))
+            self.register_buffer("mean", torch.tensor(spec.image_mean).view(1, 3, 1, 1))
+            self.register_buffer("std", torch.tensor(spec.image_std).view(1, 3, 1, 1))
+
+        def forward(self, pixels):
+            x = pixels.permute(0, 3, 1, 2).to(torch.float32) * self.scale
+            return self.vision(pixel_values=(x - self.mean) / self.std).last_hidden_state
+
+    class DecoderInit(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.decoder = model.text_decoder
+
+        def forward(self, input_ids, image_embeds):
+            cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
+            out = self.decoder(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
+                          encoder_hidden_states=image_embeds,
+                          encoder_attention_mask=torch.ones(image_embeds.shape[:2], dtype=torch.long),
+                          past_key_values=cache, use_cache=True)
+            cache = out.past_key_values
+            return (out.logits[:, -1, :], *flat(cache.self_attention_cache), *flat(cache.cross_attention_cache))
+
+    class DecoderStep(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.decoder = model.text_decoder
+
+        def forward(self, input_ids, *past):
+            own, cross = past[:2 * layers], past[2 * layers:]
+            cache = EncoderDecoderCache([(own[2 * i], own[2 * i + 1], cross[2 * i], cross[2 * i + 1]) for i in range(layers)])
+            batch, patches = cross[0].shape[0], cross[0].shape[2]
+            # the cached cross k/v are used; the encoder states only have to be present (and shaped)
+            placeholder = torch.zeros(batch, patches, encoder_width)
+            mask = torch.ones(batch, own[0].shape[2] + 1, dtype=torch.long)
+            out = self.decoder(input_ids=input_ids, attention_mask=mask, encoder_hidden_states=placeholder,
+                          encoder_attention_mask=torch.ones(batch, patches, dtype=torch.long),
+                          past_key_values=cache, use_cache=True)
+            return (out.logits[:, -1, :], *flat(out.past_key_values.self_attention_cache))
+
+    return Vision().eval(), DecoderInit().eval(), DecoderStep().eval(), layers
+
+
+def kv_names(prefix: str, layers: int) -> list[str]:
+    return [f"{prefix}_{kv}_{i}" for i in range(layers) for kv in "kv"]
+
+
+def parity_images(spec: PixelSpec) -> tuple[list, np.ndarray]:
+    """Real photos: PIL images for the HF processor, and our uint8 pixels of the same files."""
+    from PIL import Image
+
+    from .clip import _photo_bytes
+
+    photos = _photo_bytes()
+    return [Image.open(io.BytesIO(p)) for p in photos], np.stack([preprocess(p, spec) for p in photos])
+
+
+def hf_generate(model, processor, images, prompt: str, settings: GenerationSettings) -> list[list[int]]:
+    import torch
+
+    inputs = processor(images=images, text=[prompt] * len(images) if prompt else None, return_tensors="pt")
+    with torch.inference_mode():
+        out = model.generate(**inputs, max_new_tokens=settings.max_new_tokens, num_beams=settings.num_beams,
+                             repetition_penalty=settings.repetition_penalty, length_penalty=settings.length_penalty,
+                             do_sample=False)
+    pad = model.config.text_config.pad_token_id
+    prompt_len = 1 + (len(processor.tokenizer(prompt, add_special_tokens=False)["input_ids"]) if prompt else 0)
+    from gateway.blip_decode import _strip
+
+    return [_strip(row.numpy(), pad, prompt_len) for row in out]
+
+
+def export_blip(source: str, repository: Path, serving: Serving, force: bool = False) -> dict:
+    """Export ``source`` (hub id or folder) into ``repository``/blip_caption. Returns parity figures."""
+    import torch
+    from transformers import AutoConfig, BlipForConditionalGeneration, BlipProcessor
+
+    if serving.fp16:
+        raise ValueError("fp16 BLIP export is not supported yet: greedy/beam parity is defined on fp32 ids")
+    with step(f"[blip] reading checkpoint {source}"):
+        config = AutoConfig.from_pretrained(source)
+        request = {"source": source, "fingerprint": fingerprint(source, config), "serving": asdict(serving),
+                   "format": EXPORT_FORMAT}
+        if not force and is_up_to_date(repository, "blip_caption", request):
+            say(f"[blip] {repository}/blip_caption is up to date (use --force to re-export)")
+            return {}
+        model = BlipForConditionalGeneration.from_pretrained(source).eval()
+        processor = BlipProcessor.from_pretrained(source)
+    spec = PixelSpec.from_processor(processor.image_processor)
+    text = model.config.text_config
+    vision, init, step_graph, layers = _graphs(model, spec)
+    ids = TokenIds(bos=text.bos_token_id, eos=text.sep_token_id, pad=text.pad_token_id, layers=layers)
+
+    with tempfile.TemporaryDirectory() as scratch:
+        scratch = Path(scratch)
+        processor.tokenizer.save_pretrained(scratch / "tokenizer")
+        (scratch / "preprocess.json").write_text(spec.to_json())
+        (scratch / "blip.json").write_text(json.dumps({**asdict(ids), "defaults": asdict(GenerationSettings())}))
+        model_spec = ModelSpec(
+            "blip_caption",
+            inputs=(Tensor("pixels", "uint8", (spec.height, spec.width, 3)),
+                    Tensor("prompt", "bytes", (1,), optional=True),
+                    Tensor("max_new_tokens", "int32", (1,), optional=True),
+                    Tensor("num_beams", "int32", (1,), optional=True),
+                    Tensor("repetition_penalty", "float32", (1,), optional=True)),
+            outputs=(Tensor("caption", "bytes", (1,)),),
+            extra_files={"preprocess.json": scratch / "preprocess.json", "blip.json": scratch / "blip.json",
+                         **{p.name: p for p in (scratch / "tokenizer").iterdir()}},
+            python_files={"model.py": MODEL_DIR / "triton_blip_model.py", "blip_decode.py": DECODE_SOURCE},
+            python_only=True,
+        )
+        staged = StagedModel(repository, model_spec)
+        try:
+            reports = _export_graphs(staged, model, processor, spec, vision, init, step_graph, layers, ids)
+            final = staged.install(serving, {"request": request, "parity": reports})
+            say(f"[blip_caption] installed {final}")
+            return reports
+        finally:
+            staged.discard()
+
+
+def _export_graphs(staged: StagedModel, model, processor, spec, vision, init, step_graph, layers, ids) -> dict:
+    import torch
+
+    images, pixels = parity_images(spec)
+    with step("[blip_caption] exporting vision.onnx"):
+        onnx_io.export_module(vision, (torch.from_numpy(pixels[:2]),), staged.onnx_file("vision.onnx"), ["pixels"],
+                              ["image_embeds"], {"pixels": {0: "batch"}, "image_embeds": {0: "batch"}})
+    embeds = onnx_io.open_session(staged.onnx_file("vision.onnx")).run(None, {"pixels": pixels})[0]
+    with torch.inference_mode():
+        reference = model.vision_model(pixel_values=processor.image_processor(images=images, return_tensors="pt")
+                                       ["pixel_values"]).last_hidden_state.numpy()
+    vision_report = require(compare_embeddings("blip_caption/vision", reference.reshape(len(images), -1),
+                                               embeds.reshape(len(images), -1)))
+    say(f"[blip_caption] {vision_report}")
+
+    example_embeds = torch.from_numpy(embeds[:2])
+    example_ids = torch.tensor([[ids.bos, 1037, 3861]] * 2)  # [DEC] a picture
+    self_names, cross_names = kv_names("self", layers), kv_names("cross", layers)
+    with step("[blip_caption] exporting decoder_init.onnx and decoder_step.onnx"):
+        batch = {0: "batch"}
+        onnx_io.export_module(
+            init, (example_ids, example_embeds), staged.onnx_file("decoder_init.onnx"), ["input_ids", "image_embeds"],
+            ["logits", *self_names, *cross_names],
+            {"input_ids": {0: "batch", 1: "prompt"}, "image_embeds": batch, "logits": batch,
+             **{n: {0: "batch", 2: "prompt"} for n in self_names}, **{n: batch for n in cross_names}})
+        with torch.inference_mode():
+            past = init(example_ids, example_embeds)[1:]
+        past_names = [f"past_{n}" for n in self_names]
+        onnx_io.export_module(
+            step_graph, (example_ids[:, :1], *past), staged.onnx_file("decoder_step.onnx"),
+            ["input_ids", *past_names, *cross_names], ["logits", *self_names],
+            {"input_ids": batch, "logits": batch, **{n: {0: "batch", 2: "past"} for n in past_names},
+             **{n: batch for n in cross_names}, **{n: {0: "batch", 2: "length"} for n in self_names}})
+
+    decoder = BlipDecoder(*(onnx_io.open_session(staged.onnx_file(f"{name}.onnx"))
+                            for name in ("vision", "decoder_init", "decoder_step")), ids)
+    checked = 0
+    with step(f"[blip_caption] parity: generated ids vs model.generate on {len(images)} images"):
+        for prompt in PARITY_PROMPTS:
+            prompt_ids = processor.tokenizer(prompt, add_special_tokens=False)["input_ids"] if prompt else []
+            for settings in PARITY_SETTINGS:
+                want = hf_generate(model, processor, images, prompt, settings)
+                got = decoder.generate(embeds, prompt_ids, settings)
+                for i, (w, g) in enumerate(zip(want, got)):
+                    if w != g:
+                        raise ParityError(
+                            f"parity gate refused the export: blip_caption generated different ids than"
+                            f" model.generate for image {PARITY_PHOTOS[i]!r}, prompt {prompt!r}, {settings}:"
+                            f"\n  transformers: {w}\n  onnx:         {g}")
+                checked += len(want)
+    say(f"[blip_caption] generated ids identical to model.generate in {checked}/{checked} captions"
+        f" (greedy, beam 3, repetition penalty; with and without a prompt)")
+    return {"vision": vision_report.as_dict(), "generate_identical": checked}

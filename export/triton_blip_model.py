@@ -1,0 +1,78 @@
+"""Triton python-backend model blip_caption: uint8 pixels (+ optional prompt and settings) -> caption.
+
+Copied by the export as ``blip_caption/1/model.py`` with ``blip_decode.py`` beside it. The
+dynamic batcher hands ``execute`` several requests: every image goes through the vision encoder in
+one run, then requests that share a prompt and settings share every decoder step.
+
+The ONNX sessions run inside this process rather than as separate Triton models called through
+BLS: a BLS call per decoder step would move every sequence's cross-attention keys and values
+(42 MB per image for BLIP-base) through shared memory at each token.
+"""
+
+import json
+import os
+import sys
+
+import numpy as np
+import onnxruntime as ort
+import triton_python_backend_utils as pb_utils
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from blip_decode import BlipDecoder, CaptionText, GenerationSettings  # noqa: E402
+
+OPTIONAL = {"max_new_tokens": int, "num_beams": int, "repetition_penalty": float}
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        config = json.loads(args["model_config"])
+        params = {key: value["string_value"] for key, value in config.get("parameters", {}).items()}
+        folder = args["model_repository"]
+        providers = ["CPUExecutionProvider"]
+        if args.get("model_instance_kind") == "GPU" and "CUDAExecutionProvider" in ort.get_available_providers():
+            providers.insert(0, ("CUDAExecutionProvider", {"device_id": int(args["model_instance_device_id"])}))
+        self.decoder = BlipDecoder.from_folder(folder, int(params.get("intra_op_num_threads", "0")), providers)
+        self.text = CaptionText(folder)
+        with open(os.path.join(folder, "blip.json")) as fh:
+            self.defaults = json.load(fh)["defaults"]
+
+    def _request_settings(self, request):
+        values = dict(self.defaults)
+        for name, cast in OPTIONAL.items():
+            tensor = pb_utils.get_input_tensor_by_name(request, name)
+            if tensor is not None:
+                values[name] = cast(tensor.as_numpy().reshape(-1)[0])
+        prompt = pb_utils.get_input_tensor_by_name(request, "prompt")
+        text = prompt.as_numpy().reshape(-1)[0].decode("utf-8") if prompt is not None else ""
+        return text, GenerationSettings(**values)
+
+    def execute(self, requests):
+        responses = [None] * len(requests)
+        pixels, groups, start = [], {}, 0
+        for index, request in enumerate(requests):
+            try:
+                key = self._request_settings(request)
+            except (ValueError, UnicodeDecodeError) as exc:
+                responses[index] = pb_utils.InferenceResponse(error=pb_utils.TritonError(str(exc)))
+                continue
+            batch = pb_utils.get_input_tensor_by_name(request, "pixels").as_numpy()
+            pixels.append(batch)
+            groups.setdefault(key, []).append((index, start, start + len(batch)))
+            start += len(batch)
+        if not pixels:
+            return responses
+        try:
+            embeds = self.decoder.encode(np.concatenate(pixels))
+            for (prompt, settings), members in groups.items():
+                rows = np.concatenate([np.arange(first, last) for _, first, last in members])
+                ids = self.decoder.generate(embeds[rows], self.text.prompt_ids(prompt), settings)
+                captions = [self.text.caption(sequence).encode("utf-8") for sequence in ids]
+                offset = 0
+                for index, first, last in members:
+                    chunk = np.array(captions[offset:offset + last - first], dtype=object).reshape(-1, 1)
+                    responses[index] = pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("caption", chunk)])
+                    offset += last - first
+        except Exception as exc:  # onnxruntime's message is the useful part
+            error = pb_utils.TritonError(f"captioning failed: {exc}")
+            responses = [r or pb_utils.InferenceResponse(error=error) for r in responses]
+        return responses

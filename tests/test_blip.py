@@ -1,0 +1,156 @@
+"""BLIP captioning: ONNX graphs + numpy decode loop against transformers, in-process and through Triton."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import re
+
+import numpy as np
+import pytest
+import torch
+import tritonclient.grpc as grpcclient
+import tritonclient.grpc.aio as aioclient
+from PIL import Image
+from transformers import BlipForConditionalGeneration, BlipProcessor
+from tritonclient.utils import InferenceServerException
+
+import export.__main__ as export_cli
+import export.blip as blip_export
+from export.random_checkpoints import build_blip
+from gateway.blip_decode import BlipDecoder, CaptionText, GenerationSettings
+from gateway.preprocess import PixelSpec, preprocess
+from tests.support.images import photo_bytes
+from tests.test_triton import inference_counts
+
+# images the export's parity gate did not see
+NEW_PHOTOS = ["horse", "coins", "hubble_deep_field", "page"]
+SETTINGS = [GenerationSettings(max_new_tokens=15, num_beams=1), GenerationSettings(max_new_tokens=15, num_beams=3),
+            GenerationSettings(max_new_tokens=10, num_beams=4, length_penalty=0.6, repetition_penalty=1.2),
+            GenerationSettings(max_new_tokens=10, num_beams=2, min_new_tokens=6)]
+
+
+@pytest.fixture(scope="module")
+def blip_folder(model_repository):
+    return model_repository / "blip_caption"
+
+
+@pytest.fixture(scope="module")
+def captioner(blip_folder):
+    return BlipDecoder.from_folder(blip_folder), CaptionText(blip_folder)
+
+
+@pytest.fixture(scope="module")
+def photos(blip_folder):
+    spec = PixelSpec.load(blip_folder / "preprocess.json")
+    files = [photo_bytes(name, "JPEG") for name in NEW_PHOTOS]
+    return files, np.stack([preprocess(f, spec) for f in files])
+
+
+def test_export_gate_figures_and_layout(export_reports, blip_folder):
+    _, reports = export_reports
+    assert reports["generate_identical"] == 30 and reports["vision"]["min_cosine"] >= 0.99999
+    for name in ("vision.onnx", "decoder_init.onnx", "decoder_step.onnx", "model.py", "blip_decode.py"):
+        assert (blip_folder / "1" / name).exists()
+    assert (blip_folder / "tokenizer.json").exists() and (blip_folder / "blip.json").exists()
+
+
+@pytest.mark.parametrize("prompt", ["", "a photo of"])
+@pytest.mark.parametrize("settings", SETTINGS, ids=lambda s: f"beams{s.num_beams}")
+def test_captions_equal_transformers_generate_and_decode(blip_checkpoint, captioner, photos, prompt, settings):
+    decoder, text = captioner
+    files, pixels = photos
+    model = BlipForConditionalGeneration.from_pretrained(blip_checkpoint).eval()
+    processor = BlipProcessor.from_pretrained(blip_checkpoint)
+    images = [Image.open(io.BytesIO(f)) for f in files]
+    inputs = processor(images=images, text=[prompt] * len(images) if prompt else None, return_tensors="pt")
+    with torch.inference_mode():
+        out = model.generate(**inputs, max_new_tokens=settings.max_new_tokens, num_beams=settings.num_beams,
+                             repetition_penalty=settings.repetition_penalty, length_penalty=settings.length_penalty,
+                             min_new_tokens=settings.min_new_tokens or None, do_sample=False)
+    want = processor.batch_decode(out, skip_special_tokens=True)
+    ids = decoder.generate(decoder.encode(pixels), text.prompt_ids(prompt), settings)
+    assert [text.caption(i) for i in ids] == [w.strip() for w in want]
+    assert all(caption.startswith(prompt) for caption in want)
+
+
+@pytest.mark.parametrize("settings", SETTINGS[:2], ids=["greedy", "beam3"])
+def test_batched_and_single_agree(captioner, photos, settings):
+    decoder, text = captioner
+    embeds = decoder.encode(photos[1])
+    batched = decoder.generate(embeds, [], settings)
+    assert batched == [decoder.generate(embeds[i:i + 1], [], settings)[0] for i in range(len(embeds))]
+
+
+def test_invalid_settings_are_refused():
+    for bad in (dict(num_beams=0), dict(max_new_tokens=0), dict(repetition_penalty=0.0), dict(min_new_tokens=50)):
+        with pytest.raises(ValueError):
+            GenerationSettings(**bad)
+
+
+def caption_inputs(pixels, module, prompt=None, num_beams=None, max_new_tokens=None):
+    tensors = [module.InferInput("pixels", list(pixels.shape), "UINT8")]
+    tensors[0].set_data_from_numpy(pixels)
+    n = len(pixels)
+    for name, value, dtype, numpy_type in (("prompt", prompt, "BYTES", object), ("num_beams", num_beams, "INT32", np.int32),
+                                           ("max_new_tokens", max_new_tokens, "INT32", np.int32)):
+        if value is not None:
+            tensor = module.InferInput(name, [n, 1], dtype)
+            data = [[value.encode()]] * n if dtype == "BYTES" else [[value]] * n
+            tensor.set_data_from_numpy(np.array(data, dtype=numpy_type))
+            tensors.append(tensor)
+    return tensors
+
+
+def test_triton_caption_equals_in_process_loop(triton, captioner, photos):
+    decoder, text = captioner
+    pixels = photos[1]
+    client = grpcclient.InferenceServerClient(triton.grpc_url)
+    for prompt, beams in (("", None), ("a photo of", 1), ("a photo of", 3)):
+        result = client.infer("blip_caption", caption_inputs(pixels, grpcclient, prompt or None, beams, 12))
+        got = [c[0].decode() for c in result.as_numpy("caption")]
+        settings = GenerationSettings(max_new_tokens=12, num_beams=beams or GenerationSettings().num_beams)
+        assert got == [text.caption(i) for i in decoder.generate(decoder.encode(pixels), text.prompt_ids(prompt), settings)]
+
+
+def test_concurrent_mixed_requests_are_batched_and_each_gets_its_own_caption(triton, captioner, photos):
+    decoder, text = captioner
+    pixels = photos[1]
+    cases = [(i % len(pixels), ["", "a photo of"][i % 2], [1, 3][(i // 2) % 2]) for i in range(16)]
+
+    async def run():
+        client = aioclient.InferenceServerClient(triton.grpc_url)
+        try:
+            calls = [client.infer("blip_caption", caption_inputs(pixels[i:i + 1], aioclient, p or None, b, 10),
+                                  client_timeout=120) for i, p, b in cases]
+            return [r.as_numpy("caption")[0][0].decode() for r in await asyncio.gather(*calls)]
+        finally:
+            await client.close()
+
+    before = inference_counts(triton.metrics(), "blip_caption")
+    got = asyncio.run(run())
+    after = inference_counts(triton.metrics(), "blip_caption")
+    embeds = decoder.encode(pixels)
+    for (i, prompt, beams), caption in zip(cases, got):
+        ids = decoder.generate(embeds[i:i + 1], text.prompt_ids(prompt), GenerationSettings(max_new_tokens=10, num_beams=beams))
+        assert caption == text.caption(ids[0])
+    assert after[0] - before[0] == 16 and after[1] - before[1] < 16
+
+
+def test_triton_refuses_bad_settings_and_keeps_serving(triton, photos):
+    client = grpcclient.InferenceServerClient(triton.grpc_url)
+    with pytest.raises(InferenceServerException, match="num_beams must be in 1..16"):
+        client.infer("blip_caption", caption_inputs(photos[1][:1], grpcclient, num_beams=0))
+    assert client.infer("blip_caption", caption_inputs(photos[1][:1], grpcclient)).as_numpy("caption").shape == (1, 1)
+
+
+def test_wrong_decoder_export_is_refused(tmp_path, blip_checkpoint, monkeypatch, capsys):
+    """Decoder graphs from other weights: the vision check passes, the generated ids do not."""
+    wrong = BlipForConditionalGeneration.from_pretrained(build_blip(tmp_path / "other", seed=1)).eval()
+    real_graphs = blip_export._graphs
+    monkeypatch.setattr(blip_export, "_graphs",
+                        lambda model, spec: (real_graphs(model, spec)[0], *real_graphs(wrong, spec)[1:]))
+    args = ["blip", "--model", str(blip_checkpoint), "--repository", str(tmp_path / "repo"), "--flavour", "python"]
+    assert export_cli.main(args) == 1
+    assert re.search(r"blip_caption generated different ids than model.generate for image", capsys.readouterr().err)
+    assert not (tmp_path / "repo" / "blip_caption").exists()
