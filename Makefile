@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 CLIP_MODEL ?= openai/clip-vit-base-patch32
+BLIP_MODEL ?= Salesforce/blip-image-captioning-base
 REPOSITORY ?= model_repository
 
 .PHONY: setup test serve export clean
@@ -22,6 +23,7 @@ test: setup
 # gRPC :8001, HTTP :8000, metrics :8002. The FastAPI gateway arrives with the gateway issue.
 export: setup
 	$(PY) -m export clip --model $(CLIP_MODEL) --repository $(REPOSITORY) --flavour python --cpu
+	$(PY) -m export blip --model $(BLIP_MODEL) --repository $(REPOSITORY) --flavour python --cpu
 
 serve: export
 	$(PY) -m tests.support.tritonserver --repository $(REPOSITORY)

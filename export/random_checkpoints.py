@@ -169,10 +169,11 @@ def write_blip_tokenizer(folder: Path) -> None:
 
 
 BLIP_SIZES = {
+    # vision width != text width, as in BLIP-large (1024 vs 768): the cross-attention shapes differ
     "tiny": dict(
         text=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                  encoder_hidden_size=32),
-        vision=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                  encoder_hidden_size=48),
+        vision=dict(hidden_size=48, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
                     image_size=32, patch_size=8),
     ),
     # Salesforce/blip-image-captioning-base: ViT-B/16 at 384 px + a BERT-base decoder

@@ -162,6 +162,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workdir", type=Path, default=Path(".cache/tritonserver"))
     parser.add_argument("--ports", type=int, nargs=3, default=(8000, 8001, 8002), metavar=("HTTP", "GRPC", "METRICS"))
     args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # run the finally below: stop the server group
     server = TritonServer(args.repository, args.workdir, ports=tuple(args.ports)).start()
     print(f"tritonserver ready: gRPC {server.grpc_url}, HTTP {server.http_url}, metrics {server.metrics_url}"
           f" (log: {server.log_path}); Ctrl-C stops it", flush=True)
