@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import BlipForConditionalGeneration, BlipProcessor
+from transformers import BlipForConditionalGeneration
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from gateway.blip_decode import BlipDecoder, GenerationSettings  # noqa: E402
@@ -48,7 +48,6 @@ def main() -> None:
 
     threads = torch.get_num_threads()
     model = BlipForConditionalGeneration.from_pretrained(args.checkpoint).eval()
-    processor = BlipProcessor.from_pretrained(args.checkpoint)
     folder = args.repository / "blip_caption"
     decoder = BlipDecoder.from_folder(folder, threads=threads)
     spec = PixelSpec.load(folder / "preprocess.json")

@@ -20,11 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
-from gateway.blip_decode import BlipDecoder, GenerationSettings, TokenIds
+from gateway.blip_decode import BlipDecoder, GenerationSettings, TokenIds, strip_padding
 from gateway.preprocess import PixelSpec, preprocess
 
 from . import onnx_io
-from .clip import PARITY_PHOTOS
+from .clip import PARITY_PHOTOS, parity_photo_bytes
 from .parity import ParityError, compare_embeddings, require
 from .progress import say, step
 from .sources import fingerprint
@@ -105,9 +105,7 @@ def parity_images(spec: PixelSpec) -> tuple[list, np.ndarray]:
     """Real photos: PIL images for the HF processor, and our uint8 pixels of the same files."""
     from PIL import Image
 
-    from .clip import _photo_bytes
-
-    photos = _photo_bytes()
+    photos = parity_photo_bytes()
     return [Image.open(io.BytesIO(p)) for p in photos], np.stack([preprocess(p, spec) for p in photos])
 
 
@@ -121,14 +119,11 @@ def hf_generate(model, processor, images, prompt: str, settings: GenerationSetti
                              do_sample=False)
     pad = model.config.text_config.pad_token_id
     prompt_len = 1 + (len(processor.tokenizer(prompt, add_special_tokens=False)["input_ids"]) if prompt else 0)
-    from gateway.blip_decode import _strip
-
-    return [_strip(row.numpy(), pad, prompt_len) for row in out]
+    return [strip_padding(row.numpy(), pad, prompt_len) for row in out]
 
 
 def export_blip(source: str, repository: Path, serving: Serving, force: bool = False) -> dict:
     """Export ``source`` (hub id or folder) into ``repository``/blip_caption. Returns parity figures."""
-    import torch
     from transformers import AutoConfig, BlipForConditionalGeneration, BlipProcessor
 
     if serving.fp16:

@@ -62,14 +62,14 @@ def _towers(model, spec: PixelSpec):
     return ImageTower().eval(), TextTower().eval()
 
 
-def _photo_bytes() -> list[bytes]:
+def parity_photo_bytes() -> list[bytes]:
+    """The parity gates' real photos (scikit-image ships them), as JPEG files."""
     import skimage.data
+    from PIL import Image
 
     photos = []
     for name in PARITY_PHOTOS:
         buffer = io.BytesIO()
-        from PIL import Image
-
         Image.fromarray(getattr(skimage.data, name)()).save(buffer, "JPEG", quality=92)
         photos.append(buffer.getvalue())
     return photos
@@ -81,7 +81,7 @@ def image_parity_inputs(processor, spec: PixelSpec, seed: int = 0):
     from PIL import Image
 
     rng = np.random.default_rng(seed)
-    photos = _photo_bytes()
+    photos = parity_photo_bytes()
     noise = rng.integers(0, 256, size=(3, spec.height, spec.width, 3), dtype=np.uint8)
     pil_images = [Image.open(io.BytesIO(p)) for p in photos] + [Image.fromarray(a) for a in noise]
     reference = processor(images=pil_images, return_tensors="pt")["pixel_values"]

@@ -133,7 +133,7 @@ class BlipDecoder:
             if not unfinished.any() or step == settings.max_new_tokens - 1:
                 break
             logits, self_kv = self._next(tokens, self_kv, cross_kv)
-        return [_strip(row, self.ids.pad, prompt_len) for row in sequences]
+        return [strip_padding(row, self.ids.pad, prompt_len) for row in sequences]
 
     def _beam(self, image_embeds, prompt, settings) -> list[list[int]]:
         ids, k = self.ids, settings.num_beams
@@ -193,10 +193,10 @@ class BlipDecoder:
                 break
             self_kv = [a[reorder] for a in self_kv]  # cross k/v: beams of one image share them, no reorder
             logits, self_kv = self._next(running[:, :, cur_len - 1].reshape(-1), self_kv, cross_kv)
-        return [_strip(row, ids.pad, prompt_len) for row in finished_seqs[:, 0]]
+        return [strip_padding(row, ids.pad, prompt_len) for row in finished_seqs[:, 0]]
 
 
-def _strip(row: np.ndarray, pad: int, prompt_len: int) -> list[int]:
+def strip_padding(row: np.ndarray, pad: int, prompt_len: int) -> list[int]:
     """Drop the padding after the end of a sequence (pad ids inside the prompt are kept)."""
     generated = [int(t) for t in row[prompt_len:]]
     while generated and generated[-1] == pad:

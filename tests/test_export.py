@@ -7,7 +7,6 @@ import os
 
 import numpy as np
 import onnxruntime as ort
-import pytest
 import torch
 from google.protobuf import text_format
 from transformers import AutoTokenizer, CLIPModel
