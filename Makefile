@@ -6,7 +6,7 @@ CLIP_MODEL ?= openai/clip-vit-base-patch32
 BLIP_MODEL ?= Salesforce/blip-image-captioning-base
 REPOSITORY ?= model_repository
 
-.PHONY: setup test serve export clean
+.PHONY: setup test serve export triton clean
 
 setup: $(VENV)/.installed
 
@@ -19,13 +19,19 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 test: setup
 	$(PY) -m pytest
 
-# Export (skipped when the repository is up to date) and serve it with the bundled CPU tritonserver:
-# gRPC :8001, HTTP :8000, metrics :8002. The FastAPI gateway arrives with the gateway issue.
+# Export the models (skipped when the repository is up to date), then serve the gateway on :8000
+# with the embedded default: in-process ONNX Runtime + a Milvus Lite file under data/.
+# GATEWAY_* variables configure it (see gateway/settings.py); CLIP_MODEL / BLIP_MODEL pick the models.
 export: setup
 	$(PY) -m export clip --model $(CLIP_MODEL) --repository $(REPOSITORY) --flavour python --cpu
 	$(PY) -m export blip --model $(BLIP_MODEL) --repository $(REPOSITORY) --flavour python --cpu
 
 serve: export
+	GATEWAY_MODEL_REPOSITORY=$(REPOSITORY) $(PY) -m gateway
+
+# The same repository on the bundled CPU tritonserver (gRPC :8001, HTTP :8000, metrics :8002); run the
+# gateway against it with GATEWAY_INFERENCE_MODE=triton GATEWAY_PORT=8080 make serve.
+triton: export
 	$(PY) -m tests.support.tritonserver --repository $(REPOSITORY)
 
 clean:

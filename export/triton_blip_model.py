@@ -18,7 +18,7 @@ import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from blip_decode import BlipDecoder, CaptionText, GenerationSettings  # noqa: E402
+from blip_decode import BlipDecoder, CaptionText, GenerationSettings, caption_requests  # noqa: E402
 
 OPTIONAL = {"max_new_tokens": int, "num_beams": int, "repetition_penalty": float}
 
@@ -47,32 +47,23 @@ class TritonPythonModel:
         return text, GenerationSettings(**values)
 
     def execute(self, requests):
-        responses = [None] * len(requests)
-        pixels, groups, start = [], {}, 0
+        responses, accepted = [None] * len(requests), []
         for index, request in enumerate(requests):
             try:
-                key = self._request_settings(request)
+                prompt, settings = self._request_settings(request)
             except (ValueError, UnicodeDecodeError) as exc:
                 responses[index] = pb_utils.InferenceResponse(error=pb_utils.TritonError(str(exc)))
                 continue
-            batch = pb_utils.get_input_tensor_by_name(request, "pixels").as_numpy()
-            pixels.append(batch)
-            groups.setdefault(key, []).append((index, start, start + len(batch)))
-            start += len(batch)
-        if not pixels:
+            pixels = pb_utils.get_input_tensor_by_name(request, "pixels").as_numpy()
+            accepted.append((index, (pixels, prompt, settings)))
+        if not accepted:
             return responses
         try:
-            embeds = self.decoder.encode(np.concatenate(pixels))
-            for (prompt, settings), members in groups.items():
-                rows = np.concatenate([np.arange(first, last) for _, first, last in members])
-                ids = self.decoder.generate(embeds[rows], self.text.prompt_ids(prompt), settings)
-                captions = [self.text.caption(sequence).encode("utf-8") for sequence in ids]
-                offset = 0
-                for index, first, last in members:
-                    chunk = np.array(captions[offset:offset + last - first], dtype=object).reshape(-1, 1)
-                    responses[index] = pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("caption", chunk)])
-                    offset += last - first
+            captions = caption_requests(self.decoder, self.text, [item for _, item in accepted])
         except Exception as exc:  # onnxruntime's message is the useful part
             error = pb_utils.TritonError(f"captioning failed: {exc}")
-            responses = [r or pb_utils.InferenceResponse(error=error) for r in responses]
+            return [r or pb_utils.InferenceResponse(error=error) for r in responses]
+        for (index, _), texts in zip(accepted, captions):
+            chunk = np.array([t.encode("utf-8") for t in texts], dtype=object).reshape(-1, 1)
+            responses[index] = pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("caption", chunk)])
         return responses

@@ -224,3 +224,23 @@ class CaptionText:
                                   (" 'm", "'m"), (" 's", "'s"), (" 've", "'ve"), (" 're", "'re")):
                 text = text.replace(before, after)
         return text.strip()
+
+
+def caption_requests(decoder: BlipDecoder, text: CaptionText,
+                     requests: list[tuple[np.ndarray, str, GenerationSettings]]) -> list[list[str]]:
+    """Caption several requests (pixels, prompt, settings) at once: one vision run for every image,
+    one decode loop per distinct (prompt, settings). Returns one list of captions per request."""
+    embeds = decoder.encode(np.concatenate([pixels for pixels, _, _ in requests]))
+    groups, start = {}, 0
+    for index, (pixels, prompt, settings) in enumerate(requests):
+        groups.setdefault((prompt, settings), []).append((index, start, start + len(pixels)))
+        start += len(pixels)
+    results: list[list[str]] = [[] for _ in requests]
+    for (prompt, settings), members in groups.items():
+        rows = np.concatenate([np.arange(first, last) for _, first, last in members])
+        captions = [text.caption(ids) for ids in decoder.generate(embeds[rows], text.prompt_ids(prompt), settings)]
+        offset = 0
+        for index, first, last in members:
+            results[index] = captions[offset:offset + last - first]
+            offset += last - first
+    return results

@@ -1,0 +1,148 @@
+"""The FastAPI application: lifespan (models and store), errors, request ids, metrics, health."""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import time
+import uuid
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from . import api
+from .errors import DependencyUnavailable, ErrorBody, GatewayError
+from .inference import Inference, create_inference
+from .metrics import ERRORS, REQUEST_SECONDS
+from .preprocess import ImageError, ImageTooLarge
+from .settings import Settings
+from .store import VectorStore
+
+REQUEST_ID = contextvars.ContextVar("request_id", default=None)
+log = logging.getLogger("gateway")
+
+
+class JsonLogFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {"time": round(record.created, 3), "level": record.levelname, "logger": record.name,
+                 "message": record.getMessage(), "request_id": REQUEST_ID.get()}
+        entry.update(getattr(record, "fields", {}))
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+def configure_logging(level: str = "INFO") -> None:
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonLogFormatter())
+    root = logging.getLogger("gateway")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+
+
+def error_response(status: int, code: str, message: str, retry_after: int | None = None) -> JSONResponse:
+    ERRORS.labels(code).inc()
+    body = ErrorBody(error={"code": code, "message": message, "request_id": REQUEST_ID.get()})
+    headers = {"Retry-After": str(retry_after)} if retry_after else None
+    return JSONResponse(body.model_dump(), status_code=status, headers=headers)
+
+
+def create_app(settings: Settings | None = None, inference: Inference | None = None,
+               store: VectorStore | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        app.state.inference = inference or create_inference(settings)
+        app.state.store = store or VectorStore(settings, app.state.inference.info.embedding_dim)
+        await app.state.store.start()
+        log.info("gateway ready", extra={"fields": {"inference": settings.inference_mode, "milvus": settings.milvus_uri}})
+        try:
+            yield
+        finally:  # uvicorn drains in-flight requests before this runs
+            await app.state.inference.close()
+            await app.state.store.close()
+
+    # Response models are serialised by pydantic-core (Rust) straight to JSON bytes: FastAPI now
+    # deprecates ORJSONResponse, which that path makes redundant.
+    app = FastAPI(title="image-search gateway", version="0.1.0", lifespan=lifespan,
+                  description="Caption, embed, index and search images: CLIP + BLIP on Triton or in-process "
+                              "ONNX Runtime, vectors in Milvus. Every error is `{\"error\": {code, message, "
+                              "request_id}}`.")
+    app.state.settings = settings
+    app.include_router(api.router)
+
+    @app.middleware("http")
+    async def request_context(request: Request, call_next):
+        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+        token = REQUEST_ID.set(request_id[:64])
+        start = time.perf_counter()
+        try:
+            response = await call_next(request)
+        finally:
+            REQUEST_ID.reset(token)
+        route = getattr(request.scope.get("route"), "path", "unmatched")
+        elapsed = time.perf_counter() - start
+        REQUEST_SECONDS.labels(request.method, route, response.status_code).observe(elapsed)
+        response.headers["x-request-id"] = request_id[:64]
+        if route not in ("/metrics", "/healthz"):
+            log.info("request", extra={"fields": {"method": request.method, "route": route, "request_id": request_id[:64],
+                                                  "status": response.status_code, "seconds": round(elapsed, 4)}})
+        return response
+
+    @app.exception_handler(GatewayError)
+    async def gateway_error(request: Request, exc: GatewayError):
+        if exc.status >= 500:
+            log.warning("dependency or internal error: %s", exc.message)
+        return error_response(exc.status, exc.code, exc.message, exc.retry_after)
+
+    @app.exception_handler(ImageError)
+    async def image_error(request: Request, exc: ImageError):
+        if isinstance(exc, ImageTooLarge):
+            return error_response(413, "image_too_large", str(exc))
+        return error_response(400, "invalid_image", str(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError):
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        return error_response(422, "invalid_request", problems)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        return error_response(exc.status_code, "not_found" if exc.status_code == 404 else "http_error", str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception):
+        log.exception("unhandled error")
+        return error_response(500, "internal_error", "internal error")
+
+    @app.get("/healthz", tags=["operations"], summary="Liveness: the process serves HTTP")
+    async def healthz():
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["operations"], summary="Readiness: models can serve and Milvus answers",
+             responses={503: {"model": ErrorBody}})
+    async def readyz(request: Request):
+        checks = {}
+        for name, dependency in (("inference", request.app.state.inference), ("milvus", request.app.state.store)):
+            try:
+                await dependency.check_ready()
+                checks[name] = "ok"
+            except GatewayError as exc:
+                checks[name] = exc.message
+        if any(v != "ok" for v in checks.values()):
+            failed = "; ".join(f"{k}: {v}" for k, v in checks.items() if v != "ok")
+            return error_response(503, DependencyUnavailable.code, failed, DependencyUnavailable.retry_after)
+        return {"status": "ready", "checks": checks}
+
+    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics", response_class=PlainTextResponse)
+    async def metrics():
+        return PlainTextResponse(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return app

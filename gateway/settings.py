@@ -1,0 +1,59 @@
+"""Every setting of the gateway, typed, from the environment (prefix GATEWAY_) or a .env file.
+
+The original service's names CLIP_MODEL and BLIP_MODEL are honoured as they are (no prefix).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="GATEWAY_", env_file=".env", extra="ignore")
+
+    # models: what `make serve` exports into the repository; the gateway itself reads the repository
+    clip_model: str = Field("openai/clip-vit-base-patch32", validation_alias=AliasChoices("CLIP_MODEL", "GATEWAY_CLIP_MODEL"))
+    blip_model: str = Field("Salesforce/blip-image-captioning-base",
+                            validation_alias=AliasChoices("BLIP_MODEL", "GATEWAY_BLIP_MODEL"))
+    model_repository: Path = Path("model_repository")
+
+    # inference
+    inference_mode: Literal["local", "triton"] = "local"
+    triton_url: str = "localhost:8001"
+    triton_timeout_s: float = Field(30.0, gt=0, description="deadline of one Triton call")
+    triton_retries: int = Field(2, ge=0, description="retries of a Triton call that failed UNAVAILABLE")
+    local_max_batch: int = Field(16, ge=1, description="in-process micro-batcher: largest batch")
+    local_max_delay_ms: float = Field(5.0, ge=0, description="in-process micro-batcher: longest wait for a batch")
+    local_threads: int = Field(0, ge=0, description="onnxruntime intra-op threads (0 = all cores)")
+    captions: bool = Field(True, description="caption images with BLIP when indexing and in /embed-image/")
+    caption_beams: int = Field(3, ge=1, le=16)
+    caption_max_new_tokens: int = Field(20, ge=1, le=128)
+
+    # vector store
+    milvus_uri: str = Field("data/images.db", description="a Milvus Lite file, or http://host:19530 for a server")
+    milvus_token: str = ""
+    collection: str = "images"
+    index_type: Literal["auto", "FLAT", "IVF_FLAT", "HNSW"] = "auto"  # auto: FLAT on Lite, HNSW on servers
+    store_timeout_s: float = Field(10.0, gt=0)
+
+    # HTTP
+    host: str = "0.0.0.0"
+    port: int = Field(8000, ge=1, le=65535)
+    shutdown_grace_s: int = Field(30, ge=0, description="how long shutdown waits for in-flight requests")
+    log_level: str = "INFO"
+
+    # requests
+    max_upload_bytes: int = Field(20 * 1024 * 1024, ge=1)
+    max_pixels: int = Field(50_000_000, ge=1)
+    max_files_per_request: int = Field(64, ge=1)
+    max_k: int = Field(1000, ge=1)
+    caption_weight: float = Field(0.1, ge=0, description="text search: weight of caption word overlap in the score")
+    request_timeout_s: float = Field(120.0, gt=0)
+
+    @property
+    def milvus_is_lite(self) -> bool:
+        return "://" not in self.milvus_uri

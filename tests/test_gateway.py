@@ -1,0 +1,341 @@
+"""The gateway over real HTTP (uvicorn), in both inference modes (in-process ONNX Runtime and the real
+Triton), with a real Milvus Lite. Search results are checked against exact brute force."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+import onnxruntime as ort
+import pytest
+import requests
+
+from gateway.app import create_app
+from gateway.blip_decode import BlipDecoder, CaptionText, GenerationSettings
+from gateway.errors import StoreConfigError
+from gateway.preprocess import PixelSpec, preprocess
+from gateway.settings import Settings
+from gateway.store import VectorStore
+from tests.support.images import encode, photo_bytes
+from tests.support.live_server import LiveServer
+from tests.support.tritonserver import free_ports
+from tests.test_preprocess import _png_header_only
+
+CAPTION = GenerationSettings(max_new_tokens=8, num_beams=2)
+PHOTOS = {name: photo_bytes(name, "JPEG", quality=90) for name in ("astronaut", "coffee", "chelsea", "rocket", "horse",
+                                                                    "coins", "hubble_deep_field")}
+
+
+def settings_for(repository: Path, milvus_uri: str, **overrides) -> Settings:
+    return Settings(model_repository=repository, milvus_uri=milvus_uri, caption_beams=CAPTION.num_beams,
+                    caption_max_new_tokens=CAPTION.max_new_tokens, max_upload_bytes=2_000_000, **overrides)
+
+
+@dataclass
+class Gateway:
+    url: str
+    settings: Settings
+
+    def count(self) -> int:
+        return httpx.get(f"{self.url}/v1/images", params={"limit": 1}).json()["total"]
+
+
+@pytest.fixture(scope="module", params=["local", "triton"])
+def gateway(request, model_repository, tmp_path_factory):
+    mode = request.param
+    triton_url = request.getfixturevalue("triton").grpc_url if mode == "triton" else "127.0.0.1:1"
+    settings = settings_for(model_repository, str(tmp_path_factory.mktemp(f"milvus-{mode}") / "images.db"),
+                            inference_mode=mode, triton_url=triton_url)
+    with LiveServer(create_app(settings)) as server:
+        yield Gateway(server.url, settings)
+
+
+def unique_image(seed: int) -> bytes:
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    return encode(Image.fromarray(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)), "PNG")
+
+
+def expected_embedding(repository: Path, data: bytes) -> np.ndarray:
+    pixels = preprocess(data, PixelSpec.load(repository / "clip_image" / "preprocess.json"))[None]
+    session = ort.InferenceSession(str(repository / "clip_image" / "1" / "model.onnx"), providers=["CPUExecutionProvider"])
+    return session.run(None, {"pixels": pixels})[0][0]
+
+
+def expected_caption(repository: Path, data: bytes) -> str:
+    folder = repository / "blip_caption"
+    decoder, text = BlipDecoder.from_folder(folder), CaptionText(folder)
+    pixels = preprocess(data, PixelSpec.load(folder / "preprocess.json"))[None]
+    return text.caption(decoder.generate(decoder.encode(pixels), [], CAPTION)[0])
+
+
+def index(gateway: Gateway, files: dict[str, bytes], metadata: dict | None = None) -> list[dict]:
+    response = httpx.post(f"{gateway.url}/v1/images", files=[("files", (n, d, "image/jpeg")) for n, d in files.items()],
+                          data={"metadata": json.dumps(metadata)} if metadata is not None else None, timeout=120)
+    assert response.status_code == 200, response.text
+    return response.json()["images"]
+
+
+# --- the original service's endpoint ---------------------------------------------------------------
+
+def test_embed_image_contract_with_the_original_curl_and_requests_calls(gateway, model_repository, tmp_path):
+    path = tmp_path / "image.jpg"
+    path.write_bytes(PHOTOS["astronaut"])
+    by_curl = json.loads(subprocess.run(["curl", "-s", "-X", "POST", "-F", f"file=@{path}", f"{gateway.url}/embed-image/"],
+                                        check=True, capture_output=True, timeout=120).stdout)
+    with open(path, "rb") as fh:
+        by_requests = requests.post(f"{gateway.url}/embed-image/", files={"file": fh}, timeout=120).json()
+    for body in (by_curl, by_requests):
+        assert set(body) == {"description", "embedding_vector"}
+        assert isinstance(body["description"], str) and isinstance(body["embedding_vector"], list)
+        np.testing.assert_allclose(body["embedding_vector"], expected_embedding(model_repository, PHOTOS["astronaut"]),
+                                   atol=1e-5)
+        assert body["description"] == expected_caption(model_repository, PHOTOS["astronaut"])
+
+
+def test_embedding_as_base64_float32(gateway):
+    plain = httpx.post(f"{gateway.url}/embed-image/", files={"file": ("a.jpg", PHOTOS["coffee"], "image/jpeg")}, timeout=60)
+    packed = httpx.post(f"{gateway.url}/embed-image/", params={"embedding_format": "base64"},
+                        files={"file": ("a.jpg", PHOTOS["coffee"], "image/jpeg")}, timeout=60)
+    decoded = np.frombuffer(base64.b64decode(packed.json()["embedding_vector"]), np.float32)
+    np.testing.assert_array_equal(decoded, np.array(plain.json()["embedding_vector"], np.float32))
+
+
+# --- indexing ----------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def indexed(gateway):
+    images = index(gateway, PHOTOS, {"album": "photos"})
+    return {image["source"]: image for image in images}
+
+
+def test_index_returns_ids_captions_and_metadata(gateway, indexed, model_repository):
+    assert len({i["id"] for i in indexed.values()}) == len(PHOTOS)
+    assert indexed["astronaut"]["caption"] == expected_caption(model_repository, PHOTOS["astronaut"])
+    stored = httpx.get(f"{gateway.url}/v1/images/{indexed['coffee']['id']}", params={"include_embedding": True}).json()
+    assert stored["metadata"] == {"album": "photos"} and stored["source"] == "coffee" and len(stored["phash"]) == 16
+    np.testing.assert_allclose(stored["embedding"], expected_embedding(model_repository, PHOTOS["coffee"]), atol=1e-5)
+
+
+def test_indexing_is_idempotent(gateway):
+    data = unique_image(1)
+    first = index(gateway, {"one.png": data})[0]
+    before = gateway.count()
+    again = index(gateway, {"renamed.png": data}, {"ignored": True})[0]
+    assert first["created"] and not again["created"] and again["id"] == first["id"]
+    assert again["source"] == "one.png" and gateway.count() == before
+
+
+def test_concurrent_uploads_of_one_image_make_one_record(gateway):
+    data, before = unique_image(2), gateway.count()
+
+    async def upload_many():
+        async with httpx.AsyncClient(timeout=120) as client:
+            return await asyncio.gather(*(client.post(f"{gateway.url}/v1/images",
+                                                      files=[("files", ("same.png", data, "image/png"))])
+                                          for _ in range(8)))
+
+    responses = asyncio.run(upload_many())
+    assert {r.status_code for r in responses} == {200}
+    assert len({r.json()["images"][0]["id"] for r in responses}) == 1
+    assert gateway.count() == before + 1
+
+
+def test_get_list_and_delete(gateway):
+    images = index(gateway, {f"u{i}.png": unique_image(100 + i) for i in range(5)})
+    ids = {i["id"] for i in images}
+    seen, offset = [], 0
+    while True:
+        page = httpx.get(f"{gateway.url}/v1/images", params={"limit": 3, "offset": offset}).json()
+        seen += [i["id"] for i in page["images"]]
+        if len(page["images"]) < 3:
+            break
+        offset += 3
+    assert len(seen) == len(set(seen)) == page["total"] and ids <= set(seen)
+    victim = images[0]["id"]
+    assert httpx.delete(f"{gateway.url}/v1/images/{victim}").status_code == 204
+    missing = httpx.get(f"{gateway.url}/v1/images/{victim}")
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
+    assert httpx.delete(f"{gateway.url}/v1/images/{victim}").status_code == 404
+
+
+# --- search against exact brute force ------------------------------------------------------------------
+
+def stored_vectors(gateway) -> dict[str, np.ndarray]:
+    vectors, offset = {}, 0
+    while True:
+        page = httpx.get(f"{gateway.url}/v1/images", params={"limit": 100, "offset": offset}).json()
+        for image in page["images"]:
+            full = httpx.get(f"{gateway.url}/v1/images/{image['id']}", params={"include_embedding": True}).json()
+            vectors[image["id"]] = (np.array(full["embedding"], np.float32), full)
+        if len(page["images"]) < 100:
+            return vectors
+        offset += 100
+
+
+def brute_force(query: np.ndarray, vectors: dict, k: int, keep=lambda record: True) -> list[tuple[str, float]]:
+    scored = [(i, float(v @ query)) for i, (v, record) in vectors.items() if keep(record)]
+    return sorted(scored, key=lambda s: s[1], reverse=True)[:k]
+
+
+def test_image_search_equals_brute_force(gateway, indexed, model_repository):
+    vectors = stored_vectors(gateway)
+    for name in ("astronaut", "rocket"):
+        response = httpx.post(f"{gateway.url}/v1/search/image", data={"k": "5"},
+                              files={"file": ("q.jpg", PHOTOS[name], "image/jpeg")}, timeout=60).json()
+        got = [(h["id"], h["score"]) for h in response["results"]]
+        want = brute_force(expected_embedding(model_repository, PHOTOS[name]), vectors, 5)
+        assert [g[0] for g in got] == [w[0] for w in want] and got[0][0] == indexed[name]["id"]
+        np.testing.assert_allclose([g[1] for g in got], [w[1] for w in want], atol=1e-4)
+
+
+def text_embedding(repository: Path, text: str) -> np.ndarray:
+    from gateway.inference import TextTokenizer
+
+    ids, mask = TextTokenizer(repository / "clip_text", 77)([text])
+    session = ort.InferenceSession(str(repository / "clip_text" / "1" / "model.onnx"), providers=["CPUExecutionProvider"])
+    return session.run(None, {"input_ids": ids, "attention_mask": mask})[0][0]
+
+
+def test_text_search_equals_brute_force_plus_the_documented_caption_fusion(gateway, indexed, model_repository):
+    vectors = stored_vectors(gateway)
+    query = indexed["horse"]["caption"].split()[1] + " red jacket"  # shares one word with a caption
+    body = httpx.post(f"{gateway.url}/v1/search/text", json={"query": query, "k": 4}, timeout=60).json()
+    clip = dict(brute_force(text_embedding(model_repository, query), vectors, len(vectors)))
+    wanted = {w for w in query.lower().split() if w.isalnum()}
+    for hit in body["results"]:
+        assert hit["clip_score"] == pytest.approx(clip[hit["id"]], abs=1e-4)
+        overlap = len(wanted & set(vectors[hit["id"]][1]["caption"].lower().split())) / len(wanted)
+        assert hit["caption_match"] == pytest.approx(overlap) and hit["score"] == pytest.approx(hit["clip_score"] + 0.1 * overlap)
+    fused = sorted(((i, c + 0.1 * len(wanted & set(vectors[i][1]["caption"].lower().split())) / len(wanted))
+                    for i, c in clip.items()), key=lambda s: s[1], reverse=True)[:4]
+    assert [h["id"] for h in body["results"]] == [i for i, _ in fused]
+    same = httpx.get(f"{gateway.url}/v1/search/text", params={"q": query, "k": 4}).json()
+    assert [h["id"] for h in same["results"]] == [h["id"] for h in body["results"]]
+
+
+def test_filtered_search_equals_brute_force_over_the_matching_subset(gateway, indexed, model_repository):
+    index(gateway, {"tagged-a.png": unique_image(200)}, {"album": "other", "rank": 3, "name": 'say "hi"'})
+    index(gateway, {"tagged-b.png": unique_image(201)}, {"album": "other", "rank": 7})
+    vectors = stored_vectors(gateway)
+    query = expected_embedding(model_repository, PHOTOS["chelsea"])
+    cases = [
+        ([{"field": "metadata.album", "op": "eq", "value": "other"}], lambda r: r["metadata"].get("album") == "other"),
+        ([{"field": "metadata.rank", "op": "gt", "value": 5}], lambda r: r["metadata"].get("rank", 0) > 5),
+        ([{"field": "source", "op": "in", "value": ["coffee", "horse"]}], lambda r: r["source"] in ("coffee", "horse")),
+        ([{"field": "metadata.name", "op": "eq", "value": 'say "hi"'}], lambda r: r["metadata"].get("name") == 'say "hi"'),
+        ([{"field": "metadata.album", "op": "eq", "value": 'photos" or id != "'}], lambda r: False),  # stays a literal
+        ([{"field": "metadata.album", "op": "eq", "value": "photos"},
+          {"field": "source", "op": "ne", "value": "chelsea"}],
+         lambda r: r["metadata"].get("album") == "photos" and r["source"] != "chelsea"),
+    ]
+    for conditions, keep in cases:
+        response = httpx.post(f"{gateway.url}/v1/search/image", files={"file": ("q.jpg", PHOTOS["chelsea"], "image/jpeg")},
+                              data={"k": "4", "filter": json.dumps(conditions)}, timeout=60)
+        assert response.status_code == 200, response.text
+        assert [h["id"] for h in response.json()["results"]] == [i for i, _ in brute_force(query, vectors, 4, keep)]
+
+
+# --- bad input: a clear 4xx, nothing changes ---------------------------------------------------------
+
+@pytest.mark.parametrize("case,status,code", [
+    ("undecodable", 400, "invalid_image"), ("truncated", 400, "invalid_image"), ("bomb", 413, "image_too_large"),
+    ("oversized-upload", 413, "payload_too_large"), ("text-content-type", 415, "unsupported_media_type"),
+    ("bad-metadata", 400, "bad_request"), ("metadata-not-object", 400, "bad_request"),
+])
+def test_bad_uploads_are_refused_and_change_nothing(gateway, case, status, code):
+    data, content_type, form = PHOTOS["coins"], "image/jpeg", {}
+    if case == "undecodable":
+        data = b"this is not an image"
+    elif case == "truncated":
+        data = PHOTOS["coins"][: len(PHOTOS["coins"]) // 3]
+    elif case == "bomb":
+        data = _png_header_only(60_000, 60_000)
+    elif case == "oversized-upload":
+        data = b"\xff" * (gateway.settings.max_upload_bytes + 1)
+    elif case == "text-content-type":
+        content_type = "text/plain"
+    elif case == "bad-metadata":
+        form = {"metadata": "{not json"}
+    elif case == "metadata-not-object":
+        form = {"metadata": "[1, 2]"}
+    before = gateway.count()
+    for route in ("/v1/images", "/embed-image/"):
+        if route == "/embed-image/" and form:
+            continue
+        field = "files" if route == "/v1/images" else "file"
+        response = httpx.post(f"{gateway.url}{route}", files=[(field, ("x.jpg", data, content_type))], data=form, timeout=60)
+        assert response.status_code == status, response.text
+        assert response.json()["error"]["code"] == code and response.json()["error"]["request_id"]
+    assert gateway.count() == before
+
+
+@pytest.mark.parametrize("params,status", [({"q": "", "k": 5}, 422), ({"q": "dog", "k": 0}, 400),
+                                           ({"q": "dog", "k": 1001}, 400), ({"q": "   ", "k": 3}, 400),
+                                           ({"q": "dog", "filter": '[{"field": "vector", "value": 1}]'}, 422),
+                                           ({"q": "dog", "filter": "not json"}, 422),
+                                           ({"q": "dog", "filter": '[{"field": "created_at", "op": "in", "value": 5}]'}, 422)])
+def test_bad_search_parameters(gateway, params, status):
+    response = httpx.get(f"{gateway.url}/v1/search/text", params=params)
+    assert response.status_code == status, response.text
+    assert set(response.json()) == {"error"}
+
+
+# --- operations ----------------------------------------------------------------------------------------
+
+def test_health_readiness_metrics_and_request_ids(gateway):
+    assert httpx.get(f"{gateway.url}/healthz").json() == {"status": "ok"}
+    ready = httpx.get(f"{gateway.url}/readyz")
+    assert ready.status_code == 200 and ready.json()["checks"] == {"inference": "ok", "milvus": "ok"}
+    echoed = httpx.get(f"{gateway.url}/healthz", headers={"x-request-id": "abc123"})
+    assert echoed.headers["x-request-id"] == "abc123"
+    metrics = httpx.get(f"{gateway.url}/metrics").text
+    assert 'gateway_request_seconds_count{method="POST",route="/v1/images",status="200"}' in metrics
+    assert "gateway_inference_batch_size_bucket" in metrics and "gateway_store_seconds_bucket" in metrics
+    assert 'gateway_errors_total{code="invalid_image"}' in metrics
+
+
+def test_openapi_documents_errors_and_examples(gateway):
+    spec = httpx.get(f"{gateway.url}/openapi.json").json()
+    embed = spec["paths"]["/embed-image/"]["post"]
+    assert {"200", "400", "413", "415", "503", "504"} <= set(embed["responses"])
+    assert "ErrorBody" in json.dumps(embed["responses"]["503"])
+    assert {"/v1/images", "/v1/images/{image_id}", "/v1/search/image", "/v1/search/text", "/readyz"} <= set(spec["paths"])
+
+
+# --- failing dependencies --------------------------------------------------------------------------
+
+def test_triton_down_gives_503_with_retry_after_and_writes_nothing(model_repository, tmp_path):
+    (closed,) = free_ports(1)
+    settings = settings_for(model_repository, str(tmp_path / "images.db"), inference_mode="triton",
+                            triton_url=f"127.0.0.1:{closed}", triton_retries=1, triton_timeout_s=5)
+    with LiveServer(create_app(settings)) as server:
+        for route, field in (("/embed-image/", "file"), ("/v1/images", "files")):
+            response = httpx.post(f"{server.url}{route}", files=[(field, ("a.jpg", PHOTOS["coins"], "image/jpeg"))], timeout=60)
+            assert response.status_code == 503 and response.headers["retry-after"] == "5"
+            assert response.json()["error"]["code"] == "dependency_unavailable"
+        ready = httpx.get(f"{server.url}/readyz")
+        assert ready.status_code == 503 and "inference" in ready.json()["error"]["message"]
+        assert httpx.get(f"{server.url}/v1/images").json()["total"] == 0
+
+
+def test_collection_with_another_dimension_is_a_clear_startup_error(model_repository, tmp_path):
+    settings = settings_for(model_repository, str(tmp_path / "images.db"))
+
+    async def start(dim):
+        store = VectorStore(settings, dim)
+        try:
+            await store.start()
+        finally:
+            await store.close()
+
+    asyncio.run(start(8))
+    with pytest.raises(StoreConfigError, match="holds 8-d vectors but the models give 16-d"):
+        asyncio.run(start(16))
