@@ -14,6 +14,9 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[test]'
+	# a real Milvus standalone server for the tests, in its own environment (see tests/support/milvus_server.py)
+	$(PYTHON) -m venv .venv-milvus
+	.venv-milvus/bin/pip install --quiet milvus==2.3.5
 	touch $@
 
 test: setup
@@ -35,4 +38,4 @@ triton: export
 	$(PY) -m tests.support.tritonserver --repository $(REPOSITORY)
 
 clean:
-	rm -rf $(VENV) .cache
+	rm -rf $(VENV) .venv-milvus .cache

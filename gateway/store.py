@@ -24,6 +24,7 @@ from .settings import Settings
 
 log = logging.getLogger("gateway.store")
 FIELDS = ["caption", "source", "metadata", "created_at", "phash"]
+STARTUP_DEADLINE_S = 120.0
 
 
 def content_id(data: bytes) -> str:
@@ -91,21 +92,31 @@ class VectorStore:
         self.lite = settings.milvus_is_lite
         self.index_type = settings.index_type if settings.index_type != "auto" else ("FLAT" if self.lite else "HNSW")
 
-    async def _call(self, operation: str, fn, *args, **kwargs):
-        start = time.perf_counter()
+    async def _call(self, operation: str, fn, *args, deadline: float | None = None, **kwargs):
+        """Run a blocking pymilvus call in a thread with a deadline. Every operation here is idempotent
+        (reads, and upserts of content-keyed rows), so a transient failure (a dropped connection, a
+        GOAWAY) is retried once before it becomes a 503."""
+        start, deadline = time.perf_counter(), deadline or self.settings.store_timeout_s
         try:
-            return await asyncio.wait_for(asyncio.to_thread(partial(fn, *args, **kwargs)), self.settings.store_timeout_s)
-        except asyncio.TimeoutError as exc:
-            raise DependencyTimeout(f"Milvus did not answer {operation} within {self.settings.store_timeout_s}s") from exc
-        except (StoreConfigError, DependencyUnavailable):
-            raise
-        except Exception as exc:  # pymilvus raises MilvusException and grpc errors alike
-            raise DependencyUnavailable(f"Milvus {operation} failed: {exc}") from exc
+            for attempt in (1, 2):
+                try:
+                    return await asyncio.wait_for(asyncio.to_thread(partial(fn, *args, **kwargs)), deadline)
+                except asyncio.TimeoutError as exc:
+                    raise DependencyTimeout(f"Milvus did not answer {operation} within {deadline}s") from exc
+                except (StoreConfigError, DependencyUnavailable):
+                    raise
+                except Exception as exc:  # pymilvus raises MilvusException and grpc errors alike
+                    if attempt == 2:
+                        raise DependencyUnavailable(f"Milvus {operation} failed: {exc}") from exc
+                    log.warning("Milvus %s failed, retrying once: %s", operation, exc)
+                    await asyncio.sleep(0.2)
         finally:
             STORE_SECONDS.labels(operation).observe(time.perf_counter() - start)
 
     async def start(self) -> None:
-        await self._call("connect", self._connect)
+        """Connect, create the collection if needed (index building and loading can take a while on a
+        server), check its dimension, load it."""
+        await self._call("connect", self._connect, deadline=max(self.settings.store_timeout_s, STARTUP_DEADLINE_S))
 
     def _connect(self) -> None:
         from pymilvus import MilvusClient
@@ -115,7 +126,7 @@ class VectorStore:
 
             Path(self.settings.milvus_uri).parent.mkdir(parents=True, exist_ok=True)
         self.client = MilvusClient(self.settings.milvus_uri, token=self.settings.milvus_token,
-                                   timeout=self.settings.store_timeout_s)
+                                   timeout=max(self.settings.store_timeout_s, STARTUP_DEADLINE_S))
         if self.client.has_collection(self.name):
             self._check_dimension()
         else:

@@ -10,6 +10,7 @@ from export.blip import export_blip
 from export.clip import export_clip
 from export.random_checkpoints import build_blip, build_clip
 from export.triton_repo import Serving
+from tests.support.milvus_server import MilvusServer
 from tests.support.tritonserver import TritonServer
 
 # What the tests serve: the python-backend flavour (the bundled Triton has no onnxruntime backend).
@@ -42,4 +43,10 @@ def model_repository(export_reports) -> Path:
 @pytest.fixture(scope="session")
 def triton(model_repository, tmp_path_factory):
     with TritonServer(model_repository, tmp_path_factory.mktemp("triton")) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def milvus_server(tmp_path_factory):
+    with MilvusServer(tmp_path_factory.mktemp("milvus-server")) as server:
         yield server

@@ -1,5 +1,6 @@
 """The gateway over real HTTP (uvicorn), in both inference modes (in-process ONNX Runtime and the real
-Triton), with a real Milvus Lite. Search results are checked against exact brute force."""
+Triton), against a real Milvus Lite and a real Milvus server. Search results are checked against
+exact brute force."""
 
 from __future__ import annotations
 
@@ -46,12 +47,16 @@ class Gateway:
         return httpx.get(f"{self.url}/v1/images", params={"limit": 1}).json()["total"]
 
 
-@pytest.fixture(scope="module", params=["local", "triton"])
+@pytest.fixture(scope="module", params=[("local", "lite"), ("triton", "lite"), ("local", "server"), ("triton", "server")],
+                ids=lambda p: f"{p[0]}-{p[1]}")
 def gateway(request, model_repository, tmp_path_factory):
-    mode = request.param
+    mode, store = request.param
     triton_url = request.getfixturevalue("triton").grpc_url if mode == "triton" else "127.0.0.1:1"
-    settings = settings_for(model_repository, str(tmp_path_factory.mktemp(f"milvus-{mode}") / "images.db"),
-                            inference_mode=mode, triton_url=triton_url)
+    if store == "server":  # one real server for the session, a fresh collection per combination
+        uri, collection = request.getfixturevalue("milvus_server").uri, f"images_{mode}"
+    else:
+        uri, collection = str(tmp_path_factory.mktemp(f"milvus-{mode}") / "images.db"), "images"
+    settings = settings_for(model_repository, uri, inference_mode=mode, triton_url=triton_url, collection=collection)
     with LiveServer(create_app(settings)) as server:
         yield Gateway(server.url, settings)
 
