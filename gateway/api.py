@@ -7,15 +7,16 @@ import json
 from typing import Annotated, Literal
 
 import numpy as np
-from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile
+from fastapi import APIRouter, File, Form, Path, Query, Request, Response, UploadFile
 from pydantic import BaseModel, Field
 
 from . import service
 from .filters import Condition, parse_json, render
-from .errors import BadRequest, ErrorBody, NotFound, PayloadTooLarge, UnsupportedMediaType
-from .store import ImageRecord
+from .errors import BadRequest, ErrorBody, InvalidParameters, NotFound, PayloadTooLarge, UnsupportedMediaType
+from .store import ID_PATTERN, ImageRecord
 
 router = APIRouter()
+ImageId = Annotated[str, Path(pattern=ID_PATTERN, description="32 hex digits", examples=["9f2c1e0d4b7a8c6e5f3a2b1c0d9e8f7a"])]
 EmbeddingFormat = Literal["float", "base64"]
 ACCEPTED_TYPES = ("image/", "application/octet-stream")
 ERRORS = {code: {"model": ErrorBody, "description": text} for code, text in (
@@ -138,7 +139,7 @@ async def index_images(request: Request, files: Annotated[list[UploadFile], File
 
 @router.get("/v1/images/{image_id}", response_model=ImageOut, responses=ERRORS | {404: {"model": ErrorBody}},
             tags=["images"], summary="One indexed image")
-async def get_image(request: Request, image_id: str, include_embedding: bool = False,
+async def get_image(request: Request, image_id: ImageId, include_embedding: bool = False,
                     embedding_format: EmbeddingFormat = "float") -> ImageOut:
     records = await request.app.state.store.get([image_id], with_vectors=include_embedding)
     if not records:
@@ -148,15 +149,21 @@ async def get_image(request: Request, image_id: str, include_embedding: bool = F
 
 @router.delete("/v1/images/{image_id}", status_code=204, responses=ERRORS | {404: {"model": ErrorBody}},
                tags=["images"], summary="Delete an indexed image")
-async def delete_image(request: Request, image_id: str) -> Response:
+async def delete_image(request: Request, image_id: ImageId) -> Response:
     if not await request.app.state.store.delete(image_id):
         raise NotFound(f"no image with id {image_id!r}")
     return Response(status_code=204)
 
 
-@router.get("/v1/images", response_model=ImageList, responses=ERRORS, tags=["images"], summary="List indexed images")
+MAX_LIST_WINDOW = 16384  # Milvus refuses queries with offset + limit above this
+
+
+@router.get("/v1/images", response_model=ImageList, responses=ERRORS, tags=["images"],
+            summary=f"List indexed images (offset + limit at most {MAX_LIST_WINDOW}, Milvus's query window)")
 async def list_images(request: Request, limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-                      offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0) -> ImageList:
+                      offset: Annotated[int, Query(ge=0, le=MAX_LIST_WINDOW - 1)] = 0) -> ImageList:
+    if offset + limit > MAX_LIST_WINDOW:
+        raise InvalidParameters(f"offset + limit must be at most {MAX_LIST_WINDOW}")
     store = request.app.state.store
     records = await store.list(limit, offset)
     return ImageList(images=[ImageOut.of(r) for r in records], limit=limit, offset=offset, total=await store.count())

@@ -48,6 +48,10 @@ class InvalidFilter(GatewayError):
     status, code = 422, "invalid_filter"
 
 
+class InvalidParameters(GatewayError):
+    status, code = 422, "invalid_request"
+
+
 class NotFound(GatewayError):
     status, code = 404, "not_found"
 

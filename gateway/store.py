@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import re
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from .settings import Settings
 log = logging.getLogger("gateway.store")
 FIELDS = ["caption", "source", "metadata", "created_at", "phash"]
 STARTUP_DEADLINE_S = 120.0
+ID_PATTERN = r"^[0-9a-f]{32}$"  # pymilvus pastes ids into an expression: only ever pass ids of this form
 
 
 def content_id(data: bytes) -> str:
@@ -163,6 +165,8 @@ class VectorStore:
         await self._call("upsert", self.client.upsert, self.name, [r.row() for r in records])
 
     async def get(self, ids: list[str], with_vectors: bool = False) -> list[ImageRecord]:
+        if not all(re.match(ID_PATTERN, i) for i in ids):
+            raise ValueError("image ids are 32 lowercase hex digits")
         rows = await self._call("get", self.client.get, self.name, ids=ids,
                                 output_fields=["id", *FIELDS] + (["vector"] if with_vectors else []))
         return [ImageRecord.from_entity(dict(row)) for row in rows]

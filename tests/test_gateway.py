@@ -293,6 +293,18 @@ def test_bad_search_parameters(gateway, params, status):
     assert set(response.json()) == {"error"}
 
 
+@pytest.mark.parametrize("path,params", [
+    ("/v1/images/not-an-id", {}), ("/v1/images/%22%29%20or%20id%20!%3D%20%28%22", {}),  # '") or id != ("'
+    ("/v1/images/" + "A" * 32, {}), ("/v1/images", {"offset": 16000, "limit": 1000}), ("/v1/images", {"offset": 20000}),
+])
+def test_malformed_ids_and_listing_windows_are_422(gateway, path, params):
+    """Found by schemathesis: pymilvus pastes ids into an expression, and Milvus caps offset + limit."""
+    for method in ("GET", "DELETE") if path != "/v1/images" else ("GET",):
+        response = httpx.request(method, f"{gateway.url}{path}", params=params)
+        assert response.status_code == 422, response.text
+        assert response.json()["error"]["code"] == "invalid_request"
+
+
 # --- operations ----------------------------------------------------------------------------------------
 
 def test_health_readiness_metrics_and_request_ids(gateway):
