@@ -60,6 +60,9 @@ def create_app(settings: Settings | None = None, inference: Inference | None = N
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         app.state.inference = inference or create_inference(settings)
+        for mismatch in app.state.inference.info.mismatched_sources(settings.clip_model, settings.blip_model):
+            log.warning("model repository %s: %s (CLIP_MODEL / BLIP_MODEL); serving the repository as it is",
+                        settings.model_repository, mismatch)
         app.state.store = store or VectorStore(settings, app.state.inference.info.embedding_dim)
         await app.state.store.start()
         log.info("gateway ready", extra={"fields": {"inference": settings.inference_mode, "milvus": settings.milvus_uri}})

@@ -12,6 +12,7 @@ Both tokenize text and read the pixel specs from the repository, so clients need
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ class ModelInfo:
     blip_pixels: PixelSpec | None
     embedding_dim: int
     context_length: int
+    sources: dict[str, str]  # model -> the checkpoint it was exported from
 
     @classmethod
     def from_repository(cls, repository: Path, captions: bool) -> "ModelInfo":
@@ -44,7 +46,14 @@ class ModelInfo:
         dim = _config_dims(text_config, "output")[0]
         context = _config_dims(text_config, "input")[0]
         blip = PixelSpec.load(repository / "blip_caption" / "preprocess.json") if captions else None
-        return cls(PixelSpec.load(repository / "clip_image" / "preprocess.json"), blip, dim, context)
+        models = ["clip_image", "clip_text"] + (["blip_caption"] if captions else [])
+        sources = {m: json.loads((repository / m / "export.json").read_text())["request"]["source"] for m in models}
+        return cls(PixelSpec.load(repository / "clip_image" / "preprocess.json"), blip, dim, context, sources)
+
+    def mismatched_sources(self, clip_model: str, blip_model: str) -> list[str]:
+        wanted = {"clip_image": clip_model, "clip_text": clip_model, "blip_caption": blip_model}
+        return [f"{model} was exported from {source}, not {wanted[model]}"
+                for model, source in self.sources.items() if source != wanted[model]]
 
 
 def _config_dims(config_text: str, section: str) -> list[int]:
@@ -244,12 +253,13 @@ class TritonInference(Inference):
     async def caption(self, pixels: np.ndarray, prompt: str = "", settings: GenerationSettings | None = None) -> list[str]:
         settings = settings or self.default_caption
         n = len(pixels)
+        # Every optional input, always (an empty prompt is no prompt): Triton's dynamic batcher cannot
+        # merge requests with different input sets and cuts a batch at the first mismatching request.
         inputs = [self._input("pixels", pixels, "UINT8"),
+                  self._input("prompt", np.array([[prompt.encode()]] * n, dtype=object), "BYTES"),
                   self._input("num_beams", np.full((n, 1), settings.num_beams, np.int32), "INT32"),
                   self._input("max_new_tokens", np.full((n, 1), settings.max_new_tokens, np.int32), "INT32"),
                   self._input("repetition_penalty", np.full((n, 1), settings.repetition_penalty, np.float32), "FP32")]
-        if prompt:
-            inputs.append(self._input("prompt", np.array([[prompt.encode()]] * n, dtype=object), "BYTES"))
         INFERENCE_BATCH.labels("blip_caption").observe(n)
         captions = await self._infer("blip_caption", inputs, "caption")
         return [c[0].decode("utf-8") for c in captions]

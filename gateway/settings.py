@@ -15,7 +15,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="GATEWAY_", env_file=".env", extra="ignore")
 
-    # models: what `make serve` exports into the repository; the gateway itself reads the repository
+    # models: what `make serve` exports into the repository; the gateway serves the repository and
+    # warns at start-up when it was exported from other models than these
     clip_model: str = Field("openai/clip-vit-base-patch32", validation_alias=AliasChoices("CLIP_MODEL", "GATEWAY_CLIP_MODEL"))
     blip_model: str = Field("Salesforce/blip-image-captioning-base",
                             validation_alias=AliasChoices("BLIP_MODEL", "GATEWAY_BLIP_MODEL"))
@@ -52,7 +53,6 @@ class Settings(BaseSettings):
     max_files_per_request: int = Field(64, ge=1)
     max_k: int = Field(1000, ge=1)
     caption_weight: float = Field(0.1, ge=0, description="text search: weight of caption word overlap in the score")
-    request_timeout_s: float = Field(120.0, gt=0)
 
     @property
     def milvus_is_lite(self) -> bool:

@@ -14,7 +14,9 @@ from tests.support.milvus_server import MilvusServer
 from tests.support.tritonserver import TritonServer
 
 # What the tests serve: the python-backend flavour (the bundled Triton has no onnxruntime backend).
-TEST_SERVING = Serving(flavour="python", gpu=False, max_batch_size=16, queue_delay_us=5000, threads=1)
+# A 30 ms batching window: tiny models run faster than an aio client issues requests, so a short window
+# would sometimes catch one request at a time and the batching assertions would depend on timing.
+TEST_SERVING = Serving(flavour="python", gpu=False, max_batch_size=16, queue_delay_us=30000, threads=1)
 
 
 @pytest.fixture(scope="session")

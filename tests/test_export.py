@@ -85,7 +85,7 @@ def test_configs_parse_as_triton_model_configs(model_repository):
     assert config.backend == "python" and config.max_batch_size == 16
     assert list(config.input[0].dims) == [32, 32, 3] and config.input[0].data_type == mc.TYPE_UINT8
     assert config.instance_group[0].kind == mc.ModelInstanceGroup.KIND_CPU
-    assert config.dynamic_batching.max_queue_delay_microseconds == 5000
+    assert config.dynamic_batching.max_queue_delay_microseconds == 30000
     text = parse((model_repository / "clip_text" / "config.pbtxt").read_text())
     assert [i.name for i in text.input] == ["input_ids", "attention_mask"] and list(text.input[0].dims) == [77]
 

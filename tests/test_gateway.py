@@ -356,3 +356,24 @@ def test_collection_with_another_dimension_is_a_clear_startup_error(model_reposi
     asyncio.run(start(8))
     with pytest.raises(StoreConfigError, match="holds 8-d vectors but the models give 16-d"):
         asyncio.run(start(16))
+
+
+def test_repository_sources_are_checked_against_clip_model_and_blip_model(model_repository, clip_checkpoint,
+                                                                         blip_checkpoint):
+    from gateway.inference import ModelInfo
+
+    info = ModelInfo.from_repository(model_repository, captions=True)
+    assert info.mismatched_sources(str(clip_checkpoint), str(blip_checkpoint)) == []
+    assert info.mismatched_sources("openai/clip-vit-large-patch14", str(blip_checkpoint)) == [
+        f"clip_image was exported from {clip_checkpoint}, not openai/clip-vit-large-patch14",
+        f"clip_text was exported from {clip_checkpoint}, not openai/clip-vit-large-patch14"]
+    assert Settings(_env_file=None).clip_model == "openai/clip-vit-base-patch32"
+
+
+def test_original_env_names_are_honoured(monkeypatch):
+    monkeypatch.setenv("CLIP_MODEL", "openai/clip-vit-large-patch14")
+    monkeypatch.setenv("BLIP_MODEL", "Salesforce/blip-image-captioning-large")
+    monkeypatch.setenv("GATEWAY_INFERENCE_MODE", "triton")
+    settings = Settings(_env_file=None)
+    assert (settings.clip_model, settings.blip_model, settings.inference_mode) == (
+        "openai/clip-vit-large-patch14", "Salesforce/blip-image-captioning-large", "triton")
