@@ -1,7 +1,8 @@
-"""Deployment files, validated without a Docker engine: the compose files against the Compose
-Specification's JSON schema, yamllint over every YAML file, and cross-checks that ports, service
-names, environment variables, routes and metric names agree between compose, the Dockerfile,
-Prometheus, Grafana and the gateway's own settings."""
+"""Deployment files, validated without a Docker engine or a cluster: the compose files against the
+Compose Specification's JSON schema, the kustomize overlays rendered by kubectl and checked against
+strict Kubernetes schemas, yamllint over every YAML file, and cross-checks that ports, service
+names, environment variables, routes, images and metric names agree between compose, Kubernetes,
+the Dockerfile, Prometheus, Grafana and the gateway's own settings."""
 
 from __future__ import annotations
 
@@ -145,3 +146,103 @@ def test_prometheus_and_grafana_point_at_real_things():
     metrics = (ROOT / "gateway" / "metrics.py").read_text()
     declared = {m.removesuffix("_total") for m in re.findall(r'"(gateway_[a-z_]+)"', metrics)}
     assert ours and ours <= declared
+
+
+# --- Kubernetes (kustomize base + overlays), rendered with kubectl's built-in kustomize ----------------
+
+KUBERNETES_VERSION = "1.32"
+
+
+def render(overlay: str) -> list[dict]:
+    import shutil
+    import subprocess
+
+    kubectl = shutil.which("kubectl")
+    assert kubectl, "kubectl (with its built-in kustomize) is needed to render k8s/: install it from your package manager"
+    out = subprocess.run([kubectl, "kustomize", str(ROOT / "k8s" / "overlays" / overlay)], check=True,
+                         capture_output=True, text=True, timeout=60).stdout
+    return [doc for doc in yaml.safe_load_all(out) if doc]
+
+
+@pytest.fixture(scope="module", params=["dev", "prod"])
+def manifests(request) -> dict[tuple[str, str], dict]:
+    return {(doc["kind"], doc["metadata"]["name"]): doc for doc in render(request.param)}
+
+
+def test_rendered_manifests_pass_strict_kubernetes_schemas(manifests):
+    import kubernetes_validate
+
+    for (kind, name), doc in manifests.items():
+        kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+        assert doc["metadata"].get("namespace", "image-search") == "image-search" or kind == "Namespace"
+    assert {("Deployment", "gateway"), ("Deployment", "triton"), ("Job", "export-models"), ("Ingress", "gateway"),
+            ("HorizontalPodAutoscaler", "triton"), ("PodDisruptionBudget", "gateway")} <= set(manifests)
+
+
+def pod_labels(manifests, name: str) -> dict:
+    return manifests[("Deployment", name)]["spec"]["template"]["metadata"]["labels"]
+
+
+def container(manifests, name: str) -> dict:
+    return manifests[("Deployment", name)]["spec"]["template"]["spec"]["containers"][0]
+
+
+def test_kubernetes_objects_agree_with_each_other_and_with_the_gateway(manifests):
+    config = manifests[("ConfigMap", "gateway")]["data"]
+    known = {f"GATEWAY_{name.upper()}" for name in Settings.model_fields} | {"CLIP_MODEL", "BLIP_MODEL"}
+    secret = manifests[("Secret", "gateway")]["stringData"]
+    assert set(config) | set(secret) <= known
+    # Triton and Milvus addresses
+    host, port = config["GATEWAY_TRITON_URL"].split(":")
+    service = manifests[("Service", host)]
+    assert {"name": "grpc", "port": int(port), "targetPort": "grpc"} in service["spec"]["ports"]
+    assert config["GATEWAY_MILVUS_URI"] == "http://milvus:19530"  # Helm release "milvus" (k8s/milvus/values.yaml)
+    # selectors select the pods they mean
+    for kind, name, target in (("Service", "gateway", "gateway"), ("Service", "triton", "triton"),
+                               ("PodDisruptionBudget", "gateway", "gateway")):
+        selector = manifests[(kind, name)]["spec"]["selector"]
+        selector = selector.get("matchLabels", selector)
+        assert selector.items() <= pod_labels(manifests, target).items()
+    for name in ("gateway", "triton"):
+        assert manifests[("HorizontalPodAutoscaler", name)]["spec"]["scaleTargetRef"]["name"] == name
+    # probes hit routes that exist, on ports the containers declare
+    routes = set(create_app(Settings(_env_file=None)).openapi()["paths"])
+    gateway = container(manifests, "gateway")
+    assert {gateway["readinessProbe"]["httpGet"]["path"], gateway["livenessProbe"]["httpGet"]["path"]} <= routes
+    for name in ("gateway", "triton"):
+        ports = {p["name"] for p in container(manifests, name)["ports"]}
+        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+            if probe in container(manifests, name):
+                assert container(manifests, name)[probe]["httpGet"]["port"] in ports
+    assert container(manifests, "gateway")["ports"][0]["containerPort"] == int(config["GATEWAY_PORT"])
+    # only the gateway reaches Triton's gRPC port
+    (grpc_rule, _) = manifests[("NetworkPolicy", "triton")]["spec"]["ingress"]
+    assert grpc_rule["from"] == [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "gateway"}}}]
+    assert grpc_rule["ports"] == [{"port": int(port), "protocol": "TCP"}]
+    # graceful shutdown fits in the grace period; uploads fit through the ingress
+    spec = manifests[("Deployment", "gateway")]["spec"]["template"]["spec"]
+    drain = int(config["GATEWAY_SHUTDOWN_GRACE_S"]) + gateway["lifecycle"]["preStop"]["sleep"]["seconds"]
+    assert spec["terminationGracePeriodSeconds"] > drain
+    assert spec["securityContext"]["runAsNonRoot"] and gateway["securityContext"]["readOnlyRootFilesystem"]
+    body = manifests[("Ingress", "gateway")]["metadata"]["annotations"]["nginx.ingress.kubernetes.io/proxy-body-size"]
+    assert int(body.rstrip("m")) * 2**20 > Settings.model_fields["max_upload_bytes"].default
+    assert container(manifests, "triton")["resources"]["limits"]["nvidia.com/gpu"] == 1
+
+
+def test_kubernetes_and_compose_run_the_same_images_and_versions(manifests):
+    compose = load("docker-compose.yml")["services"]
+    compose_images = {s["image"] for s in compose.values() if s.get("image", "").startswith("image-search/")}
+    pods = [d["spec"]["template"]["spec"] for (kind, _), d in manifests.items() if kind in ("Deployment", "Job")]
+    k8s_images = {c["image"] for spec in pods for c in spec.get("initContainers", []) + spec["containers"]}
+    assert k8s_images == compose_images
+    values = yaml.safe_load((ROOT / "k8s" / "milvus" / "values.yaml").read_text())
+    assert f"{values['image']['all']['repository']}:{values['image']['all']['tag']}" == compose["milvus"]["image"]
+
+
+def test_overlays_size_the_tiers_differently():
+    dev = {(d["kind"], d["metadata"]["name"]): d for d in render("dev")}
+    prod = {(d["kind"], d["metadata"]["name"]): d for d in render("prod")}
+    assert dev[("HorizontalPodAutoscaler", "gateway")]["spec"]["minReplicas"] == 1
+    assert prod[("HorizontalPodAutoscaler", "gateway")]["spec"]["minReplicas"] == 3
+    assert "maxUnavailable" in dev[("PodDisruptionBudget", "gateway")]["spec"]
+    assert prod[("Deployment", "gateway")]["spec"]["template"]["spec"]["topologySpreadConstraints"]
