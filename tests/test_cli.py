@@ -1,0 +1,101 @@
+"""The CLI on a generated folder of real photos, altered copies and corrupt files, embedded and
+through a running gateway."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from PIL import Image
+
+from gateway.app import create_app
+from gateway.cli import main
+from tests.support.images import encode, photo_array
+from tests.support.live_server import LiveServer
+from tests.test_gateway import settings_for
+
+ORIGINALS = ["astronaut", "coffee", "chelsea", "rocket", "horse", "hubble_deep_field"]
+
+
+@pytest.fixture
+def folders(tmp_path):
+    """photos/ (originals in nested folders, three corrupt files) and variants/ (altered copies)."""
+    photos, variants = tmp_path / "photos", tmp_path / "variants"
+    for i, name in enumerate(ORIGINALS):
+        folder = photos / "a" if i % 2 else photos / "b" / "deep"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{name}.jpg").write_bytes(encode(Image.fromarray(photo_array(name)).convert("RGB"), "JPEG", quality=92))
+    (photos / "truncated.jpg").write_bytes((photos / "a" / "coffee.jpg").read_bytes()[:1500])
+    (photos / "notes.jpg").write_bytes(b"a text file with an image extension\n")
+    (photos / "empty.png").write_bytes(b"")
+    variants.mkdir()
+    for name in ORIGINALS[:3]:
+        image = Image.fromarray(photo_array(name)).convert("RGB")
+        w, h = image.size
+        (variants / f"{name}-small.png").write_bytes(encode(image.resize((w // 2, h // 2))))
+        (variants / f"{name}-q30.jpg").write_bytes(encode(image, "JPEG", quality=30))
+        (variants / f"{name}-crop.webp").write_bytes(encode(image.crop((w // 50, h // 50, w - w // 50, h - h // 50)), "WEBP"))
+    return photos, variants
+
+
+@pytest.fixture
+def embedded(monkeypatch, model_repository, tmp_path):
+    settings = settings_for(model_repository, str(tmp_path / "images.db"))
+    for name in ("model_repository", "milvus_uri", "caption_beams", "caption_max_new_tokens"):
+        monkeypatch.setenv(f"GATEWAY_{name.upper()}", str(getattr(settings, name)))
+    return settings
+
+
+def counts(output: str) -> dict[str, int]:
+    match = re.search(r"indexed (\d+), already indexed (\d+), near-duplicates (\d+), failed (\d+)", output)
+    return dict(zip(("indexed", "skipped", "near", "failed"), map(int, match.groups())))
+
+
+def test_index_query_resume_and_near_duplicates_embedded(embedded, folders, tmp_path, capsys):
+    photos, variants = folders
+    assert main(["index", str(photos), "--with_captions"]) == 0
+    out = capsys.readouterr()
+    assert counts(out.out) == {"indexed": 6, "skipped": 0, "near": 0, "failed": 3}
+    for bad in ("truncated.jpg", "notes.jpg", "empty.png"):
+        assert re.search(rf"failed: .*{bad}: ", out.err)
+
+    assert main(["index", "--images_dir", str(photos)]) == 0  # starter-kit flag; nothing new
+    assert counts(capsys.readouterr().out) == {"indexed": 0, "skipped": 6, "near": 0, "failed": 3}
+
+    # resized and recompressed copies find their original first, by CLIP
+    for variant in sorted(v for v in variants.iterdir() if "crop" not in v.name):
+        out_file = tmp_path / f"{variant.stem}.html"
+        assert main(["query", "--image", str(variant), "--k", "3", "--out", str(out_file)]) == 0
+        table = capsys.readouterr().out.splitlines()
+        assert table[1].endswith(f"{variant.stem.rsplit('-', 1)[0]}.jpg"), table
+        assert out_file.read_text().count('<img src="data:image/jpeg;base64,') == 3
+
+    # every altered copy, cropped ones too, is recognised as a near-duplicate of its original, and
+    # skipped on request (the tests' random CLIP cannot tell crops apart; the perceptual hash can)
+    assert main(["index", str(variants), "--near-duplicates", "skip"]) == 0
+    out = capsys.readouterr()
+    assert counts(out.out) == {"indexed": 0, "skipped": 0, "near": 9, "failed": 0}
+    found = dict(re.findall(r"near-duplicate: .*/([\w-]+)\.\w+ ~ .*/(\w+)\.jpg \(\d+ bits apart\), skipped", out.err))
+    assert found == {v.stem: v.stem.rsplit("-", 1)[0] for v in variants.iterdir()}
+    assert main(["index", str(variants), "--near-duplicates", "report", "--phash-distance", "0"]) == 0
+    # report mode indexes them all; at 0 bits only the resized and recompressed copies count as near-duplicates
+    assert counts(capsys.readouterr().out) == {"indexed": 9, "skipped": 0, "near": 6, "failed": 0}
+
+    assert main(["query", "--query", "man in red jacket", "--k", "4", "--out", str(tmp_path / "results.html")]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 1 + 4 + 1  # header, 4 rows, "wrote ..."
+    assert (tmp_path / "results.html").read_text().count("<figure>") == 4
+
+
+def test_index_and_query_through_a_running_gateway(model_repository, folders, tmp_path, capsys):
+    photos, variants = folders
+    settings = settings_for(model_repository, str(tmp_path / "gw.db"))
+    with LiveServer(create_app(settings)) as server:
+        assert main(["--url", server.url, "index", str(photos)]) == 0
+        assert counts(capsys.readouterr().out) == {"indexed": 6, "skipped": 0, "near": 0, "failed": 3}
+        assert main(["--url", server.url, "index", str(photos)]) == 0
+        assert counts(capsys.readouterr().out)["indexed"] == 0
+        variant = variants / "chelsea-q30.jpg"
+        assert main(["--url", server.url, "query", "--image", str(variant), "--k", "2", "--out", str(tmp_path / "r.html")]) == 0
+        assert capsys.readouterr().out.splitlines()[1].endswith("chelsea.jpg")
+        assert main(["--url", server.url, "query", "--k", "0", "x"]) == 2
+        assert re.search(r"error: .*k.*greater than or equal to 1", capsys.readouterr().err)  # the gateway's 422
