@@ -129,7 +129,8 @@ def test_ports_services_and_routes_agree():
     targets = set(re.findall(r"^FROM \S+ AS (\w+)", dockerfile, re.MULTILINE))
     assert {s["build"]["target"] for s in services.values() if "build" in s} <= targets
     # dependencies wait for health, and depend on services that have a health check
-    for name in ("gateway", "milvus"):
+    assert services["index"]["command"][:3] == ["image-search", "--url", f"http://gateway:{port}"]
+    for name in ("gateway", "milvus", "index"):
         for dependency, condition in services[name]["depends_on"].items():
             assert condition == {"condition": "service_healthy"} and "healthcheck" in services[dependency]
 
@@ -175,7 +176,8 @@ def test_rendered_manifests_pass_strict_kubernetes_schemas(manifests):
     for (kind, name), doc in manifests.items():
         kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
         assert doc["metadata"].get("namespace", "image-search") == "image-search" or kind == "Namespace"
-    assert {("Deployment", "gateway"), ("Deployment", "triton"), ("Job", "export-models"), ("Ingress", "gateway"),
+    assert {("Deployment", "gateway"), ("Deployment", "triton"), ("Job", "export-models"), ("Job", "index-images"),
+            ("Ingress", "gateway"),
             ("HorizontalPodAutoscaler", "triton"), ("PodDisruptionBudget", "gateway")} <= set(manifests)
 
 
@@ -215,6 +217,13 @@ def test_kubernetes_objects_agree_with_each_other_and_with_the_gateway(manifests
             if probe in container(manifests, name):
                 assert container(manifests, name)[probe]["httpGet"]["port"] in ports
     assert container(manifests, "gateway")["ports"][0]["containerPort"] == int(config["GATEWAY_PORT"])
+    # the indexing Job talks to the gateway Service, which lets it in
+    job = manifests[("Job", "index-images")]["spec"]["template"]
+    url = job["spec"]["containers"][0]["command"][2]
+    assert url == f"http://gateway:{manifests[('Service', 'gateway')]['spec']['ports'][0]['port']}"
+    allowed = manifests[("NetworkPolicy", "gateway")]["spec"]["ingress"][0]["from"]
+    assert {"podSelector": {"matchLabels": {"app.kubernetes.io/name": job["metadata"]["labels"]["app.kubernetes.io/name"]}}} in allowed
+    assert job["spec"]["containers"][0]["command"][0] == "image-search"  # the CLI's entry point (pyproject)
     # only the gateway reaches Triton's gRPC port
     (grpc_rule, _) = manifests[("NetworkPolicy", "triton")]["spec"]["ingress"]
     assert grpc_rule["from"] == [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "gateway"}}}]
