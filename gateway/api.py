@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import base64
 import json
+from pathlib import Path as FilePath
 from typing import Annotated, Literal
 
 import numpy as np
 from fastapi import APIRouter, File, Form, Path, Query, Request, Response, UploadFile
+from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field
 
 from . import service
@@ -16,6 +18,7 @@ from .errors import BadRequest, ErrorBody, InvalidParameters, NotFound, PayloadT
 from .store import ID_PATTERN, ImageRecord
 
 router = APIRouter()
+PAGE = FilePath(__file__).with_name("static") / "index.html"
 ImageId = Annotated[str, Path(pattern=ID_PATTERN, description="32 hex digits", examples=["9f2c1e0d4b7a8c6e5f3a2b1c0d9e8f7a"])]
 EmbeddingFormat = Literal["float", "base64"]
 ACCEPTED_TYPES = ("image/", "application/octet-stream")
@@ -106,6 +109,12 @@ def check_k(request: Request, k: int) -> int:
     return k
 
 
+@router.get("/", response_class=HTMLResponse, include_in_schema=False)
+async def search_page() -> HTMLResponse:
+    """The search page: text or image queries, results with thumbnails, captions and scores; uploads."""
+    return HTMLResponse(PAGE.read_text())
+
+
 @router.post("/embed-image/", response_model=EmbedImageResponse, responses=ERRORS, tags=["compatible"],
              summary="Caption and embed one image (the original service's endpoint)")
 async def embed_image(request: Request, file: Annotated[UploadFile, File(description="the image")],
@@ -145,6 +154,17 @@ async def get_image(request: Request, image_id: ImageId, include_embedding: bool
     if not records:
         raise NotFound(f"no image with id {image_id!r}")
     return ImageOut.of(records[0], embedding_format if include_embedding else None)
+
+
+@router.get("/v1/images/{image_id}/thumbnail", response_class=Response, tags=["images"],
+            responses={200: {"content": {"image/jpeg": {}}, "description": "a JPEG of at most 192x192 px"},
+                       404: {"model": ErrorBody}, 422: {"model": ErrorBody}, 503: {"model": ErrorBody}},
+            summary="The thumbnail stored at index time")
+async def get_thumbnail(request: Request, image_id: ImageId) -> Response:
+    encoded = await request.app.state.store.thumbnail(image_id)
+    if not encoded:
+        raise NotFound(f"no thumbnail for image {image_id!r}")
+    return Response(base64.b64decode(encoded), media_type="image/jpeg", headers={"Cache-Control": "max-age=86400"})
 
 
 @router.delete("/v1/images/{image_id}", status_code=204, responses=ERRORS | {404: {"model": ErrorBody}},

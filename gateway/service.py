@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import io
 import re
 import time
 from dataclasses import dataclass
@@ -19,12 +21,24 @@ WORD = re.compile(r"[a-z0-9]+")
 STOP_WORDS = frozenset("a an the of in on at to and or with for by is are from".split())
 
 
+THUMBNAIL_SIZE = 192
+
+
 @dataclass
 class PreparedImage:
     id: str
     clip_pixels: np.ndarray
     blip_pixels: np.ndarray | None
     phash: str
+    thumbnail: str  # base64 JPEG for the search page
+
+
+def thumbnail(image: Image.Image) -> str:
+    small = image.copy()
+    small.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE))
+    buffer = io.BytesIO()
+    small.save(buffer, "JPEG", quality=80)
+    return base64.b64encode(buffer.getvalue()).decode()
 
 
 def prepare(data: bytes, inference: Inference, max_pixels: int) -> PreparedImage:
@@ -34,7 +48,8 @@ def prepare(data: bytes, inference: Inference, max_pixels: int) -> PreparedImage
     image: Image.Image = decode_image(data, max_pixels)
     info = inference.info
     blip = to_pixels(image, info.blip_pixels) if info.blip_pixels is not None else None
-    return PreparedImage(content_id(data), to_pixels(image, info.clip_pixels), blip, str(imagehash.phash(image)))
+    return PreparedImage(content_id(data), to_pixels(image, info.clip_pixels), blip, str(imagehash.phash(image)),
+                         thumbnail(image))
 
 
 async def prepare_all(files: list[bytes], inference: Inference, max_pixels: int) -> list[PreparedImage]:
@@ -72,7 +87,7 @@ async def index_images(files: list[tuple[str, bytes]], metadata: dict, inference
             vectors, texts = await embed_and_caption([p for _, p in order], inference, captions)
             now = int(time.time())
             for (name, p), vector, text in zip(order, vectors, texts):
-                records[p.id] = ImageRecord(p.id, text, name, metadata, now, p.phash, vector)
+                records[p.id] = ImageRecord(p.id, text, name, metadata, now, p.phash, vector, p.thumbnail)
             await store.upsert(list(records.values()))
     return [Indexed(existing[p.id], False) if p.id in existing else Indexed(records[p.id], True) for p in prepared]
 

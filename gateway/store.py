@@ -43,17 +43,19 @@ class ImageRecord:
     created_at: int
     phash: str
     vector: np.ndarray | None = field(default=None, repr=False)
+    thumbnail: str = field(default="", repr=False)  # base64 JPEG, at most THUMBNAIL_SIZE px
 
     def row(self) -> dict:
         return {"id": self.id, "vector": np.asarray(self.vector, np.float32).tolist(), "caption": self.caption,
-                "source": self.source, "metadata": self.metadata, "created_at": self.created_at, "phash": self.phash}
+                "source": self.source, "metadata": self.metadata, "created_at": self.created_at, "phash": self.phash,
+                "thumbnail": self.thumbnail}
 
     @classmethod
     def from_entity(cls, entity: dict) -> "ImageRecord":
         vector = entity.get("vector")
         return cls(entity["id"], entity.get("caption", ""), entity.get("source", ""), entity.get("metadata") or {},
                    int(entity.get("created_at", 0)), entity.get("phash", ""),
-                   None if vector is None else np.asarray(vector, np.float32))
+                   None if vector is None else np.asarray(vector, np.float32), entity.get("thumbnail", ""))
 
 
 class KeyedLocks:
@@ -154,6 +156,7 @@ class VectorStore:
         schema.add_field("metadata", DataType.JSON)
         schema.add_field("created_at", DataType.INT64)
         schema.add_field("phash", DataType.VARCHAR, max_length=32)
+        schema.add_field("thumbnail", DataType.VARCHAR, max_length=65535)
         index = self.client.prepare_index_params()
         params = {"M": 16, "efConstruction": 200} if self.index_type == "HNSW" else (
             {"nlist": 128} if self.index_type == "IVF_FLAT" else {})
@@ -170,6 +173,13 @@ class VectorStore:
         rows = await self._call("get", self.client.get, self.name, ids=ids,
                                 output_fields=["id", *FIELDS] + (["vector"] if with_vectors else []))
         return [ImageRecord.from_entity(dict(row)) for row in rows]
+
+    async def thumbnail(self, record_id: str) -> str | None:
+        """The stored thumbnail (base64 JPEG) of an image, None when there is no such image."""
+        if not re.match(ID_PATTERN, record_id):
+            raise ValueError("image ids are 32 lowercase hex digits")
+        rows = await self._call("thumbnail", self.client.get, self.name, ids=[record_id], output_fields=["thumbnail"])
+        return rows[0]["thumbnail"] if rows else None
 
     async def delete(self, record_id: str) -> bool:
         if not await self.get([record_id]):

@@ -1,0 +1,83 @@
+"""The search page at / in a real headless Chromium (Debian's, driven by Playwright) against the real
+gateway: search by text, search by an uploaded image, add images; thumbnails come from the gateway."""
+
+from __future__ import annotations
+
+import shutil
+
+import httpx
+import pytest
+from playwright.sync_api import expect, sync_playwright
+
+from gateway.app import create_app
+from tests.support.images import photo_bytes
+from tests.support.live_server import LiveServer
+from tests.test_gateway import settings_for
+
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="module")
+def site(model_repository, tmp_path_factory):
+    settings = settings_for(model_repository, str(tmp_path_factory.mktemp("milvus-page") / "images.db"))
+    with LiveServer(create_app(settings)) as server:
+        files = [("files", (f"{n}.jpg", photo_bytes(n, "JPEG"), "image/jpeg")) for n in ("astronaut", "coffee", "rocket")]
+        ids = {i["source"]: i["id"] for i in httpx.post(f"{server.url}/v1/images", files=files, timeout=120).json()["images"]}
+        yield server.url, ids
+
+
+@pytest.fixture(scope="module")
+def page(site):
+    chromium = shutil.which("chromium")
+    assert chromium, "Debian's chromium is needed for the page test: `make setup` installs it"
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1100, "height": 700})
+        page.goto(site[0] + "/")
+        yield page
+        browser.close()
+
+
+def images_loaded(page) -> bool:
+    return page.eval_on_selector_all(".result img", "imgs => imgs.length > 0 && imgs.every(i => i.complete && i.naturalWidth > 0)")
+
+
+def test_text_search_shows_results_with_thumbnails_captions_and_scores(page, site):
+    page.fill("#query", "man in red jacket")
+    page.fill("#k", "2")
+    page.click("#text-form button[type=submit]")
+    expect(page.locator(".result")).to_have_count(2)
+    expect(page.locator("#status")).to_contain_text("2 results for")
+    page.wait_for_function("() => [...document.querySelectorAll('.result img')].every(i => i.complete && i.naturalWidth > 0)")
+    assert images_loaded(page)
+    want = httpx.get(f"{site[0]}/v1/search/text", params={"q": "man in red jacket", "k": 2}).json()["results"]
+    assert [c.get_attribute("data-id") for c in page.locator(".result").all()] == [h["id"] for h in want]
+    assert page.locator(".result figcaption").first.inner_text().startswith(f"{want[0]['score']:.4f}")
+
+
+def test_search_by_uploaded_image_finds_it_first(page, site, tmp_path):
+    query = tmp_path / "rocket.jpg"
+    query.write_bytes(photo_bytes("rocket", "JPEG"))
+    page.set_input_files("#image-query", str(query))
+    expect(page.locator("#status")).to_contain_text("for rocket.jpg")
+    assert page.locator(".result").first.get_attribute("data-id") == site[1]["rocket.jpg"]
+    page.wait_for_function("() => [...document.querySelectorAll('.result img')].every(i => i.complete && i.naturalWidth > 0)")
+
+
+def test_adding_images_from_the_page(page, site, tmp_path):
+    total = httpx.get(f"{site[0]}/v1/images").json()["total"]
+    new, old = tmp_path / "chelsea.png", tmp_path / "coffee.jpg"
+    new.write_bytes(photo_bytes("chelsea", "PNG"))
+    old.write_bytes(photo_bytes("coffee", "JPEG"))
+    page.set_input_files("#add-images", [str(new), str(old)])
+    expect(page.locator("#status")).to_have_text("1 indexed, 1 already there")
+    assert httpx.get(f"{site[0]}/v1/images").json()["total"] == total + 1
+
+
+def test_errors_are_shown_on_the_page(page, tmp_path):
+    bad = tmp_path / "notes.jpg"
+    bad.write_bytes(b"not an image")
+    page.set_input_files("#image-query", str(bad))
+    expect(page.locator("#status")).to_have_text("notes.jpg: not a recognised image format")
+    expect(page.locator("#status")).to_have_class("error")
