@@ -4,10 +4,11 @@
     image-search index ./photos --url http://gw:8000       # through a running gateway
     image-search query "man in red jacket" --k 12          # prints a table, writes results.html
     image-search query --image ./photos/cat.jpg --k 5
+    image-search export-faiss --index_out index.faiss --meta_out meta.json
 
 The starter kit's flags are accepted where they still mean something: --images_dir,
---with_captions, --query, --k (--index_out/--meta_out/--index/--meta are ignored: Milvus holds the
-index). Indexing is resumable: files whose content is already indexed are skipped without upload.
+--with_captions, --query, --k (--index_out/--meta_out/--index/--meta are ignored by index and
+query: Milvus holds the index; export-faiss writes those files for users who want them). Indexing is resumable: files whose content is already indexed are skipped without upload.
 """
 
 from __future__ import annotations
@@ -126,6 +127,23 @@ class EmbeddedBackend:
         return [{"id": h.record.id, "score": h.score, "caption": h.record.caption, "source": h.record.source,
                  "metadata": h.record.metadata, "clip_score": h.clip_score, "caption_match": h.caption_match}
                 for h in hits]
+
+    async def export_faiss(self, index_out: Path, meta_out: Path) -> int:
+        """The whole collection as a FAISS inner-product index (vectors are L2-normalised: cosine)
+        plus a JSON list whose position i describes FAISS row i."""
+        import faiss
+        import numpy as np
+
+        records = await self.store.all_records()
+        vectors = np.stack([r.vector for r in records]).astype(np.float32) if records else np.zeros((0, 1), np.float32)
+        index = faiss.IndexFlatIP(self.inference.info.embedding_dim)
+        if records:
+            index.add(vectors)
+        faiss.write_index(index, str(index_out))
+        meta = [{"row": i, "id": r.id, "source": r.source, "caption": r.caption, "metadata": r.metadata,
+                 "created_at": r.created_at, "phash": r.phash} for i, r in enumerate(records)]
+        meta_out.write_text(json.dumps(meta, ensure_ascii=False, indent=1))
+        return len(records)
 
     async def close(self) -> None:
         if self.inference is not None:
@@ -276,10 +294,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     query.add_argument("--filter", default="[]", help='JSON list of conditions, e.g. [{"field": "metadata.album", "value": "x"}]')
     query.add_argument("--out", type=Path, default=Path("results.html"))
     query.add_argument("--index", "--meta", dest="ignored", help=argparse.SUPPRESS)
+    export = commands.add_parser("export-faiss", help="write the index as a FAISS file + JSON metadata (embedded stack)")
+    export.add_argument("--index_out", type=Path, default=Path("index.faiss"))
+    export.add_argument("--meta_out", type=Path, default=Path("meta.json"))
     return parser.parse_args(argv)
 
 
 async def run(args: argparse.Namespace) -> int:
+    if args.url and args.command == "export-faiss":
+        raise CliError("export-faiss reads Milvus directly: drop --url and set GATEWAY_MILVUS_URI instead")
     if args.url:
         backend = HttpBackend(args.url)
     else:
@@ -302,6 +325,10 @@ async def run(args: argparse.Namespace) -> int:
             print(f"indexed {len(summary.indexed)}, already indexed {len(summary.skipped)}, near-duplicates "
                   f"{len(summary.near_duplicates)}, failed {len(summary.failed)} in {time.perf_counter() - start:.1f}s")
             return 1 if summary.failed and not summary.indexed and not summary.skipped else 0
+        if args.command == "export-faiss":
+            count = await backend.export_faiss(args.index_out, args.meta_out)
+            print(f"wrote {count} vectors to {args.index_out} and their metadata to {args.meta_out}")
+            return 0
         conditions = json.loads(args.filter)
         text = args.text or args.query_flag
         if args.image:

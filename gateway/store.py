@@ -192,6 +192,22 @@ class VectorStore:
                                 limit=limit, offset=offset)
         return sorted((ImageRecord.from_entity(dict(row)) for row in rows), key=lambda r: r.id)
 
+    async def all_records(self, batch_size: int = 1000) -> list[ImageRecord]:
+        """Every record with its vector, through a query iterator (no offset window)."""
+        def collect() -> list[dict]:
+            iterator = self.client.query_iterator(self.name, batch_size=batch_size, filter='id != ""',
+                                                  output_fields=["id", *FIELDS, "vector"])
+            rows: list[dict] = []
+            try:
+                while page := iterator.next():
+                    rows.extend(page)
+            finally:
+                iterator.close()
+            return rows
+
+        rows = await self._call("export", collect, deadline=max(self.settings.store_timeout_s, STARTUP_DEADLINE_S))
+        return [ImageRecord.from_entity(dict(row)) for row in rows]
+
     async def count(self) -> int:
         rows = await self._call("count", self.client.query, self.name, filter="", output_fields=["count(*)"])
         return int(rows[0]["count(*)"])

@@ -85,6 +85,24 @@ def test_index_query_resume_and_near_duplicates_embedded(embedded, folders, tmp_
     assert len(capsys.readouterr().out.splitlines()) == 1 + 4 + 1  # header, 4 rows, "wrote ..."
     assert (tmp_path / "results.html").read_text().count("<figure>") == 4
 
+    # the starter kit's artefacts: a FAISS index whose row i is described by meta.json[i]
+    import json
+
+    import faiss
+    import numpy as np
+
+    index_out, meta_out = tmp_path / "index.faiss", tmp_path / "meta.json"
+    assert main(["export-faiss", "--index_out", str(index_out), "--meta_out", str(meta_out)]) == 0
+    assert "wrote 15 vectors" in capsys.readouterr().out  # 6 photos + 9 variants indexed in report mode
+    index, meta = faiss.read_index(str(index_out)), json.loads(meta_out.read_text())
+    assert index.ntotal == len(meta) == 15 and [m["row"] for m in meta] == list(range(15))
+    vectors = index.reconstruct_n(0, index.ntotal)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    scores, _ = index.search(vectors, 1)
+    np.testing.assert_allclose(scores[:, 0], 1.0, atol=1e-5)  # inner product of unit vectors: cosine
+    assert len({m["id"] for m in meta}) == 15
+    assert main(["--url", "http://127.0.0.1:1", "export-faiss"]) == 2
+
 
 def test_index_and_query_through_a_running_gateway(model_repository, folders, tmp_path, capsys):
     photos, variants = folders
