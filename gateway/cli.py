@@ -179,31 +179,44 @@ async def find_near_duplicate(backend, data: bytes, max_distance: int) -> tuple[
 
 
 async def index_folder(backend, root: Path, metadata: dict, batch_size: int, near_duplicates: str | None,
-                       phash_distance: int = 10, progress: bool = True) -> IndexSummary:
+                       phash_distance: int = 10, concurrency: int = 2, progress: bool = True) -> IndexSummary:
+    """Index every image under ``root``: up to ``concurrency`` batches in flight (one when looking for
+    near-duplicates, so that copies within one run are compared with what was just indexed)."""
     from tqdm import tqdm
 
     summary = IndexSummary()
     paths = image_files(root)
     bar = tqdm(total=len(paths), unit="img", disable=not progress, file=sys.stderr)
-    pending: list[tuple[str, bytes]] = []
+    slots = asyncio.Semaphore(1 if near_duplicates else max(1, concurrency))
+    in_flight: set[asyncio.Task] = set()
 
-    async def flush():
-        if not pending:
-            return
+    async def send(batch: list[tuple[str, bytes]]) -> None:
         try:
-            results = await backend.index(pending, metadata)
-            summary.indexed += [r["source"] for r in results if r["created"]]
-            summary.skipped += [r["source"] for r in results if not r["created"]]
-        except CliError:  # one bad file fails a batch: retry one by one to name it
-            for name, data in pending:
-                try:
-                    result = (await backend.index([(name, data)], metadata))[0]
-                    (summary.indexed if result["created"] else summary.skipped).append(result["source"])
-                except CliError as exc:
-                    summary.failed.append((name, str(exc)))
-        bar.update(len(pending))
-        pending.clear()
+            try:
+                results = await backend.index(batch, metadata)
+                summary.indexed += [r["source"] for r in results if r["created"]]
+                summary.skipped += [r["source"] for r in results if not r["created"]]
+            except CliError:  # one bad file fails a batch: retry one by one to name it
+                for name, data in batch:
+                    try:
+                        result = (await backend.index([(name, data)], metadata))[0]
+                        (summary.indexed if result["created"] else summary.skipped).append(result["source"])
+                    except CliError as exc:
+                        summary.failed.append((name, str(exc)))
+            bar.update(len(batch))
+        finally:
+            slots.release()
 
+    async def flush(batch: list[tuple[str, bytes]]) -> None:
+        if batch:
+            await slots.acquire()  # bounds the files held in memory, too
+            task = asyncio.create_task(send(batch))
+            in_flight.add(task)
+            task.add_done_callback(in_flight.discard)
+            if near_duplicates:
+                await task
+
+    pending: list[tuple[str, bytes]] = []
     for path in paths:
         name = str(path.resolve())
         try:
@@ -230,8 +243,10 @@ async def index_folder(backend, root: Path, metadata: dict, batch_size: int, nea
                     continue
         pending.append((name, data))
         if len(pending) >= batch_size:
-            await flush()
-    await flush()
+            await flush(pending)
+            pending = []
+    await flush(pending)
+    await asyncio.gather(*in_flight)
     bar.close()
     return summary
 
@@ -282,6 +297,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     index.add_argument("--no-captions", action="store_true", help="embedded mode: skip BLIP (much faster)")
     index.add_argument("--metadata", default="{}", help="JSON object stored with every image")
     index.add_argument("--batch-size", type=int, default=8)
+    index.add_argument("--concurrency", type=int, default=2, help="batches in flight at once")
     index.add_argument("--near-duplicates", choices=["report", "skip"],
                        help="find near-duplicates of indexed images (CLIP candidates, perceptual hash decides)")
     index.add_argument("--phash-distance", type=int, default=10, help="near-duplicate: at most this many of 64 bits differ")
@@ -316,7 +332,7 @@ async def run(args: argparse.Namespace) -> int:
                 raise CliError(f"not a folder: {root}")
             start = time.perf_counter()
             summary = await index_folder(backend, root, json.loads(args.metadata), args.batch_size, args.near_duplicates,
-                                         args.phash_distance)
+                                         args.phash_distance, args.concurrency)
             for name, reason in summary.failed:
                 print(f"failed: {name}: {reason}", file=sys.stderr)
             for name, of, distance in summary.near_duplicates:

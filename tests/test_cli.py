@@ -108,7 +108,8 @@ def test_index_and_query_through_a_running_gateway(model_repository, folders, tm
     photos, variants = folders
     settings = settings_for(model_repository, str(tmp_path / "gw.db"))
     with LiveServer(create_app(settings)) as server:
-        assert main(["--url", server.url, "index", str(photos)]) == 0
+        # small batches, several in flight: the same outcome as one at a time
+        assert main(["--url", server.url, "index", str(photos), "--batch-size", "2", "--concurrency", "3"]) == 0
         assert counts(capsys.readouterr().out) == {"indexed": 6, "skipped": 0, "near": 0, "failed": 3}
         assert main(["--url", server.url, "index", str(photos)]) == 0
         assert counts(capsys.readouterr().out)["indexed"] == 0
