@@ -13,6 +13,7 @@ from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field
 
 from . import service
+from .access import requires
 from .filters import Condition, parse_json, render
 from .errors import BadRequest, ErrorBody, InvalidParameters, NotFound, PayloadTooLarge, UnsupportedMediaType
 from .store import ID_PATTERN, ImageRecord
@@ -23,9 +24,11 @@ ImageId = Annotated[str, Path(pattern=ID_PATTERN, description="32 hex digits", e
 EmbeddingFormat = Literal["float", "base64"]
 ACCEPTED_TYPES = ("image/", "application/octet-stream")
 ERRORS = {code: {"model": ErrorBody, "description": text} for code, text in (
-    (400, "undecodable or truncated image, empty query"), (413, "upload or image too large"),
+    (400, "undecodable or truncated image, empty query"), (401, "no API key, or an unknown one"),
+    (403, "the API key lacks the route's scope"), (413, "upload or image too large"),
     (415, "not an image content type"), (422, "invalid parameters or filter"),
-    (503, "Triton or Milvus unavailable (Retry-After set)"), (504, "Triton or Milvus deadline exceeded"))}
+    (503, "Triton or Milvus unavailable (Retry-After set)"), (504, "Triton or Milvus deadline exceeded"),
+    (429, "rate limit exceeded (Retry-After set)"))}
 
 
 def encode_vector(vector: np.ndarray, fmt: EmbeddingFormat) -> list[float] | str:
@@ -115,7 +118,7 @@ async def search_page() -> HTMLResponse:
     return HTMLResponse(PAGE.read_text())
 
 
-@router.post("/embed-image/", response_model=EmbedImageResponse, responses=ERRORS, tags=["compatible"],
+@router.post("/embed-image/", openapi_extra=requires("search"), response_model=EmbedImageResponse, responses=ERRORS, tags=["compatible"],
              summary="Caption and embed one image (the original service's endpoint)")
 async def embed_image(request: Request, file: Annotated[UploadFile, File(description="the image")],
                       embedding_format: EmbeddingFormat = "float") -> EmbedImageResponse:
@@ -126,7 +129,7 @@ async def embed_image(request: Request, file: Annotated[UploadFile, File(descrip
     return EmbedImageResponse(description=captions[0], embedding_vector=encode_vector(vectors[0], embedding_format))
 
 
-@router.post("/v1/images", response_model=IndexResponse, responses=ERRORS, tags=["images"],
+@router.post("/v1/images", openapi_extra=requires("write"), response_model=IndexResponse, responses=ERRORS, tags=["images"],
              summary="Index images (idempotent: the same bytes give the same id and no second record)")
 async def index_images(request: Request, files: Annotated[list[UploadFile], File(description="one or more images")],
                        metadata: Annotated[str | None, Form(description="JSON object stored with every image",
@@ -146,7 +149,7 @@ async def index_images(request: Request, files: Annotated[list[UploadFile], File
     return IndexResponse(images=[IndexedImage(**ImageOut.of(d.record).model_dump(), created=d.created) for d in done])
 
 
-@router.get("/v1/images/{image_id}", response_model=ImageOut, responses=ERRORS | {404: {"model": ErrorBody}},
+@router.get("/v1/images/{image_id}", openapi_extra=requires("search"), response_model=ImageOut, responses=ERRORS | {404: {"model": ErrorBody}},
             tags=["images"], summary="One indexed image")
 async def get_image(request: Request, image_id: ImageId, include_embedding: bool = False,
                     embedding_format: EmbeddingFormat = "float") -> ImageOut:
@@ -156,9 +159,9 @@ async def get_image(request: Request, image_id: ImageId, include_embedding: bool
     return ImageOut.of(records[0], embedding_format if include_embedding else None)
 
 
-@router.get("/v1/images/{image_id}/thumbnail", response_class=Response, tags=["images"],
+@router.get("/v1/images/{image_id}/thumbnail", openapi_extra=requires("search"), response_class=Response, tags=["images"],
             responses={200: {"content": {"image/jpeg": {}}, "description": "a JPEG of at most 192x192 px"},
-                       404: {"model": ErrorBody}, 422: {"model": ErrorBody}, 503: {"model": ErrorBody}},
+                       404: {"model": ErrorBody}} | {c: ERRORS[c] for c in (401, 403, 422, 429, 503)},
             summary="The thumbnail stored at index time")
 async def get_thumbnail(request: Request, image_id: ImageId) -> Response:
     encoded = await request.app.state.store.thumbnail(image_id)
@@ -167,7 +170,7 @@ async def get_thumbnail(request: Request, image_id: ImageId) -> Response:
     return Response(base64.b64decode(encoded), media_type="image/jpeg", headers={"Cache-Control": "max-age=86400"})
 
 
-@router.delete("/v1/images/{image_id}", status_code=204, responses=ERRORS | {404: {"model": ErrorBody}},
+@router.delete("/v1/images/{image_id}", openapi_extra=requires("admin"), status_code=204, responses=ERRORS | {404: {"model": ErrorBody}},
                tags=["images"], summary="Delete an indexed image")
 async def delete_image(request: Request, image_id: ImageId) -> Response:
     if not await request.app.state.store.delete(image_id):
@@ -178,7 +181,7 @@ async def delete_image(request: Request, image_id: ImageId) -> Response:
 MAX_LIST_WINDOW = 16384  # Milvus refuses queries with offset + limit above this
 
 
-@router.get("/v1/images", response_model=ImageList, responses=ERRORS, tags=["images"],
+@router.get("/v1/images", openapi_extra=requires("search"), response_model=ImageList, responses=ERRORS, tags=["images"],
             summary=f"List indexed images (offset + limit at most {MAX_LIST_WINDOW}, Milvus's query window)")
 async def list_images(request: Request, limit: Annotated[int, Query(ge=1, le=1000)] = 50,
                       offset: Annotated[int, Query(ge=0, le=MAX_LIST_WINDOW - 1)] = 0) -> ImageList:
@@ -193,7 +196,7 @@ def hit(record: ImageRecord, score: float) -> SearchHit:
     return SearchHit(**ImageOut.of(record).model_dump(), score=score)
 
 
-@router.post("/v1/search/image", response_model=SearchResponse, responses=ERRORS, tags=["search"],
+@router.post("/v1/search/image", openapi_extra=requires("search"), response_model=SearchResponse, responses=ERRORS, tags=["search"],
              summary="Images most similar to an uploaded image")
 async def search_by_image(request: Request, file: Annotated[UploadFile, File()], k: Annotated[int, Form()] = 10,
                           filter: Annotated[str | None, Form(description="JSON list of conditions")] = None) -> SearchResponse:
@@ -213,7 +216,7 @@ async def _text_search(request: Request, query: str, k: int, conditions: list) -
                                                      caption_match=h.caption_match) for h in hits])
 
 
-@router.get("/v1/search/text", response_model=TextSearchResponse, responses=ERRORS, tags=["search"],
+@router.get("/v1/search/text", openapi_extra=requires("search"), response_model=TextSearchResponse, responses=ERRORS, tags=["search"],
             summary="Images that match a text")
 async def search_text_get(request: Request, q: Annotated[str, Query(min_length=1, max_length=1000)], k: int = 10,
                           filter: Annotated[str | None, Query(description="JSON list of conditions")] = None
@@ -221,7 +224,7 @@ async def search_text_get(request: Request, q: Annotated[str, Query(min_length=1
     return await _text_search(request, q, k, parse_json(filter))
 
 
-@router.post("/v1/search/text", response_model=TextSearchResponse, responses=ERRORS, tags=["search"],
+@router.post("/v1/search/text", openapi_extra=requires("search"), response_model=TextSearchResponse, responses=ERRORS, tags=["search"],
              summary="Images that match a text")
 async def search_text_post(request: Request, body: TextSearchRequest) -> TextSearchResponse:
     return await _text_search(request, body.query, body.k, body.filters)

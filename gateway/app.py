@@ -11,11 +11,14 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import api
+from .access import SECURITY_SCHEMES, AccessControl, AccessError, KeyRing
 from .errors import DependencyUnavailable, ErrorBody, GatewayError
 from .inference import Inference, create_inference
 from .metrics import ERRORS, REQUEST_SECONDS
@@ -46,11 +49,25 @@ def configure_logging(level: str = "INFO") -> None:
     root.propagate = False
 
 
-def error_response(status: int, code: str, message: str, retry_after: int | None = None) -> JSONResponse:
+def error_response(status: int, code: str, message: str, retry_after: int | None = None,
+                   headers: dict[str, str] | None = None) -> JSONResponse:
     ERRORS.labels(code).inc()
     body = ErrorBody(error={"code": code, "message": message, "request_id": REQUEST_ID.get()})
-    headers = {"Retry-After": str(retry_after)} if retry_after else None
+    headers = {**({"Retry-After": str(retry_after)} if retry_after else {}), **(headers or {})}
     return JSONResponse(body.model_dump(), status_code=status, headers=headers)
+
+
+def refusal_response(exc: AccessError) -> JSONResponse:
+    return error_response(exc.status, exc.code, exc.message, headers=exc.headers)
+
+
+def with_security_schemes(app: FastAPI) -> dict:
+    """The OpenAPI document with the API key schemes the routes refer to."""
+    if app.openapi_schema is None:
+        schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        schema.setdefault("components", {})["securitySchemes"] = SECURITY_SCHEMES
+        app.openapi_schema = schema
+    return app.openapi_schema
 
 
 def create_app(settings: Settings | None = None, inference: Inference | None = None,
@@ -79,7 +96,12 @@ def create_app(settings: Settings | None = None, inference: Inference | None = N
                               "ONNX Runtime, vectors in Milvus. Every error is `{\"error\": {code, message, "
                               "request_id}}`.")
     app.state.settings = settings
-    app.include_router(api.router)
+    app.include_router(api.router, max_body_size=settings.max_request_bytes)  # 413 as our JSON error
+    app.openapi = lambda: with_security_schemes(app)
+    keyring = KeyRing(settings)  # reads the key file now: a broken one fails at start, not per request
+    log.info("access", extra={"fields": {"api_keys": len(keyring.keys), "anonymous_scopes": sorted(keyring.anonymous_scopes)}})
+    # innermost first: access control runs inside the request context (request id, metrics, log line)
+    app.add_middleware(AccessControl, keyring=keyring, routes=api.router.routes, on_refusal=refusal_response)
 
     @app.middleware("http")
     async def request_context(request: Request, call_next):
@@ -96,8 +118,14 @@ def create_app(settings: Settings | None = None, inference: Inference | None = N
         response.headers["x-request-id"] = request_id[:64]
         if route not in ("/metrics", "/healthz"):
             log.info("request", extra={"fields": {"method": request.method, "route": route, "request_id": request_id[:64],
-                                                  "status": response.status_code, "seconds": round(elapsed, 4)}})
+                                                  "status": response.status_code, "seconds": round(elapsed, 4),
+                                                  "principal": request.scope.get("state", {}).get("principal")}})
         return response
+
+    if settings.cors_origins:  # outermost: preflights and refusals get CORS headers too
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST", "DELETE"],
+                           allow_headers=["Authorization", "X-API-Key", "Content-Type", "X-Request-Id"],
+                           expose_headers=["X-Request-Id", "Retry-After"], max_age=600)
 
     @app.exception_handler(GatewayError)
     async def gateway_error(request: Request, exc: GatewayError):
@@ -118,7 +146,8 @@ def create_app(settings: Settings | None = None, inference: Inference | None = N
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):
-        return error_response(exc.status_code, "not_found" if exc.status_code == 404 else "http_error", str(exc.detail))
+        code = {404: "not_found", 413: "payload_too_large"}.get(exc.status_code, "http_error")
+        return error_response(exc.status_code, code, str(exc.detail))
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception):

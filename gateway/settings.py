@@ -8,8 +8,21 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, BaseModel, Field, TypeAdapter
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ScopeName = Literal["search", "write", "admin"]
+SCOPES = ("search", "write", "admin")
+
+
+class ApiKey(BaseModel):
+    """One API key as configured: its SHA-256, never the key (see gateway.access)."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="shown in logs instead of the key")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    scopes: list[ScopeName] = Field(min_length=1)
+    rate_per_s: float | None = Field(None, ge=0, description="this key's rate limit (None: rate_limit_per_s; 0: none)")
+    burst: int | None = Field(None, ge=1)
 
 
 class Settings(BaseSettings):
@@ -47,12 +60,28 @@ class Settings(BaseSettings):
     shutdown_grace_s: int = Field(30, ge=0, description="how long shutdown waits for in-flight requests")
     log_level: str = "INFO"
 
+    # access (gateway.access): keys as JSON lists of ApiKey, inline or in a file (a mounted Secret)
+    api_keys: list[ApiKey] = Field(default_factory=list)
+    api_keys_file: Path | None = None
+    anonymous_scopes: list[ScopeName] | None = Field(
+        None, description="scopes of callers without a key (None: every scope when no key is configured, else none)")
+    rate_limit_per_s: float = Field(0, ge=0, description="requests/s per key (0: unlimited)")
+    anonymous_rate_limit_per_s: float = Field(0, ge=0, description="requests/s per anonymous client address (0: unlimited)")
+    rate_limit_burst: int = Field(20, ge=1, description="requests a client may make at once before the rate applies")
+    cors_origins: list[str] = Field(default_factory=list, description='origins allowed to call from browsers, or ["*"]')
+    max_request_bytes: int = Field(64 * 1024 * 1024, ge=1, description="largest request body, checked before parsing")
+
     # requests
     max_upload_bytes: int = Field(20 * 1024 * 1024, ge=1)
     max_pixels: int = Field(50_000_000, ge=1)
     max_files_per_request: int = Field(64, ge=1)
     max_k: int = Field(1000, ge=1)
     caption_weight: float = Field(0.1, ge=0, description="text search: weight of caption word overlap in the score")
+
+    def all_api_keys(self) -> list[ApiKey]:
+        from_file = (TypeAdapter(list[ApiKey]).validate_json(self.api_keys_file.read_bytes())
+                     if self.api_keys_file else [])
+        return self.api_keys + from_file
 
     @property
     def milvus_is_lite(self) -> bool:

@@ -81,3 +81,26 @@ def test_errors_are_shown_on_the_page(page, tmp_path):
     page.set_input_files("#image-query", str(bad))
     expect(page.locator("#status")).to_have_text("notes.jpg: not a recognised image format")
     expect(page.locator("#status")).to_have_class("error")
+
+
+def test_with_api_keys_the_page_asks_for_one_and_then_searches_with_thumbnails(model_repository, tmp_path, page):
+    from gateway.access import hash_key
+
+    key = "isk_page_0123456789abcdef0123456789abcdef01"
+    settings = settings_for(model_repository, str(tmp_path / "images.db"),
+                            api_keys=[{"name": "page", "sha256": hash_key(key), "scopes": ["search", "write"]}])
+    with LiveServer(create_app(settings)) as server:
+        files = [("files", ("rocket.jpg", photo_bytes("rocket", "JPEG"), "image/jpeg"))]
+        assert httpx.post(f"{server.url}/v1/images", files=files, headers={"X-API-Key": key}, timeout=120).status_code == 200
+        page = page.context.browser.new_page()
+        page.goto(server.url + "/")
+        page.fill("#query", "rocket")
+        page.click("#text-form button[type=submit]")
+        expect(page.locator("#status")).to_contain_text("this route needs an API key")
+        page.fill("#api-key", key)
+        page.dispatch_event("#api-key", "change")
+        page.click("#text-form button[type=submit]")
+        expect(page.locator(".result")).to_have_count(1)
+        page.wait_for_function("() => [...document.querySelectorAll('.result img')].every(i => i.complete && i.naturalWidth > 0)")
+        assert page.evaluate("sessionStorage.getItem('api-key')") == key
+        page.close()
