@@ -29,7 +29,7 @@ import secrets
 import sys
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from starlette.routing import Match
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -101,16 +101,16 @@ class KeyRing:
 
     def __init__(self, settings: Settings):
         self.keys: dict[str, ApiKey] = {k.sha256: k for k in settings.all_api_keys()}
-        self.anonymous_scopes = frozenset(settings.anonymous_scopes if settings.anonymous_scopes is not None
-                                          else (() if self.keys else SCOPES))
+        scopes = settings.anonymous_scopes if settings.anonymous_scopes is not None else (() if self.keys else SCOPES)
+        self.anonymous = Principal("anonymous", frozenset(scopes), settings.anonymous_rate_limit_per_s,
+                                   settings.rate_limit_burst, "anonymous")
         self.settings = settings
 
     def identify(self, headers: dict[bytes, bytes], client: str) -> Principal:
         presented = presented_key(headers)
         settings = self.settings
         if presented is None:
-            return Principal("anonymous", self.anonymous_scopes, settings.anonymous_rate_limit_per_s,
-                             settings.rate_limit_burst, f"anonymous:{client}")
+            return replace(self.anonymous, bucket=f"anonymous:{client}")
         key = self.keys.get(hash_key(presented))
         if key is None:
             raise AccessError(401, "invalid_api_key", "the API key is not valid", {"WWW-Authenticate": "Bearer"})

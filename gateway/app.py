@@ -18,7 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import api
-from .access import SECURITY_SCHEMES, AccessControl, AccessError, KeyRing
+from .access import REQUIRED_SCOPE, SECURITY_SCHEMES, AccessControl, AccessError, KeyRing
 from .errors import DependencyUnavailable, ErrorBody, GatewayError
 from .inference import Inference, create_inference
 from .metrics import ERRORS, REQUEST_SECONDS
@@ -61,11 +61,14 @@ def refusal_response(exc: AccessError) -> JSONResponse:
     return error_response(exc.status, exc.code, exc.message, headers=exc.headers)
 
 
-def with_security_schemes(app: FastAPI) -> dict:
-    """The OpenAPI document with the API key schemes the routes refer to."""
+def with_security_schemes(app: FastAPI, keyring: KeyRing) -> dict:
+    """The OpenAPI document with the API key schemes; a key is optional where anonymous callers may go."""
     if app.openapi_schema is None:
         schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
         schema.setdefault("components", {})["securitySchemes"] = SECURITY_SCHEMES
+        for operation in (op for path in schema["paths"].values() for op in path.values()):
+            if keyring.anonymous.allows(operation.get(REQUIRED_SCOPE, "")):
+                operation["security"].append({})
         app.openapi_schema = schema
     return app.openapi_schema
 
@@ -97,9 +100,9 @@ def create_app(settings: Settings | None = None, inference: Inference | None = N
                               "request_id}}`.")
     app.state.settings = settings
     app.include_router(api.router, max_body_size=settings.max_request_bytes)  # 413 as our JSON error
-    app.openapi = lambda: with_security_schemes(app)
     keyring = KeyRing(settings)  # reads the key file now: a broken one fails at start, not per request
-    log.info("access", extra={"fields": {"api_keys": len(keyring.keys), "anonymous_scopes": sorted(keyring.anonymous_scopes)}})
+    app.openapi = lambda: with_security_schemes(app, keyring)
+    log.info("access", extra={"fields": {"api_keys": len(keyring.keys), "anonymous_scopes": sorted(keyring.anonymous.scopes)}})
     # innermost first: access control runs inside the request context (request id, metrics, log line)
     app.add_middleware(AccessControl, keyring=keyring, routes=api.router.routes, on_refusal=refusal_response)
 
