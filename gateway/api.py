@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 from pathlib import Path as FilePath
 from typing import Annotated, Literal
 
@@ -105,6 +106,42 @@ async def read_upload(upload: UploadFile, limit: int) -> bytes:
     return data
 
 
+MAX_METADATA_CHARS, MAX_METADATA_DEPTH = 16_384, 8
+
+
+def _reject_constant(name: str):
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def _check_json_value(value, level: int = 1) -> None:
+    if level > MAX_METADATA_DEPTH:
+        raise BadRequest(f"metadata nests deeper than {MAX_METADATA_DEPTH} levels")
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, list):
+        for child in value:
+            _check_json_value(child, level + 1)
+    elif isinstance(value, float) and not math.isfinite(value) or isinstance(value, int) and abs(value) >= 2 ** 63:
+        raise BadRequest("metadata numbers must be finite and integers must fit in 64 bits")
+
+
+def parse_metadata(text: str | None) -> dict:
+    """The metadata form field: a JSON object Milvus can store and filter on (finite numbers,
+    64-bit integers, at most MAX_METADATA_CHARS characters and MAX_METADATA_DEPTH levels)."""
+    if not text:
+        return {}
+    if len(text) > MAX_METADATA_CHARS:
+        raise BadRequest(f"metadata is longer than {MAX_METADATA_CHARS:,} characters")
+    try:
+        meta = json.loads(text, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as exc:
+        raise BadRequest(f"metadata is not valid JSON: {exc}") from exc
+    if not isinstance(meta, dict):
+        raise BadRequest("metadata must be a JSON object")
+    _check_json_value(meta)
+    return meta
+
+
 def check_k(request: Request, k: int) -> int:
     limit = request.app.state.settings.max_k
     if not 1 <= k <= limit:
@@ -137,12 +174,7 @@ async def index_images(request: Request, files: Annotated[list[UploadFile], File
     state = request.app.state
     if len(files) > state.settings.max_files_per_request:
         raise PayloadTooLarge(f"at most {state.settings.max_files_per_request} files per request")
-    try:
-        meta = json.loads(metadata) if metadata else {}
-    except ValueError as exc:
-        raise BadRequest(f"metadata is not valid JSON: {exc}") from exc
-    if not isinstance(meta, dict):
-        raise BadRequest("metadata must be a JSON object")
+    meta = parse_metadata(metadata)
     uploads = [(f.filename or "", await read_upload(f, state.settings.max_upload_bytes)) for f in files]
     done = await service.index_images(uploads, meta, state.inference, state.store, state.settings.max_pixels,
                                       state.settings.captions)

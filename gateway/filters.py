@@ -94,5 +94,5 @@ def parse_json(text: str | None) -> list[Condition]:
         return []
     try:
         return CONDITIONS.validate_python(json.loads(text))
-    except (ValueError, ValidationError) as exc:
+    except (ValueError, ValidationError, RecursionError) as exc:
         raise InvalidFilter(f"filter must be a JSON list of conditions: {exc}") from exc

@@ -15,10 +15,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
 DEFAULT_MAX_PIXELS = 50_000_000  # 50 MP: well above any camera, far below a decompression bomb
 
+
+SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
+ICC_MODES = {"RGB": "RGB ", "RGBA": "RGB ", "CMYK": "CMYK", "L": "GRAY"}  # mode -> the profile colour space it needs
 
 # Above this many times the crop area, resize only the crop window instead of the whole image.
 MAX_EXACT_RESIZE_FACTOR = 16
@@ -73,7 +76,9 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Ima
     """Decode any image Pillow reads into an upright 8-bit RGB image (first frame if animated).
 
     The pixel count is checked from the header, before any pixel is decoded, so a decompression
-    bomb costs nothing. Transparency is composited onto white, as transformers does.
+    bomb costs nothing. An embedded ICC profile other than sRGB (Display P3, Adobe RGB, a CMYK
+    press profile) is applied, so colours match what a browser shows. Transparency is
+    composited onto white, as transformers does.
     """
     if not data:
         raise UndecodableImage("empty file")
@@ -87,6 +92,7 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Ima
                     f" the limit is {max_pixels:,}")
             image.load()
             image = ImageOps.exif_transpose(image)
+            image = _to_srgb(image)
     except ImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -96,6 +102,21 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Ima
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise UndecodableImage(f"image data is corrupt or truncated: {exc}") from exc
     return _to_rgb(image)
+
+
+def _to_srgb(image: Image.Image) -> Image.Image:
+    """Apply an embedded colour profile; a broken or mismatched one is ignored (the pixels are still valid)."""
+    icc = image.info.get("icc_profile")
+    if not icc or image.mode not in ICC_MODES:
+        return image
+    try:
+        profile = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        if (profile.profile.xcolor_space != ICC_MODES[image.mode]
+                or ImageCms.getProfileDescription(profile).strip().startswith("sRGB")):
+            return image
+        return ImageCms.profileToProfile(image, profile, SRGB, outputMode="RGBA" if image.mode == "RGBA" else "RGB")
+    except (ImageCms.PyCMSError, OSError, ValueError, TypeError):
+        return image
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:

@@ -24,3 +24,39 @@ def encode(image: Image.Image, fmt: str = "PNG", **options) -> bytes:
 
 def photo_bytes(name: str, fmt: str = "PNG", **options) -> bytes:
     return encode(Image.fromarray(photo_array(name)), fmt, **options)
+
+
+def _s15f16(value: float) -> bytes:
+    return int(round(value * 65536)).to_bytes(4, "big", signed=True)
+
+
+def _xyz_tag(x: float, y: float, z: float) -> bytes:
+    return b"XYZ \0\0\0\0" + _s15f16(x) + _s15f16(y) + _s15f16(z)
+
+
+def adobe_rgb_profile() -> bytes:
+    """A minimal ICC v2 matrix/TRC display profile with Adobe RGB (1998) primaries (D50-adapted) and
+    gamma 2.2: a wide-gamut profile to embed in test images (Pillow can only create sRGB ones)."""
+    text = b"Adobe RGB (1998) test profile"
+    tags = {
+        b"desc": b"desc\0\0\0\0" + (len(text) + 1).to_bytes(4, "big") + text + b"\0" + b"\0" * 11 + b"\0" * 67,
+        b"cprt": b"text\0\0\0\0" + b"public domain\0",
+        b"wtpt": _xyz_tag(0.9642, 1.0, 0.8249),
+        b"rXYZ": _xyz_tag(0.6097, 0.3111, 0.0195),
+        b"gXYZ": _xyz_tag(0.2053, 0.6257, 0.0609),
+        b"bXYZ": _xyz_tag(0.1492, 0.0632, 0.7446),
+    }
+    gamma = b"curv\0\0\0\0" + (1).to_bytes(4, "big") + (563).to_bytes(2, "big") + b"\0\0"  # u8Fixed8 2.199
+    tags.update({b"rTRC": gamma, b"gTRC": gamma, b"bTRC": gamma})
+    table, data = b"", b""
+    offset = 128 + 4 + 12 * len(tags)
+    for signature, body in tags.items():
+        body += b"\0" * (-len(body) % 4)
+        table += signature + (offset + len(data)).to_bytes(4, "big") + len(body).to_bytes(4, "big")
+        data += body
+    size = offset + len(data)
+    header = (size.to_bytes(4, "big") + b"none" + bytes([2, 0x10, 0, 0]) + b"mntrRGB XYZ " + bytes(12) + b"acsp"
+              + b"APPL" + bytes(4) + b"none" + bytes(4) + bytes(8) + bytes(4)
+              + _s15f16(0.9642) + _s15f16(1.0) + _s15f16(0.8249) + b"none" + bytes(16) + bytes(28))
+    assert len(header) == 128
+    return header + len(tags).to_bytes(4, "big") + table + data
