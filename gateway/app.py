@@ -91,6 +91,7 @@ def create_app(settings: Settings | None = None, inference: Inference | None = N
         finally:  # uvicorn drains in-flight requests before this runs
             await app.state.inference.close()
             await app.state.store.close()
+            log.info("gateway stopped")
 
     # Response models are serialised by pydantic-core (Rust) straight to JSON bytes: FastAPI now
     # deprecates ORJSONResponse, which that path makes redundant.
