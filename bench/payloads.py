@@ -1,0 +1,44 @@
+"""What the load harness sends: real photos (scikit-image's), unique images for indexing, queries."""
+
+from __future__ import annotations
+
+import io
+from functools import lru_cache
+
+import numpy as np
+from PIL import Image
+
+PHOTO_NAMES = ["astronaut", "coffee", "chelsea", "rocket", "horse", "coins", "hubble_deep_field", "camera", "page"]
+QUERIES = ["man in red jacket", "a cat sleeping on a sofa", "cup of coffee on a table", "rocket launch", "a horse in a field",
+           "old coins", "stars and galaxies", "photographer with a camera", "a page of printed text", "astronaut in space"]
+
+
+def encode_jpeg(image: Image.Image, quality: int = 90) -> bytes:
+    buffer = io.BytesIO()
+    image.convert("RGB").save(buffer, "JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+@lru_cache(maxsize=None)
+def photo(name: str) -> Image.Image:
+    import skimage.data
+
+    array = getattr(skimage.data, name)()
+    return Image.fromarray((array * 255).astype(np.uint8) if array.dtype == bool else array)
+
+
+@lru_cache(maxsize=None)
+def photo_jpeg(index: int) -> bytes:
+    return encode_jpeg(photo(PHOTO_NAMES[index % len(PHOTO_NAMES)]))
+
+
+def unique_jpeg(rng: np.random.Generator) -> bytes:
+    """A new image each call (a random crop of a photo, mirrored at random): new bytes, real content."""
+    image = photo(PHOTO_NAMES[int(rng.integers(len(PHOTO_NAMES)))])
+    width, height = image.size
+    crop_w, crop_h = int(width * rng.uniform(0.6, 1.0)), int(height * rng.uniform(0.6, 1.0))
+    left, top = int(rng.integers(0, width - crop_w + 1)), int(rng.integers(0, height - crop_h + 1))
+    cropped = image.crop((left, top, left + crop_w, top + crop_h))
+    if rng.random() < 0.5:
+        cropped = cropped.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    return encode_jpeg(cropped)

@@ -1,0 +1,96 @@
+"""Start the services a benchmark measures as real processes, on free ports, and stop them.
+
+    with gateway_process(repository, workdir) as gateway:   # python -m gateway, embedded mode
+        gateway.url, gateway.rss_bytes()
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+
+from tests.support.tritonserver import free_ports
+
+
+class ServiceProcess:
+    """A server command in its own process group, ready when `ready_path` answers 200."""
+
+    def __init__(self, command: list[str], port: int, env: dict[str, str], log_path: Path, ready_path: str = "/readyz",
+                 startup_timeout: float = 300.0):
+        self.command, self.port, self.env, self.log_path = command, port, env, log_path
+        self.ready_path, self.startup_timeout = ready_path, startup_timeout
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> "ServiceProcess":
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "wb") as log:
+            self.process = subprocess.Popen(self.command, env={**os.environ, **self.env}, stdout=log,
+                                            stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + self.startup_timeout
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.command} exited with {self.process.returncode}; log: {self.log_path}")
+            try:
+                if httpx.get(self.url + self.ready_path, timeout=5).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                self.stop()
+                raise TimeoutError(f"{self.command} not ready after {self.startup_timeout}s; log: {self.log_path}")
+            time.sleep(0.5)
+
+    def rss_bytes(self) -> int:
+        """Resident memory of the process and its children (Milvus Lite runs as a child)."""
+        root = psutil.Process(self.process.pid)
+        total = 0
+        for proc in [root, *root.children(recursive=True)]:
+            try:
+                total += proc.memory_info().rss
+            except psutil.NoSuchProcess:
+                pass
+        return total
+
+    def own_rss_bytes(self) -> int:
+        return psutil.Process(self.process.pid).memory_info().rss
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        for sig, wait in ((signal.SIGTERM, 30), (signal.SIGKILL, 10)):
+            try:
+                os.killpg(self.process.pid, sig)
+                self.process.wait(wait)
+                break
+            except ProcessLookupError:
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        self.process = None
+
+    def __enter__(self) -> "ServiceProcess":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def gateway_process(repository: Path, workdir: Path, **settings: str) -> ServiceProcess:
+    """`python -m gateway` on the repository with a fresh Milvus Lite file; more GATEWAY_* settings
+    as keyword arguments (inference_mode="triton", triton_url=..., captions="false", ...)."""
+    (port,) = free_ports(1)
+    env = {"GATEWAY_MODEL_REPOSITORY": str(Path(repository).resolve()), "GATEWAY_PORT": str(port),
+           "GATEWAY_HOST": "127.0.0.1", "GATEWAY_MILVUS_URI": str(Path(workdir).resolve() / "images.db"),
+           "GATEWAY_LOG_LEVEL": "WARNING", **{f"GATEWAY_{k.upper()}": str(v) for k, v in settings.items()}}
+    return ServiceProcess([sys.executable, "-m", "gateway"], port, env, Path(workdir) / "gateway.log")
