@@ -67,7 +67,7 @@ def with_security_schemes(app: FastAPI, keyring: KeyRing) -> dict:
         schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
         schema.setdefault("components", {})["securitySchemes"] = SECURITY_SCHEMES
         for operation in (op for path in schema["paths"].values() for op in path.values()):
-            if keyring.anonymous.allows(operation.get(REQUIRED_SCOPE, "")):
+            if REQUIRED_SCOPE in operation and keyring.anonymous.allows(operation[REQUIRED_SCOPE]):
                 operation["security"].append({})
         app.openapi_schema = schema
     return app.openapi_schema

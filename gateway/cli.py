@@ -19,6 +19,7 @@ import base64
 import html
 import io
 import json
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -43,8 +44,9 @@ class CliError(Exception):
 class HttpBackend:
     """The gateway's HTTP API."""
 
-    def __init__(self, url: str):
-        self.client = httpx.AsyncClient(base_url=url.rstrip("/"), timeout=600)
+    def __init__(self, url: str, api_key: str | None = None):
+        headers = {"X-API-Key": api_key} if api_key else None
+        self.client = httpx.AsyncClient(base_url=url.rstrip("/"), timeout=600, headers=headers)
 
     async def exists(self, image_id: str) -> bool:
         return (await self.client.get(f"/v1/images/{image_id}")).status_code == 200
@@ -289,6 +291,8 @@ def print_table(results: list[dict]) -> None:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="image-search", description=__doc__.split("\n\n")[0])
     parser.add_argument("--url", help="a running gateway (default: the embedded stack, configured by GATEWAY_* settings)")
+    parser.add_argument("--api-key", default=os.environ.get("IMAGE_SEARCH_API_KEY"),
+                        help="the gateway's API key (default: $IMAGE_SEARCH_API_KEY); index needs the write scope")
     commands = parser.add_subparsers(dest="command", required=True)
     index = commands.add_parser("index", help="index every image under a folder, recursively")
     index.add_argument("dir", nargs="?", type=Path)
@@ -320,7 +324,7 @@ async def run(args: argparse.Namespace) -> int:
     if args.url and args.command == "export-faiss":
         raise CliError("export-faiss reads Milvus directly: drop --url and set GATEWAY_MILVUS_URI instead")
     if args.url:
-        backend = HttpBackend(args.url)
+        backend = HttpBackend(args.url, args.api_key)
     else:
         settings = Settings(captions=not getattr(args, "no_captions", False))
         backend = EmbeddedBackend(settings)

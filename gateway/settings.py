@@ -57,6 +57,7 @@ class Settings(BaseSettings):
     # HTTP
     host: str = "0.0.0.0"
     port: int = Field(8000, ge=1, le=65535)
+    forwarded_allow_ips: str = Field("127.0.0.1", description="proxies whose X-Forwarded-For gives the client address")
     shutdown_grace_s: int = Field(30, ge=0, description="how long shutdown waits for in-flight requests")
     log_level: str = "INFO"
 

@@ -189,11 +189,21 @@ def container(manifests, name: str) -> dict:
     return manifests[("Deployment", name)]["spec"]["template"]["spec"]["containers"][0]
 
 
-def test_kubernetes_objects_agree_with_each_other_and_with_the_gateway(manifests):
+def test_kubernetes_objects_agree_with_each_other_and_with_the_gateway(manifests, request):
     config = manifests[("ConfigMap", "gateway")]["data"]
     known = {f"GATEWAY_{name.upper()}" for name in Settings.model_fields} | {"CLIP_MODEL", "BLIP_MODEL"}
     secret = manifests[("Secret", "gateway")]["stringData"]
     assert set(config) | set(secret) <= known
+    with pytest.MonkeyPatch.context() as env:  # the values parse as the gateway will read them
+        for name, value in {**config, **secret}.items():
+            env.setenv(name, value)
+        settings = Settings(_env_file=None)
+    assert settings.rate_limit_per_s > 0
+    overlay = request.node.callspec.params["manifests"]
+    assert settings.anonymous_scopes == {"prod": [], "dev": ["search", "write", "admin"]}[overlay]  # prod: keys required
+    job = manifests[("Job", "index-images")]["spec"]["template"]["spec"]["containers"][0]
+    key_ref = next(e for e in job["env"] if e["name"] == "IMAGE_SEARCH_API_KEY")["valueFrom"]["secretKeyRef"]
+    assert key_ref["key"] in manifests[("Secret", key_ref["name"])]["stringData"]
     # Triton and Milvus addresses
     host, port = config["GATEWAY_TRITON_URL"].split(":")
     service = manifests[("Service", host)]
