@@ -267,6 +267,7 @@ def _decodes_or_refuses(data: bytes) -> None:
     assert image.mode == "RGB" and image.width * image.height >= 1
 
 
+@pytest.mark.filterwarnings("ignore:Corrupt EXIF data")
 @settings(max_examples=300, deadline=None, database=None, suppress_health_check=list(HealthCheck))
 @given(seed=st.sampled_from(SEEDS), flips=st.lists(st.tuples(st.floats(0, 1, exclude_max=True), st.integers(0, 255)),
                                                    max_size=12), keep=st.floats(0.02, 1))
@@ -279,6 +280,7 @@ def test_fuzzed_images_decode_or_get_an_image_error(seed, flips, keep):
     _decodes_or_refuses(bytes(data))
 
 
+@pytest.mark.filterwarnings("ignore:Corrupt EXIF data")
 @settings(max_examples=200, deadline=None, database=None)
 @given(data=st.binary(max_size=2048) | st.builds(lambda magic, rest: magic + rest, st.sampled_from(
     [b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF89a", b"RIFF\0\0\0\0WEBP", b"BM", b"II*\0", b"MM\0*"]), st.binary(max_size=2048)))

@@ -1,0 +1,241 @@
+"""The load-test sweep: our gateway and the seed-style baseline, side by side, in one run.
+
+    python -m bench.sweep --clip .cache/clip-base --blip .cache/blip-base --out bench/results/sweep-cpu
+
+For each service in turn (never two at once: they would share the cores), start it as a real
+process on the same checkpoints, seed it with a few indexed images, then run each locust scenario
+(bench/locustfile.py) closed-loop at each concurrency level: a warm-up, then a measured window.
+Services:
+
+- baseline: bench/baseline_service.py (PyTorch per request, HF processors, FAISS);
+- gateway-local: the embedded default (ONNX Runtime in-process, micro-batching, Milvus Lite);
+- gateway-triton: the gateway in front of the bundled CPU tritonserver (python-backend flavour);
+- gateway-triton-clip: the same without captions, so /embed-image/ is clip_image only, next to
+  perf_analyzer on Triton's clip_image at the same concurrency (the gateway's overhead).
+
+Captions are greedy, 20 new tokens, in both services (the gateway's default is 3 beams). Writes
+sweep.json (every number), sweep.md (tables and our/baseline ratios) and throughput.png /
+latency.png.
+"""
+
+from __future__ import annotations
+
+from gevent import monkey
+
+monkey.patch_all()
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import platform  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from contextlib import ExitStack, contextmanager  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import gevent  # noqa: E402
+import httpx  # noqa: E402
+import numpy as np  # noqa: E402
+from locust.env import Environment  # noqa: E402
+
+from bench import perf_analyzer  # noqa: E402
+from bench.locustfile import USERS  # noqa: E402
+from bench.payloads import unique_jpeg  # noqa: E402
+from bench.stack import ServiceProcess, gateway_process  # noqa: E402
+from tests.support.tritonserver import TritonServer, free_ports  # noqa: E402
+
+SCENARIOS = {"embed-image": "EmbedImage", "image-search": "ImageSearch", "text-search": "TextSearch"}
+SERVICES = ["baseline", "gateway-local", "gateway-triton", "gateway-triton-clip"]
+CAPTION = {"caption_beams": 1, "caption_max_new_tokens": 20}
+
+
+def measure(url: str, scenario: str, users: int, warmup: float, duration: float) -> dict:
+    """One closed-loop locust run: `users` requests always in flight; stats of the window after the warm-up."""
+    env = Environment(user_classes=[USERS[SCENARIOS[scenario]]], host=url)
+    runner = env.create_local_runner()
+    runner.start(users, spawn_rate=users)
+    gevent.sleep(warmup)
+    env.stats.reset_all()
+    start = time.monotonic()
+    gevent.sleep(duration)
+    total = env.stats.total
+    result = {"concurrency": users, "requests": total.num_requests, "failures": total.num_failures,
+              "rps": total.num_requests / (time.monotonic() - start),
+              **{f"p{p}_ms": total.get_response_time_percentile(p / 100) for p in (50, 95, 99)}}
+    runner.quit()
+    return result
+
+
+def seed(url: str, count: int) -> None:
+    rng = np.random.default_rng(0)
+    for _ in range(count):
+        files = {"files": ("seed.jpg", unique_jpeg(rng), "image/jpeg")}
+        httpx.post(f"{url}/v1/images", files=files, timeout=600).raise_for_status()
+
+
+def export(clip: str, blip: str, repository: Path) -> None:
+    for model, source in (("clip", clip), ("blip", blip)):
+        subprocess.run([sys.executable, "-m", "export", model, "--model", source, "--repository", str(repository),
+                        "--flavour", "python", "--cpu"], check=True)
+
+
+@contextmanager
+def service(name: str, args: argparse.Namespace, workdir: Path):
+    """Start one service; yields (its URL, Triton's gRPC address or None)."""
+    with ExitStack() as stack:
+        if name == "baseline":
+            (port,) = free_ports(1)
+            command = [sys.executable, "-m", "bench.baseline_service", "--clip", args.clip, "--blip", args.blip,
+                       "--port", str(port), "--max-new-tokens", "20", "--num-beams", "1"]
+            process = stack.enter_context(ServiceProcess(command, port, {}, workdir / "baseline.log"))
+            yield process.url, None
+            return
+        settings = dict(CAPTION, local_threads=args.threads)
+        triton_url = None
+        if name.startswith("gateway-triton"):
+            triton = stack.enter_context(TritonServer(args.repository, workdir / "triton", startup_timeout=600))
+            triton_url = triton.grpc_url
+            settings.update(inference_mode="triton", triton_url=triton_url, triton_timeout_s=600)
+        if name == "gateway-triton-clip":
+            settings["captions"] = "false"
+        gateway = stack.enter_context(gateway_process(args.repository, workdir / name, **settings))
+        yield gateway.url, triton_url
+
+
+def sweep(args: argparse.Namespace) -> dict:
+    results = {"machine": machine(), "levels": args.levels, "warmup_s": args.warmup, "duration_s": args.duration,
+               "checkpoints": {"clip": args.clip, "blip": args.blip}, "services": {}}
+    workdir = Path(tempfile.mkdtemp(prefix="sweep-"))
+    for name in args.services:
+        scenarios = ["embed-image"] if name == "gateway-triton-clip" else list(args.scenarios)
+        with service(name, args, workdir) as (url, triton_url):
+            print(f"[{name}] up at {url}; seeding {args.seed_images} images", flush=True)
+            seed(url, args.seed_images)
+            runs = results["services"][name] = {}
+            for scenario in scenarios:
+                runs[scenario] = []
+                for level in args.levels:
+                    row = measure(url, scenario, level, args.warmup, args.duration)
+                    runs[scenario].append(row)
+                    print(f"[{name}] {scenario} c={level}: {row['rps']:.2f} rps p50 {row['p50_ms']} ms"
+                          f" ({row['failures']} failed)", flush=True)
+            if name == "gateway-triton-clip":
+                rows = perf_analyzer.run("clip_image", triton_url, args.repository, args.levels, workdir / "pa",
+                                         int(args.duration * 1000))
+                results["services"]["triton-raw"] = {"clip_image": rows}
+                for row in rows:
+                    print(f"[triton-raw] clip_image c={row['concurrency']}: {row['rps']:.2f} rps", flush=True)
+    return results
+
+
+def machine() -> dict:
+    import os
+
+    import psutil
+
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), platform.processor())
+    return {"cpu": model, "cores": os.cpu_count(), "memory_gb": round(psutil.virtual_memory().total / 2 ** 30),
+            "python": platform.python_version(), "date": time.strftime("%Y-%m-%d")}
+
+
+def best(rows: list[dict]) -> dict:
+    return max(rows, key=lambda r: r["rps"])
+
+
+def markdown(results: dict) -> str:
+    services, levels = results["services"], results["levels"]
+    m = results["machine"]
+    lines = [f"# Load-test sweep ({m['date']})", "",
+             f"{m['cpu']}, {m['cores']} cores, {m['memory_gb']} GiB, Python {m['python']}. Closed loop: at"
+             f" concurrency c, c requests are always in flight. Each cell: one {results['duration_s']:.0f} s window after"
+             f" a {results['warmup_s']:.0f} s warm-up. Checkpoints: {results['checkpoints']['clip']},"
+             f" {results['checkpoints']['blip']}.", ""]
+    for scenario in SCENARIOS:
+        names = [n for n in services if scenario in services[n]]
+        if not names:
+            continue
+        lines += [f"## {scenario}", "", "| service | " + " | ".join(f"c={c}" for c in levels) + " | best rps |",
+                  "|---|" + "---|" * (len(levels) + 1)]
+        for name in names:
+            rows = services[name][scenario]
+            cells = [f"{r['rps']:.2f} rps, p50 {r['p50_ms']:.0f} / p95 {r['p95_ms']:.0f} / p99 {r['p99_ms']:.0f} ms"
+                     + (f", {r['failures']} failed" if r["failures"] else "") for r in rows]
+            lines.append(f"| {name} | " + " | ".join(cells) + f" | {best(rows)['rps']:.2f} |")
+        if "baseline" in services and scenario in services["baseline"]:
+            base = best(services["baseline"][scenario])["rps"]
+            for name in names:
+                if name != "baseline":
+                    lines.append(f"\n{name} / baseline, best throughput: **{best(services[name][scenario])['rps'] / base:.2f}x**")
+        lines.append("")
+    if "triton-raw" in services and "gateway-triton-clip" in services:
+        lines += ["## Gateway overhead: /embed-image/ without captions vs perf_analyzer on clip_image", "",
+                  "| concurrency | gateway rps | raw Triton rps | gateway / raw |", "|---|---|---|---|"]
+        for gw, raw in zip(services["gateway-triton-clip"]["embed-image"], services["triton-raw"]["clip_image"]):
+            lines.append(f"| {gw['concurrency']} | {gw['rps']:.2f} | {raw['rps']:.2f} | {gw['rps'] / raw['rps']:.0%} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plots(results: dict, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    services = results["services"]
+    fig, axes = plt.subplots(1, len(SCENARIOS), figsize=(5 * len(SCENARIOS), 4))
+    for ax, scenario in zip(axes, SCENARIOS):
+        for name, runs in services.items():
+            rows = runs.get(scenario) or (runs.get("clip_image") if scenario == "embed-image" else None)
+            if rows:
+                ax.plot([r["concurrency"] for r in rows], [r["rps"] for r in rows], marker="o", label=name)
+        ax.set(title=scenario, xlabel="concurrency", ylabel="requests/s", xscale="log", xticks=results["levels"])
+        ax.set_xticklabels(results["levels"])
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "throughput.png", dpi=110)
+    fig, axes = plt.subplots(1, len(SCENARIOS), figsize=(5 * len(SCENARIOS), 4))
+    for ax, scenario in zip(axes, SCENARIOS):
+        for index, (name, runs) in enumerate(services.items()):
+            rows = runs.get(scenario)
+            if not rows:
+                continue
+            x = [r["concurrency"] for r in rows]
+            for p, style in ((50, "-"), (95, "--"), (99, ":")):
+                ax.plot(x, [r[f"p{p}_ms"] for r in rows], style, color=f"C{index}", label=f"{name} p{p}")
+        ax.set(title=scenario, xlabel="concurrency", ylabel="latency (ms)", xscale="log", yscale="log",
+               xticks=results["levels"])
+        ax.set_xticklabels(results["levels"])
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(out / "latency.png", dpi=110)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--clip", required=True, help="CLIP checkpoint (hub id or folder)")
+    parser.add_argument("--blip", required=True, help="BLIP captioning checkpoint (hub id or folder)")
+    parser.add_argument("--repository", type=Path, default=Path(".cache/sweep-repository"),
+                        help="exported here (python flavour, so the bundled Triton serves it too)")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--services", nargs="+", default=SERVICES, choices=SERVICES)
+    parser.add_argument("--scenarios", nargs="+", default=list(SCENARIOS), choices=list(SCENARIOS))
+    parser.add_argument("--levels", type=int, nargs="+", default=[1, 2, 4, 8])
+    parser.add_argument("--warmup", type=float, default=10)
+    parser.add_argument("--duration", type=float, default=30)
+    parser.add_argument("--seed-images", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=0, help="GATEWAY_LOCAL_THREADS (0: all cores)")
+    args = parser.parse_args(argv)
+    export(args.clip, args.blip, args.repository)
+    results = sweep(args)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "sweep.json").write_text(json.dumps(results, indent=2))
+    (args.out / "sweep.md").write_text(markdown(results))
+    plots(results, args.out)
+    print(markdown(results))
+
+
+if __name__ == "__main__":
+    main()

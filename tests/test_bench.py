@@ -1,0 +1,56 @@
+"""The benchmark harness runs end to end on tiny models (numbers meaningless, plumbing real): the
+sweep starts the seed-style baseline, the gateway in both modes and the real tritonserver, runs
+every locust scenario and perf_analyzer, and writes JSON, Markdown and PNG plots; the vector-search
+benchmark agrees with brute force where it must (FLAT); the GPU script runs its CPU path."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from bench.sweep import SCENARIOS, SERVICES
+
+
+def run(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    done = subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
+    return done
+
+
+def test_sweep_runs_every_service_scenario_and_perf_analyzer(clip_checkpoint, blip_checkpoint, tmp_path):
+    out = tmp_path / "out"
+    run("bench.sweep", "--clip", str(clip_checkpoint), "--blip", str(blip_checkpoint), "--repository",
+        str(tmp_path / "repository"), "--out", str(out), "--levels", "2", "--warmup", "2", "--duration", "4",
+        "--seed-images", "2")
+    results = json.loads((out / "sweep.json").read_text())
+    services = results["services"]
+    assert set(services) == set(SERVICES) | {"triton-raw"}
+    for name in ("baseline", "gateway-local", "gateway-triton"):
+        assert set(services[name]) == set(SCENARIOS)
+    rows = [row for name in SERVICES for scenario in services[name].values() for row in scenario]
+    assert all(row["failures"] == 0 and row["requests"] > 0 and row["rps"] > 0 for row in rows), rows
+    assert services["triton-raw"]["clip_image"][0]["rps"] > 0
+    report = (out / "sweep.md").read_text()
+    assert "gateway-local / baseline, best throughput" in report and "gateway / raw" in report
+    for plot in ("throughput.png", "latency.png"):
+        assert (out / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_vector_search_flat_equals_brute_force_and_ivf_reports_its_recall(tmp_path):
+    run("bench.vector_search", "--sizes", "3000", "--queries", "30", "--configs", "lite-FLAT", "lite-IVF_FLAT",
+        "--out", str(tmp_path))
+    rows = {r["config"]: r for r in json.loads((tmp_path / "vector_search.json").read_text())}
+    assert rows["lite-FLAT"]["recall_at_10"] == 1.0
+    assert 0 < rows["lite-IVF_FLAT"]["recall_at_10"] <= 1.0
+    assert 0.4 < rows["lite-FLAT"]["mean_pairwise_cosine"] < 0.65  # CLIP-like, not uniform (~0)
+    assert "| 3,000 | lite-FLAT" in (tmp_path / "vector_search.md").read_text()
+
+
+def test_gpu_script_runs_its_cpu_path(tmp_path):
+    run("bench.gpu_clip_image", "--device", "cpu", "--size", "tiny", "--batch-sizes", "1", "2", "--repeats", "2",
+        "--out", str(tmp_path))
+    (result_file,) = tmp_path.glob("gpu-clip-image-cpu.json")
+    result = json.loads(result_file.read_text())
+    assert {r["engine"] for r in result["rows"]} == {"torch-fp32", "onnxruntime-cpu-fp32"}
+    assert all(r["images_per_s"] > 0 and 0 < r["utilisation"] for r in result["rows"])
