@@ -60,9 +60,9 @@ def matmul_ceiling(device: str, dtype: torch.dtype) -> float:
 
 
 def torch_engine(clip_path: str, device: str, dtype: torch.dtype):
-    from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
+    from transformers import CLIPImageProcessor, CLIPModel
 
-    model = CLIPVisionModelWithProjection.from_pretrained(clip_path).to(device, dtype).eval()
+    model = CLIPModel.from_pretrained(clip_path).to(device, dtype).eval()
     processor = CLIPImageProcessor.from_pretrained(clip_path)
     mean = torch.tensor(processor.image_mean, device=device).view(1, 3, 1, 1)
     std = torch.tensor(processor.image_std, device=device).view(1, 3, 1, 1)
@@ -70,7 +70,7 @@ def torch_engine(clip_path: str, device: str, dtype: torch.dtype):
     def run(pixels: torch.Tensor):  # uint8 NHWC, as the served model takes it
         x = ((pixels.permute(0, 3, 1, 2).float() / 255 - mean) / std).to(dtype)
         with torch.inference_mode():
-            return model(pixel_values=x).image_embeds
+            return model.visual_projection(model.vision_model(pixel_values=x).pooler_output)
 
     return run
 
