@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -16,7 +15,7 @@ from pathlib import Path
 import httpx
 import psutil
 
-from tests.support.tritonserver import free_ports
+from tests.support.tritonserver import free_ports, stop_group
 
 
 class ServiceProcess:
@@ -66,18 +65,9 @@ class ServiceProcess:
         return psutil.Process(self.process.pid).memory_info().rss
 
     def stop(self) -> None:
-        if self.process is None:
-            return
-        for sig, wait in ((signal.SIGTERM, 30), (signal.SIGKILL, 10)):
-            try:
-                os.killpg(self.process.pid, sig)
-                self.process.wait(wait)
-                break
-            except ProcessLookupError:
-                break
-            except subprocess.TimeoutExpired:
-                continue
-        self.process = None
+        if self.process is not None:
+            stop_group(self.process, 30)
+            self.process = None
 
     def __enter__(self) -> "ServiceProcess":
         return self.start()

@@ -112,6 +112,10 @@ def sweep(args: argparse.Namespace) -> dict:
         with service(name, args, workdir) as (url, triton_url):
             print(f"[{name}] up at {url}; seeding {args.seed_images} images", flush=True)
             seed(url, args.seed_images)
+            if name == "gateway-triton":
+                results["wire_bytes"] = json.loads(subprocess.run(
+                    [sys.executable, "-m", "bench.wire_bytes", "--repository", str(args.repository), "--triton", triton_url],
+                    check=True, capture_output=True, text=True).stdout)
             runs = results["services"][name] = {}
             for scenario in scenarios:
                 runs[scenario] = []
@@ -169,6 +173,9 @@ def markdown(results: dict) -> str:
                 if name != "baseline":
                     lines.append(f"\n{name} / baseline, best throughput: **{best(services[name][scenario])['rps'] / base:.2f}x**")
         lines.append("")
+    if "wire_bytes" in results:
+        lines += ["## Bytes per request to Triton (serialised gRPC requests, bench/wire_bytes.py)", "", "```",
+                  json.dumps(results["wire_bytes"], indent=2), "```", ""]
     if "triton-raw" in services and "gateway-triton-clip" in services:
         lines += ["## Gateway overhead: /embed-image/ without captions vs perf_analyzer on clip_image", "",
                   "| concurrency | gateway rps | raw Triton rps | gateway / raw |", "|---|---|---|---|"]

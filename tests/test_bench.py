@@ -32,6 +32,8 @@ def test_sweep_runs_every_service_scenario_and_perf_analyzer(clip_checkpoint, bl
     rows = [row for name in SERVICES for scenario in services[name].values() for row in scenario]
     assert all(row["failures"] == 0 and row["requests"] > 0 and row["rps"] > 0 for row in rows), rows
     assert services["triton-raw"]["clip_image"][0]["rps"] > 0
+    side = 32  # the tiny CLIP's input: uint8 32 x 32 x 3 on the wire, plus the request's protobuf fields
+    assert 3 * side * side < results["wire_bytes"]["batch 1"]["clip_image"] < 3 * side * side + 300
     report = (out / "sweep.md").read_text()
     assert "gateway-local / baseline, best throughput" in report and "gateway / raw" in report
     for plot in ("throughput.png", "latency.png"):

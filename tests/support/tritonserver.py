@@ -38,6 +38,21 @@ def free_ports(count: int) -> list[int]:
             s.close()
 
 
+def stop_group(process: subprocess.Popen, grace: float) -> None:
+    """SIGTERM a process started with start_new_session, wait up to `grace` seconds, then SIGKILL
+    its whole group (children included: none may outlive it)."""
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(grace)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        pass
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.wait(10)
+
+
 def _pytriton_root() -> Path:
     spec = find_spec("pytriton")
     if spec is None or spec.origin is None:
@@ -131,23 +146,9 @@ class TritonServer:
 
     def stop(self, timeout: float = 20.0) -> None:
         """SIGTERM the server's process group (server + python stubs), SIGKILL what is left."""
-        if self.process is None:
-            return
-        for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
-            try:
-                os.killpg(self.process.pid, sig)
-            except ProcessLookupError:
-                break
-            try:
-                self.process.wait(wait)
-                break
-            except subprocess.TimeoutExpired:
-                continue
-        try:  # stubs live in the same group: make sure none outlives the server
-            os.killpg(self.process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.process = None
+        if self.process is not None:
+            stop_group(self.process, timeout)
+            self.process = None
 
     def __enter__(self) -> "TritonServer":
         return self.start()
