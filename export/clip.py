@@ -2,7 +2,9 @@
 
 clip_image: uint8 RGB pixels (N, S, S, 3) -> L2-normalised embeddings (N, D); rescale, normalise
             and the NHWC->NCHW transpose run inside the graph.
-clip_text:  token ids and attention mask (N, 77) int64 -> L2-normalised embeddings (N, D).
+clip_text:  token ids and attention mask (N, L) int64, L <= 77 -> L2-normalised embeddings (N, D). Clients
+            pad to a multiple of 16 tokens (gateway.inference.text_length), not to 77: the parity
+            gate checks each text at its padded length against PyTorch at 77.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from gateway.inference import text_length
 from gateway.preprocess import PixelSpec, preprocess
 
 from . import onnx_io
@@ -23,7 +26,7 @@ from .sources import fingerprint
 from .triton_repo import ModelSpec, Serving, StagedModel, Tensor, is_up_to_date
 
 DEFAULT_CLIP = "openai/clip-vit-base-patch32"
-EXPORT_FORMAT = 1  # bump when the graphs or the repository layout change, so re-runs re-export
+EXPORT_FORMAT = 2  # bump when the graphs or the repository layout change, so re-runs re-export
 PARITY_TEXTS = [
     "man in red jacket",
     "a photo of a cat sleeping on a sofa",
@@ -125,15 +128,16 @@ def export_clip(source: str, repository: Path, serving: Serving, force: bool = F
                 model.visual_projection(model.vision_model(pixel_values=reference_pixels).pooler_output), dim=-1).numpy()
         reports["clip_image"] = _export_tower(
             image_spec, repository, serving, request, image_tower,
-            example=(torch.from_numpy(our_pixels[:2]),), feed={"pixels": our_pixels}, reference=reference,
+            example=(torch.from_numpy(our_pixels[:2]),), feeds=[{"pixels": our_pixels}], reference=reference,
             dynamic_axes={"pixels": {0: "batch"}, "embeddings": {0: "batch"}}, precision=precision)
 
         # --- text tower ----------------------------------------------------------------------
         tokenizer_dir = Path(scratch, "tokenizer")
+        tokenizer.model_max_length = context  # the gateway reads the context from here
         tokenizer.save_pretrained(tokenizer_dir)
         text_spec = ModelSpec(
             "clip_text",
-            inputs=(Tensor("input_ids", "int64", (context,)), Tensor("attention_mask", "int64", (context,))),
+            inputs=(Tensor("input_ids", "int64", (-1,)), Tensor("attention_mask", "int64", (-1,))),
             outputs=(Tensor("embeddings", "float32", (dim,)),),
             # flat beside config.pbtxt: Triton warns about any non-numeric sub-folder of a model
             extra_files={p.name: p for p in tokenizer_dir.iterdir()},
@@ -144,9 +148,10 @@ def export_clip(source: str, repository: Path, serving: Serving, force: bool = F
             ids, mask = torch.from_numpy(feed["input_ids"]), torch.from_numpy(feed["attention_mask"])
             reference = torch.nn.functional.normalize(
                 model.text_projection(model.text_model(input_ids=ids, attention_mask=mask).pooler_output), dim=-1).numpy()
+        lengths = [text_length(int(m.sum()), context) for m in feed["attention_mask"]]
         reports["clip_text"] = _export_tower(
-            text_spec, repository, serving, request, text_tower,
-            example=(ids[:2], mask[:2]), feed=feed, reference=reference,
+            text_spec, repository, serving, request, text_tower, example=(ids[:2], mask[:2]),
+            feeds=[{k: v[row:row + 1, :n] for k, v in feed.items()} for row, n in enumerate(lengths)], reference=reference,
             dynamic_axes={"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"},
                           "embeddings": {0: "batch"}}, precision=precision)
     return reports
@@ -158,7 +163,7 @@ def _write(path: Path, text: str) -> Path:
 
 
 def _export_tower(spec: ModelSpec, repository: Path, serving: Serving, request: dict, module, example: tuple,
-                  feed: dict, reference: np.ndarray, dynamic_axes: dict, precision: str) -> dict:
+                  feeds: list[dict], reference: np.ndarray, dynamic_axes: dict, precision: str) -> dict:
     staged = StagedModel(repository, spec)
     try:
         with step(f"[{spec.name}] exporting ONNX"):
@@ -168,7 +173,8 @@ def _export_tower(spec: ModelSpec, repository: Path, serving: Serving, request: 
                 onnx_io.convert_to_fp16(staged.onnx_path)
         say(f"[{spec.name}] {staged.onnx_path.name}: {onnx_io.megabytes(staged.onnx_path):.1f} MB ({precision})")
         with step(f"[{spec.name}] parity against PyTorch on {len(reference)} inputs"):
-            candidate = onnx_io.run_in_batches(onnx_io.open_session(staged.onnx_path), feed, batch_size=2)
+            session = onnx_io.open_session(staged.onnx_path)
+            candidate = np.concatenate([onnx_io.run_in_batches(session, feed, batch_size=2) for feed in feeds])
             report = compare_embeddings(spec.name, reference, candidate, precision)
             say(f"[{spec.name}] {report}")
             require(report)

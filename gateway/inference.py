@@ -42,9 +42,8 @@ class ModelInfo:
 
     @classmethod
     def from_repository(cls, repository: Path, captions: bool) -> "ModelInfo":
-        text_config = (repository / "clip_text" / "config.pbtxt").read_text()
-        dim = _config_dims(text_config, "output")[0]
-        context = _config_dims(text_config, "input")[0]
+        dim = _config_dims((repository / "clip_text" / "config.pbtxt").read_text(), "output")[0]
+        context = json.loads((repository / "clip_text" / "tokenizer_config.json").read_text())["model_max_length"]
         blip = PixelSpec.load(repository / "blip_caption" / "preprocess.json") if captions else None
         models = ["clip_image", "clip_text"] + (["blip_caption"] if captions else [])
         sources = {m: json.loads((repository / m / "export.json").read_text())["request"]["source"] for m in models}
@@ -64,20 +63,43 @@ def _config_dims(config_text: str, section: str) -> list[int]:
     return list(getattr(config, section)[0].dims)
 
 
+TEXT_BUCKET = 16  # texts are padded to a multiple of this many tokens (at most the context)
+
+
+def text_length(longest: int, context: int) -> int:
+    """The padded length for a batch whose longest text has `longest` tokens: a multiple of
+    TEXT_BUCKET, so that Triton can batch requests of one bucket together, capped at the context.
+    A query of a few words costs 16 positions, not 77 (CLIP's text tower pools at the end-of-text
+    token under a causal mask, so padding after it changes nothing)."""
+    return min(-(-longest // TEXT_BUCKET) * TEXT_BUCKET, context)
+
+
 class TextTokenizer:
-    """CLIP's tokenizer from the repository (tokenizers only), padded and truncated to the context."""
+    """CLIP's tokenizer from the repository (tokenizers only), truncated to the context and padded
+    to text_length()."""
 
     def __init__(self, folder: Path, context_length: int):
         from tokenizers import Tokenizer
 
         self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
-        pad = self.tokenizer.token_to_id("<|endoftext|>")
+        self.pad_id, self.context = self.tokenizer.token_to_id("<|endoftext|>"), context_length
         self.tokenizer.enable_truncation(context_length)
-        self.tokenizer.enable_padding(length=context_length, pad_id=pad, pad_token="<|endoftext|>")
+        self.tokenizer.no_padding()
 
     def __call__(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         encodings = self.tokenizer.encode_batch(texts)
-        return (np.array([e.ids for e in encodings], np.int64), np.array([e.attention_mask for e in encodings], np.int64))
+        length = text_length(max(len(e.ids) for e in encodings), self.context)
+        ids = np.full((len(texts), length), self.pad_id, np.int64)
+        mask = np.zeros((len(texts), length), np.int64)
+        for row, encoding in enumerate(encodings):
+            ids[row, :len(encoding.ids)], mask[row, :len(encoding.ids)] = encoding.ids, 1
+        return ids, mask
+
+    def merge(self, batches: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+        """Tokenised batches of different padded lengths -> one batch at the longest of them."""
+        length = max(ids.shape[1] for ids, _ in batches)
+        return (np.concatenate([np.pad(i, ((0, 0), (0, length - i.shape[1])), constant_values=self.pad_id) for i, _ in batches]),
+                np.concatenate([np.pad(m, ((0, 0), (0, length - m.shape[1]))) for _, m in batches]))
 
 
 class Inference:
@@ -178,10 +200,10 @@ class LocalInference(Inference):
         delay, size = settings.local_max_delay_ms / 1000, settings.local_max_batch
         self.images = MicroBatcher(
             "clip_image", lambda items: _split(items, image.run(None, {"pixels": np.concatenate(items)})[0]), size, delay)
+        merge = self.tokenize.merge  # queued texts may have different padded lengths
         self.texts = MicroBatcher(
-            "clip_text", lambda items: _split([i for i, _ in items], text.run(None, {
-                "input_ids": np.concatenate([i for i, _ in items]),
-                "attention_mask": np.concatenate([m for _, m in items])})[0]), size, delay, rows=lambda item: len(item[0]))
+            "clip_text", lambda items: _split([i for i, _ in items], text.run(None, dict(zip(
+                ("input_ids", "attention_mask"), merge(items))))[0]), size, delay, rows=lambda item: len(item[0]))
         self.captions = None
         if settings.captions:
             decoder = BlipDecoder.from_folder(repo / "blip_caption", settings.local_threads)

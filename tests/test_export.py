@@ -87,7 +87,28 @@ def test_configs_parse_as_triton_model_configs(model_repository):
     assert config.instance_group[0].kind == mc.ModelInstanceGroup.KIND_CPU
     assert config.dynamic_batching.max_queue_delay_microseconds == 30000
     text = parse((model_repository / "clip_text" / "config.pbtxt").read_text())
-    assert [i.name for i in text.input] == ["input_ids", "attention_mask"] and list(text.input[0].dims) == [77]
+    assert [i.name for i in text.input] == ["input_ids", "attention_mask"] and list(text.input[0].dims) == [-1]
+    assert json.loads((model_repository / "clip_text" / "tokenizer_config.json").read_text())["model_max_length"] == 77
+
+
+def test_text_embeddings_do_not_depend_on_the_padded_length(model_repository):
+    """The gateway pads queries to a multiple of 16 tokens, not to 77: same embeddings, less work."""
+    from gateway.inference import TextTokenizer
+
+    texts = ["a dog on a beach", "a very long caption that keeps going " * 3, "🚲", ""]
+    full = AutoTokenizer.from_pretrained(model_repository / "clip_text")(
+        texts, padding="max_length", max_length=77, truncation=True, return_tensors="np")
+    clip_text = session(model_repository / "clip_text" / "1" / "model.onnx")
+    want = clip_text.run(None, {"input_ids": full["input_ids"].astype(np.int64),
+                                "attention_mask": full["attention_mask"].astype(np.int64)})[0]
+    tokenize = TextTokenizer(model_repository / "clip_text", 77)
+    for text, row in zip(texts, want):
+        ids, mask = tokenize([text])
+        assert ids.shape[1] % 16 == 0 and ids.shape[1] < 77
+        np.testing.assert_allclose(clip_text.run(None, {"input_ids": ids, "attention_mask": mask})[0][0], row, atol=1e-5)
+    merged = tokenize.merge([tokenize([t]) for t in texts])
+    assert merged[0].shape == (4, 32)
+    np.testing.assert_allclose(clip_text.run(None, dict(zip(("input_ids", "attention_mask"), merged)))[0], want, atol=1e-5)
 
 
 def test_native_flavour_config_for_gpus():

@@ -202,11 +202,13 @@ def test_image_search_equals_brute_force(gateway, indexed, model_repository):
 
 
 def text_embedding(repository: Path, text: str) -> np.ndarray:
-    from gateway.inference import TextTokenizer
+    """The reference: padded to the full context with transformers' tokenizer (the gateway pads less)."""
+    from transformers import AutoTokenizer
 
-    ids, mask = TextTokenizer(repository / "clip_text", 77)([text])
+    tokens = AutoTokenizer.from_pretrained(repository / "clip_text")([text], padding="max_length", max_length=77,
+                                                                     truncation=True, return_tensors="np")
     session = ort.InferenceSession(str(repository / "clip_text" / "1" / "model.onnx"), providers=["CPUExecutionProvider"])
-    return session.run(None, {"input_ids": ids, "attention_mask": mask})[0][0]
+    return session.run(None, {k: tokens[k].astype(np.int64) for k in ("input_ids", "attention_mask")})[0][0]
 
 
 def test_text_search_equals_brute_force_plus_the_documented_caption_fusion(gateway, indexed, model_repository):
