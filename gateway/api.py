@@ -161,7 +161,8 @@ async def embed_image(request: Request, file: Annotated[UploadFile, File(descrip
                       embedding_format: EmbeddingFormat = "float") -> EmbedImageResponse:
     state = request.app.state
     data = await read_upload(file, state.settings.max_upload_bytes)
-    (prepared,) = await service.prepare_all([data], state.inference, state.settings.max_pixels)
+    (prepared,) = await service.prepare_all([data], state.inference, state.settings.max_pixels,
+                                            blip=state.settings.captions)
     vectors, captions = await service.embed_and_caption([prepared], state.inference, state.settings.captions)
     return EmbedImageResponse(description=captions[0], embedding_vector=encode_vector(vectors[0], embedding_format))
 

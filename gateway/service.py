@@ -29,8 +29,8 @@ class PreparedImage:
     id: str
     clip_pixels: np.ndarray
     blip_pixels: np.ndarray | None
-    phash: str
-    thumbnail: str  # base64 JPEG for the search page
+    phash: str  # "" and
+    thumbnail: str  # "" unless prepared for a stored record (base64 JPEG for the search page)
 
 
 def thumbnail(image: Image.Image) -> str:
@@ -41,19 +41,21 @@ def thumbnail(image: Image.Image) -> str:
     return base64.b64encode(buffer.getvalue()).decode()
 
 
-def prepare(data: bytes, inference: Inference, max_pixels: int) -> PreparedImage:
-    """Decode once; resize for CLIP (and BLIP); perceptual hash. CPU-bound: call it in a thread."""
+def prepare(data: bytes, inference: Inference, max_pixels: int, blip: bool = False, record: bool = False) -> PreparedImage:
+    """Decode once and derive only what the caller uses: CLIP pixels always, BLIP pixels for
+    captions, perceptual hash and thumbnail for a stored record. CPU-bound: call it in a thread."""
     import imagehash
 
     image: Image.Image = decode_image(data, max_pixels)
     info = inference.info
-    blip = to_pixels(image, info.blip_pixels) if info.blip_pixels is not None else None
-    return PreparedImage(content_id(data), to_pixels(image, info.clip_pixels), blip, str(imagehash.phash(image)),
-                         thumbnail(image))
+    return PreparedImage(content_id(data), to_pixels(image, info.clip_pixels),
+                         to_pixels(image, info.blip_pixels) if blip and info.blip_pixels is not None else None,
+                         str(imagehash.phash(image)) if record else "", thumbnail(image) if record else "")
 
 
-async def prepare_all(files: list[bytes], inference: Inference, max_pixels: int) -> list[PreparedImage]:
-    return await asyncio.gather(*(asyncio.to_thread(prepare, data, inference, max_pixels) for data in files))
+async def prepare_all(files: list[bytes], inference: Inference, max_pixels: int, blip: bool = False,
+                      record: bool = False) -> list[PreparedImage]:
+    return await asyncio.gather(*(asyncio.to_thread(prepare, data, inference, max_pixels, blip, record) for data in files))
 
 
 async def embed_and_caption(images: list[PreparedImage], inference: Inference, captions: bool) -> tuple[np.ndarray, list[str]]:
@@ -76,7 +78,7 @@ async def index_images(files: list[tuple[str, bytes]], metadata: dict, inference
     """Index uploads. Same bytes -> same id: images already stored are returned as they are (no
     inference, no write). New images are embedded and captioned first and written in one upsert at
     the end, so a failure anywhere writes nothing."""
-    prepared = await prepare_all([data for _, data in files], inference, max_pixels)
+    prepared = await prepare_all([data for _, data in files], inference, max_pixels, blip=captions, record=True)
     ids = sorted({p.id for p in prepared})
     async with store.write_locks.hold(ids):  # concurrent uploads of one image: the first writes, the rest find it
         existing = {r.id: r for r in await store.get(ids)}
