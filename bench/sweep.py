@@ -185,48 +185,59 @@ def markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
+PANELS = [("embed-image", "embed-image", ("baseline", "gateway-local", "gateway-triton")),
+          ("image-search", "image-search", ("baseline", "gateway-local", "gateway-triton")),
+          ("text-search", "text-search", ("baseline", "gateway-local", "gateway-triton")),
+          ("clip_image only: gateway vs raw Triton", "embed-image", ("gateway-triton-clip", "triton-raw"))]
+
+
 def plots(results: dict, out: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullLocator
 
-    services = results["services"]
-    fig, axes = plt.subplots(1, len(SCENARIOS), figsize=(5 * len(SCENARIOS), 4))
-    for ax, scenario in zip(axes, SCENARIOS):
-        for name, runs in services.items():
-            rows = runs.get(scenario) or (runs.get("clip_image") if scenario == "embed-image" else None)
-            if rows:
-                ax.plot([r["concurrency"] for r in rows], [r["rps"] for r in rows], marker="o", label=name)
-        ax.set(title=scenario, xlabel="concurrency", ylabel="requests/s", xscale="log", xticks=results["levels"])
-        ax.set_xticklabels(results["levels"])
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / "throughput.png", dpi=110)
-    fig, axes = plt.subplots(1, len(SCENARIOS), figsize=(5 * len(SCENARIOS), 4))
-    for ax, scenario in zip(axes, SCENARIOS):
-        for index, (name, runs) in enumerate(services.items()):
-            rows = runs.get(scenario)
-            if not rows:
-                continue
-            x = [r["concurrency"] for r in rows]
-            for p, style in ((50, "-"), (95, "--"), (99, ":")):
-                ax.plot(x, [r[f"p{p}_ms"] for r in rows], style, color=f"C{index}", label=f"{name} p{p}")
-        ax.set(title=scenario, xlabel="concurrency", ylabel="latency (ms)", xscale="log", yscale="log",
-               xticks=results["levels"])
-        ax.set_xticklabels(results["levels"])
-        ax.legend(fontsize=6)
-    fig.tight_layout()
-    fig.savefig(out / "latency.png", dpi=110)
+    services, levels = results["services"], results["levels"]
+
+    def rows_of(name: str, scenario: str) -> list[dict] | None:
+        runs = services.get(name, {})
+        return runs.get(scenario) or (runs.get("clip_image") if name == "triton-raw" else None)
+
+    for kind in ("throughput", "latency"):
+        fig, axes = plt.subplots(1, len(PANELS), figsize=(4.6 * len(PANELS), 3.8))
+        for ax, (title, scenario, names) in zip(axes, PANELS):
+            for index, name in enumerate(names):
+                rows = rows_of(name, scenario)
+                if not rows:
+                    continue
+                x = [r["concurrency"] for r in rows]
+                if kind == "throughput":
+                    ax.plot(x, [r["rps"] for r in rows], marker="o", color=f"C{index}", label=name)
+                else:
+                    for p, style in ((50, "-"), (95, "--"), (99, ":")):
+                        ax.plot(x, [r[f"p{p}_ms"] for r in rows], style, color=f"C{index}", label=f"{name} p{p}")
+            ax.set(title=title, xlabel="concurrency (requests in flight)", xscale="log",
+                   ylabel="requests/s" if kind == "throughput" else "latency (ms)",
+                   yscale="linear" if kind == "throughput" else "log")
+            ax.set_xticks(levels, [str(c) for c in levels])
+            ax.xaxis.set_minor_locator(NullLocator())
+            if kind == "throughput":
+                ax.set_ylim(bottom=0)
+            ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(out / f"{kind}.png", dpi=110)
+        plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--clip", required=True, help="CLIP checkpoint (hub id or folder)")
-    parser.add_argument("--blip", required=True, help="BLIP captioning checkpoint (hub id or folder)")
+    parser.add_argument("--clip", help="CLIP checkpoint (hub id or folder)")
+    parser.add_argument("--blip", help="BLIP captioning checkpoint (hub id or folder)")
     parser.add_argument("--repository", type=Path, default=Path(".cache/sweep-repository"),
                         help="exported here (python flavour, so the bundled Triton serves it too)")
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--replot", action="store_true", help="only rewrite sweep.md and the plots from OUT/sweep.json")
     parser.add_argument("--services", nargs="+", default=SERVICES, choices=SERVICES)
     parser.add_argument("--scenarios", nargs="+", default=list(SCENARIOS), choices=list(SCENARIOS))
     parser.add_argument("--levels", type=int, nargs="+", default=[1, 2, 4, 8])
@@ -235,10 +246,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed-images", type=int, default=8)
     parser.add_argument("--threads", type=int, default=0, help="GATEWAY_LOCAL_THREADS (0: all cores)")
     args = parser.parse_args(argv)
-    export(args.clip, args.blip, args.repository)
-    results = sweep(args)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "sweep.json").write_text(json.dumps(results, indent=2))
+    if args.replot:
+        results = json.loads((args.out / "sweep.json").read_text())
+    else:
+        if not (args.clip and args.blip):
+            parser.error("--clip and --blip are required (unless --replot)")
+        export(args.clip, args.blip, args.repository)
+        results = sweep(args)
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "sweep.json").write_text(json.dumps(results, indent=2))
     (args.out / "sweep.md").write_text(markdown(results))
     plots(results, args.out)
     print(markdown(results))
