@@ -26,6 +26,10 @@ from .settings import Settings
 log = logging.getLogger("gateway.store")
 FIELDS = ["caption", "source", "metadata", "created_at", "phash"]
 STARTUP_DEADLINE_S = 120.0
+# Reads see this process's own writes (pymilvus tracks the last write's timestamp per collection)
+# without waiting for the cluster-wide "Strong" guarantee, which costs a time tick (~200 ms) per
+# search on a Milvus server. Other replicas see a new image within the bounded staleness.
+READ = {"consistency_level": "Session"}
 ID_PATTERN = r"^[0-9a-f]{32}$"  # pymilvus pastes ids into an expression: only ever pass ids of this form
 
 
@@ -161,7 +165,7 @@ class VectorStore:
         params = {"M": 16, "efConstruction": 200} if self.index_type == "HNSW" else (
             {"nlist": 128} if self.index_type == "IVF_FLAT" else {})
         index.add_index("vector", index_type=self.index_type, metric_type="COSINE", params=params)
-        self.client.create_collection(self.name, schema=schema, index_params=index, consistency_level="Strong")
+        self.client.create_collection(self.name, schema=schema, index_params=index, **READ)
         log.info("created collection %s (%d-d, %s)", self.name, self.dim, self.index_type)
 
     async def upsert(self, records: list[ImageRecord]) -> None:
@@ -171,14 +175,14 @@ class VectorStore:
         if not all(re.match(ID_PATTERN, i) for i in ids):
             raise ValueError("image ids are 32 lowercase hex digits")
         rows = await self._call("get", self.client.get, self.name, ids=ids,
-                                output_fields=["id", *FIELDS] + (["vector"] if with_vectors else []))
+                                output_fields=["id", *FIELDS] + (["vector"] if with_vectors else []), **READ)
         return [ImageRecord.from_entity(dict(row)) for row in rows]
 
     async def thumbnail(self, record_id: str) -> str | None:
         """The stored thumbnail (base64 JPEG) of an image, None when there is no such image."""
         if not re.match(ID_PATTERN, record_id):
             raise ValueError("image ids are 32 lowercase hex digits")
-        rows = await self._call("thumbnail", self.client.get, self.name, ids=[record_id], output_fields=["thumbnail"])
+        rows = await self._call("thumbnail", self.client.get, self.name, ids=[record_id], output_fields=["thumbnail"], **READ)
         return rows[0]["thumbnail"] if rows else None
 
     async def delete(self, record_id: str) -> bool:
@@ -189,14 +193,14 @@ class VectorStore:
 
     async def list(self, limit: int, offset: int) -> list[ImageRecord]:
         rows = await self._call("list", self.client.query, self.name, filter='id != ""', output_fields=["id", *FIELDS],
-                                limit=limit, offset=offset)
+                                limit=limit, offset=offset, **READ)
         return sorted((ImageRecord.from_entity(dict(row)) for row in rows), key=lambda r: r.id)
 
     async def all_records(self, batch_size: int = 1000) -> list[ImageRecord]:
         """Every record with its vector, through a query iterator (no offset window)."""
         def collect() -> list[dict]:
             iterator = self.client.query_iterator(self.name, batch_size=batch_size, filter='id != ""',
-                                                  output_fields=["id", *FIELDS, "vector"])
+                                                  output_fields=["id", *FIELDS, "vector"], **READ)
             rows: list[dict] = []
             try:
                 while page := iterator.next():
@@ -209,13 +213,13 @@ class VectorStore:
         return [ImageRecord.from_entity(dict(row)) for row in rows]
 
     async def count(self) -> int:
-        rows = await self._call("count", self.client.query, self.name, filter="", output_fields=["count(*)"])
+        rows = await self._call("count", self.client.query, self.name, filter="", output_fields=["count(*)"], **READ)
         return int(rows[0]["count(*)"])
 
     async def search(self, vectors: np.ndarray, k: int, expression: str = "") -> list[list[tuple[ImageRecord, float]]]:
         params = {"metric_type": "COSINE", "params": {"ef": max(k, 64)} if self.index_type == "HNSW" else {}}
         hits = await self._call("search", self.client.search, self.name, data=np.asarray(vectors, np.float32).tolist(),
-                                limit=k, filter=expression, output_fields=["id", *FIELDS], search_params=params)
+                                limit=k, filter=expression, output_fields=["id", *FIELDS], search_params=params, **READ)
         return [[(ImageRecord.from_entity({**hit["entity"], "id": hit["id"]}), float(hit["distance"])) for hit in row]
                 for row in hits]
 
