@@ -217,7 +217,7 @@ class VectorStore:
         return int(rows[0]["count(*)"])
 
     async def search(self, vectors: np.ndarray, k: int, expression: str = "") -> list[list[tuple[ImageRecord, float]]]:
-        params = {"metric_type": "COSINE", "params": {"ef": max(k, 64)} if self.index_type == "HNSW" else {}}
+        params = {"metric_type": "COSINE", "params": {"ef": max(k, self.settings.hnsw_ef)} if self.index_type == "HNSW" else {}}
         hits = await self._call("search", self.client.search, self.name, data=np.asarray(vectors, np.float32).tolist(),
                                 limit=k, filter=expression, output_fields=["id", *FIELDS], search_params=params, **READ)
         return [[(ImageRecord.from_entity({**hit["entity"], "id": hit["id"]}), float(hit["distance"])) for hit in row]
