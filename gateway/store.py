@@ -26,10 +26,11 @@ from .settings import Settings
 log = logging.getLogger("gateway.store")
 FIELDS = ["caption", "source", "metadata", "created_at", "phash"]
 STARTUP_DEADLINE_S = 120.0
-# Reads see this process's own writes (pymilvus tracks the last write's timestamp per collection)
-# without waiting for the cluster-wide "Strong" guarantee, which costs a time tick (~200 ms) per
-# search on a Milvus server. Other replicas see a new image within the bounded staleness.
-READ = {"consistency_level": "Session"}
+# Strong reads: every read sees every acknowledged write, deletes included. Measured cost on a
+# Milvus server: ~200 ms per search (it waits for a time tick; 3 ms with Session at 100k vectors).
+# Session consistency failed the read-after-delete and vector-read tests against the 2.3.5 server
+# with pymilvus 3.0.2, so it is not used until that is understood (see docs/benchmarks.md).
+READ = {"consistency_level": "Strong"}
 ID_PATTERN = r"^[0-9a-f]{32}$"  # pymilvus pastes ids into an expression: only ever pass ids of this form
 
 
