@@ -54,6 +54,9 @@ class Settings(BaseSettings):
     index_type: Literal["auto", "FLAT", "IVF_FLAT", "HNSW"] = "auto"  # auto: FLAT on Lite, HNSW on servers
     store_timeout_s: float = Field(10.0, gt=0)
     hnsw_ef: int = Field(64, ge=1, le=32768, description="HNSW search breadth (at least k): 128 for recall@10 0.98 at 1M")
+    read_consistency: Literal["Session", "Strong"] = Field(
+        "Session", description="Session: each replica reads its own writes at once (3 ms a search on a server); Strong: every"
+        " replica sees every acknowledged write, at the cost of a server time tick per read (~200 ms)")
 
     # HTTP
     host: str = "0.0.0.0"

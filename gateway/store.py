@@ -26,11 +26,6 @@ from .settings import Settings
 log = logging.getLogger("gateway.store")
 FIELDS = ["caption", "source", "metadata", "created_at", "phash"]
 STARTUP_DEADLINE_S = 120.0
-# Strong reads: every read sees every acknowledged write, deletes included. Measured cost on a
-# Milvus server: ~200 ms per search (it waits for a time tick; 3 ms with Session at 100k vectors).
-# Session consistency failed the read-after-delete and vector-read tests against the 2.3.5 server
-# with pymilvus 3.0.2, so it is not used until that is understood (see docs/benchmarks.md).
-READ = {"consistency_level": "Strong"}
 ID_PATTERN = r"^[0-9a-f]{32}$"  # pymilvus pastes ids into an expression: only ever pass ids of this form
 
 
@@ -100,6 +95,9 @@ class VectorStore:
         self.name = settings.collection
         self.lite = settings.milvus_is_lite
         self.index_type = settings.index_type if settings.index_type != "auto" else ("FLAT" if self.lite else "HNSW")
+        # Every read passes this. Strong waits for a server time tick (~200 ms); Session reads at the
+        # timestamp of this client's last write, which pymilvus records from each write's reply.
+        self.read = {"consistency_level": settings.read_consistency}
 
     async def _call(self, operation: str, fn, *args, deadline: float | None = None, **kwargs):
         """Run a blocking pymilvus call in a thread with a deadline. Every operation here is idempotent
@@ -166,7 +164,7 @@ class VectorStore:
         params = {"M": 16, "efConstruction": 200} if self.index_type == "HNSW" else (
             {"nlist": 128} if self.index_type == "IVF_FLAT" else {})
         index.add_index("vector", index_type=self.index_type, metric_type="COSINE", params=params)
-        self.client.create_collection(self.name, schema=schema, index_params=index, **READ)
+        self.client.create_collection(self.name, schema=schema, index_params=index, **self.read)
         log.info("created collection %s (%d-d, %s)", self.name, self.dim, self.index_type)
 
     async def upsert(self, records: list[ImageRecord]) -> None:
@@ -176,32 +174,43 @@ class VectorStore:
         if not all(re.match(ID_PATTERN, i) for i in ids):
             raise ValueError("image ids are 32 lowercase hex digits")
         rows = await self._call("get", self.client.get, self.name, ids=ids,
-                                output_fields=["id", *FIELDS] + (["vector"] if with_vectors else []), **READ)
+                                output_fields=["id", *FIELDS] + (["vector"] if with_vectors else []), **self.read)
         return [ImageRecord.from_entity(dict(row)) for row in rows]
 
     async def thumbnail(self, record_id: str) -> str | None:
         """The stored thumbnail (base64 JPEG) of an image, None when there is no such image."""
         if not re.match(ID_PATTERN, record_id):
             raise ValueError("image ids are 32 lowercase hex digits")
-        rows = await self._call("thumbnail", self.client.get, self.name, ids=[record_id], output_fields=["thumbnail"], **READ)
+        rows = await self._call("thumbnail", self.client.get, self.name, ids=[record_id], output_fields=["thumbnail"], **self.read)
         return rows[0]["thumbnail"] if rows else None
 
     async def delete(self, record_id: str) -> bool:
         if not await self.get([record_id]):
             return False
-        await self._call("delete", self.client.delete, self.name, ids=[record_id])
+        await self._call("delete", self._delete, record_id)
         return True
+
+    def _delete(self, record_id: str) -> None:
+        self.client.delete(self.name, ids=[record_id])
+        if self.read["consistency_level"] == "Session" and not self.lite:
+            # A Milvus 2.3 server answers a delete without its timestamp, so pymilvus's Session timestamp
+            # stays at the last upsert and the deleted row stays readable. A timestamp allocated now is
+            # later than the delete: make it this collection's last write.
+            from pymilvus.client import ts_utils
+
+            connection = self.client._get_connection()
+            ts_utils.update_collection_ts(self.name, connection.alloc_timestamp(), connection.server_address)
 
     async def list(self, limit: int, offset: int) -> list[ImageRecord]:
         rows = await self._call("list", self.client.query, self.name, filter='id != ""', output_fields=["id", *FIELDS],
-                                limit=limit, offset=offset, **READ)
+                                limit=limit, offset=offset, **self.read)
         return sorted((ImageRecord.from_entity(dict(row)) for row in rows), key=lambda r: r.id)
 
     async def all_records(self, batch_size: int = 1000) -> list[ImageRecord]:
         """Every record with its vector, through a query iterator (no offset window)."""
         def collect() -> list[dict]:
             iterator = self.client.query_iterator(self.name, batch_size=batch_size, filter='id != ""',
-                                                  output_fields=["id", *FIELDS, "vector"], **READ)
+                                                  output_fields=["id", *FIELDS, "vector"], **self.read)
             rows: list[dict] = []
             try:
                 while page := iterator.next():
@@ -214,13 +223,13 @@ class VectorStore:
         return [ImageRecord.from_entity(dict(row)) for row in rows]
 
     async def count(self) -> int:
-        rows = await self._call("count", self.client.query, self.name, filter="", output_fields=["count(*)"], **READ)
+        rows = await self._call("count", self.client.query, self.name, filter="", output_fields=["count(*)"], **self.read)
         return int(rows[0]["count(*)"])
 
     async def search(self, vectors: np.ndarray, k: int, expression: str = "") -> list[list[tuple[ImageRecord, float]]]:
         params = {"metric_type": "COSINE", "params": {"ef": max(k, self.settings.hnsw_ef)} if self.index_type == "HNSW" else {}}
         hits = await self._call("search", self.client.search, self.name, data=np.asarray(vectors, np.float32).tolist(),
-                                limit=k, filter=expression, output_fields=["id", *FIELDS], search_params=params, **READ)
+                                limit=k, filter=expression, output_fields=["id", *FIELDS], search_params=params, **self.read)
         return [[(ImageRecord.from_entity({**hit["entity"], "id": hit["id"]}), float(hit["distance"])) for hit in row]
                 for row in hits]
 
