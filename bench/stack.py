@@ -9,13 +9,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
 import psutil
 
-from tests.support.tritonserver import free_ports, stop_group
+from tests.support.processes import answers_200, free_ports, stop_group, wait_until_ready
 
 
 class ServiceProcess:
@@ -36,19 +34,13 @@ class ServiceProcess:
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(self.command, env={**os.environ, **self.env}, stdout=log,
                                             stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + self.startup_timeout
-        while True:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"{self.command} exited with {self.process.returncode}; log: {self.log_path}")
-            try:
-                if httpx.get(self.url + self.ready_path, timeout=5).status_code == 200:
-                    return self
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                self.stop()
-                raise TimeoutError(f"{self.command} not ready after {self.startup_timeout}s; log: {self.log_path}")
-            time.sleep(0.5)
+        try:
+            wait_until_ready(self.process, answers_200(self.url + self.ready_path, timeout=5), self.startup_timeout,
+                             f"{self.command} (log: {self.log_path})", interval=0.5)
+        except BaseException:
+            self.stop()
+            raise
+        return self
 
     def rss_bytes(self) -> int:
         """Resident memory of the process and its children (Milvus Lite runs as a child)."""

@@ -43,7 +43,8 @@ from bench import perf_analyzer  # noqa: E402
 from bench.locustfile import USERS  # noqa: E402
 from bench.payloads import unique_jpeg  # noqa: E402
 from bench.stack import ServiceProcess, gateway_process  # noqa: E402
-from tests.support.tritonserver import TritonServer, free_ports  # noqa: E402
+from tests.support.processes import free_ports
+from tests.support.tritonserver import TritonServer  # noqa: E402
 
 SCENARIOS = {"embed-image": "EmbedImage", "image-search": "ImageSearch", "text-search": "TextSearch"}
 SERVICES = ["baseline", "gateway-local", "gateway-triton", "gateway-triton-clip"]

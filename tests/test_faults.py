@@ -17,7 +17,8 @@ import pytest
 
 from gateway.app import create_app
 from tests.support.live_server import LiveServer
-from tests.support.tritonserver import TritonServer, free_ports
+from tests.support.processes import free_ports
+from tests.support.tritonserver import TritonServer
 from tests.test_gateway import PHOTOS, settings_for, unique_image
 
 

@@ -25,7 +25,7 @@ from gateway.settings import Settings
 from gateway.store import VectorStore
 from tests.support.images import encode, photo_bytes
 from tests.support.live_server import LiveServer
-from tests.support.tritonserver import free_ports
+from tests.support.processes import free_ports
 from tests.test_preprocess import _png_header_only
 
 CAPTION = GenerationSettings(max_new_tokens=8, num_beams=2)

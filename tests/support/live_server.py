@@ -7,7 +7,7 @@ import time
 
 import uvicorn
 
-from tests.support.tritonserver import free_ports
+from tests.support.processes import free_ports
 
 
 class LiveServer:

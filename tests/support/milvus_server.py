@@ -12,10 +12,9 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 
-from tests.support.tritonserver import free_ports
+from tests.support.processes import free_ports, wait_until_ready
 
 BINARY = Path(os.environ.get("MILVUS_SERVER_BIN", Path(__file__).parents[2] / ".venv-milvus" / "bin" / "milvus-server"))
 
@@ -34,26 +33,29 @@ class MilvusServer:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> "MilvusServer":
-        from pymilvus import MilvusClient
-
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.data_dir / "server.log", "ab")
         self.process = subprocess.Popen([str(BINARY), "--data", str(self.data_dir), "--proxy-port", str(self.port)],
                                         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         log.close()
-        deadline = time.monotonic() + self.startup_timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"milvus-server exited with {self.process.returncode}; see {self.data_dir}/server.log")
-            try:
-                client = MilvusClient(self.uri, timeout=2)
-                client.list_collections()
-                client.close()
-                return self
-            except Exception:
-                time.sleep(1)
-        self.stop()
-        raise TimeoutError(f"milvus-server not ready after {self.startup_timeout}s; see {self.data_dir}/server.log")
+        try:
+            wait_until_ready(self.process, self._answers, self.startup_timeout,
+                             f"milvus-server (log: {self.data_dir}/server.log)", interval=1)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _answers(self) -> bool:
+        from pymilvus import MilvusClient
+
+        try:
+            client = MilvusClient(self.uri, timeout=2)
+            client.list_collections()
+            client.close()
+            return True
+        except Exception:
+            return False
 
     def freeze(self) -> None:
         """SIGSTOP the server: it stays connected but answers nothing (a hung dependency)."""

@@ -16,41 +16,14 @@ import argparse
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import sysconfig
-import time
-import urllib.error
 import urllib.request
 from importlib.util import find_spec
 from pathlib import Path
 
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
-
-
-def stop_group(process: subprocess.Popen, grace: float) -> None:
-    """SIGTERM a process started with start_new_session, wait up to `grace` seconds, then SIGKILL
-    its whole group (children included: none may outlive it)."""
-    try:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(grace)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
-        pass
-    try:
-        os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    process.wait(10)
+from tests.support.processes import answers_200, free_ports, stop_group, wait_until_ready
 
 
 def _pytriton_root() -> Path:
@@ -124,18 +97,11 @@ class TritonServer:
         return self
 
     def _wait_ready(self) -> None:
-        deadline = time.monotonic() + self.startup_timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"tritonserver exited with {self.process.returncode}:\n{self.log_tail()}")
-            try:
-                with urllib.request.urlopen(f"{self.http_url}/v2/health/ready", timeout=1) as response:
-                    if response.status == 200:
-                        return
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            time.sleep(0.2)
-        raise TimeoutError(f"tritonserver not ready after {self.startup_timeout}s:\n{self.log_tail()}")
+        try:
+            wait_until_ready(self.process, answers_200(f"{self.http_url}/v2/health/ready"), self.startup_timeout,
+                             "tritonserver")
+        except (RuntimeError, TimeoutError) as exc:
+            raise type(exc)(f"{exc}:\n{self.log_tail()}") from None
 
     def log_tail(self, lines: int = 40) -> str:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:]) if self.log_path.exists() else ""
