@@ -15,6 +15,7 @@ import os
 
 import numpy as np
 from locust import FastHttpUser, constant, task
+from urllib3 import encode_multipart_formdata
 
 from bench.payloads import QUERIES, photo_jpeg, unique_jpeg
 
@@ -31,14 +32,9 @@ class GatewayUser(FastHttpUser):
         self.indexed: list[str] = []
 
     def upload(self, url: str, field: str, data: bytes, name: str, form: dict | None = None):
-        # FastHttpUser has no multipart helper: build the body by hand
-        boundary = "----bench" + self.rng.bytes(8).hex()
-        parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
-                 for k, v in (form or {}).items()]
-        parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; filename="{name}"\r\n'
-                     f"Content-Type: image/jpeg\r\n\r\n".encode() + data + b"\r\n")
-        body = b"".join(parts) + f"--{boundary}--\r\n".encode()
-        headers = {**self.headers, "Content-Type": f"multipart/form-data; boundary={boundary}"}
+        # FastHttpUser has no multipart helper: urllib3's encoder (a dependency of locust's requests)
+        body, content_type = encode_multipart_formdata({**(form or {}), field: (name, data, "image/jpeg")})
+        headers = {**self.headers, "Content-Type": content_type}
         return self.client.post(url, data=body, headers=headers, name=url)
 
     def embed_image(self):
