@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> None:
                     server.stop()
     lines = ["| vectors | config | recall@10 | p50 ms | p95 ms | p99 ms | insert rows/s | index build s |",
              "|---|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['vectors']:,} | {r['config']} {r['search_params'] or ''} {r.get('consistency', 'Session')} | {r['recall_at_10']:.4f} | {r['p50_ms']} |"
+    lines += [f"| {r['vectors']:,} | {r['config']} {r['search_params'] or ''} {r['consistency']} | {r['recall_at_10']:.4f} | {r['p50_ms']} |"
               f" {r['p95_ms']} | {r['p99_ms']} | {r['insert_rows_per_s']:,} | {r['index_build_s']} |" for r in results]
     (args.out / "vector_search.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

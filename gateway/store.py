@@ -192,7 +192,7 @@ class VectorStore:
 
     def _delete(self, record_id: str) -> None:
         self.client.delete(self.name, ids=[record_id])
-        if self.read["consistency_level"] == "Session" and not self.lite:
+        if self.settings.read_consistency == "Session" and not self.lite:
             # A Milvus 2.3 server answers a delete without its timestamp, so pymilvus's Session timestamp
             # stays at the last upsert and the deleted row stays readable. A timestamp allocated now is
             # later than the delete: make it this collection's last write.
