@@ -7,7 +7,7 @@ and the ratio transformers / ours (> 1: ours is faster).
 
     python -m export.random_checkpoints blip --size base --out .cache/blip-base
     python -m export blip --model .cache/blip-base --repository .cache/bench-repo --flavour python --cpu
-    python bench/blip_caption.py --checkpoint .cache/blip-base --repository .cache/bench-repo
+    python -m bench.blip_caption --checkpoint .cache/blip-base --repository .cache/bench-repo
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 
@@ -23,10 +22,9 @@ import numpy as np
 import torch
 from transformers import BlipForConditionalGeneration
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from gateway.blip_decode import BlipDecoder, GenerationSettings  # noqa: E402
-from gateway.preprocess import PixelSpec, preprocess  # noqa: E402
-from tests.support.images import PHOTOS, photo_bytes  # noqa: E402
+from bench.payloads import photo_jpeg
+from gateway.runtime.blip_decode import BlipDecoder, GenerationSettings
+from gateway.runtime.preprocess import PixelSpec, preprocess
 
 
 def timed(fn) -> float:
@@ -51,7 +49,7 @@ def main() -> None:
     folder = args.repository / "blip_caption"
     decoder = BlipDecoder.from_folder(folder, threads=threads)
     spec = PixelSpec.load(folder / "preprocess.json")
-    photos = [photo_bytes(PHOTOS[i % len(PHOTOS)], "JPEG") for i in range(max(args.batch_sizes))]
+    photos = [photo_jpeg(i) for i in range(max(args.batch_sizes))]
     pixels = np.stack([preprocess(p, spec) for p in photos])
     # transformers gets the same uint8 pixels, normalised as its processor would
     x = torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 255
@@ -66,10 +64,10 @@ def main() -> None:
         for beams in args.beams:
             settings = GenerationSettings(max_new_tokens=args.max_new_tokens, num_beams=beams)
 
-            def ours():
+            def ours(batch=batch, settings=settings):
                 decoder.generate(decoder.encode(pixels[:batch]), [], settings)
 
-            def theirs():
+            def theirs(batch=batch, beams=beams):
                 with torch.inference_mode():
                     model.generate(pixel_values=pixel_values[:batch], max_new_tokens=args.max_new_tokens,
                                    num_beams=beams, do_sample=False)

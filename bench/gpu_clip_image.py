@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> None:
             continue
         for batch in args.batch_sizes:
             pixels = torch.randint(0, 256, (batch, side, side, 3), dtype=torch.uint8, device=args.device)
-            seconds = timed(lambda: run(pixels), args.repeats, 3, args.device)
+            seconds = timed(lambda run=run, pixels=pixels: run(pixels), args.repeats, 3, args.device)
             rate = batch / seconds
             rows.append({"engine": engine, "batch": batch, "images_per_s": round(rate, 1),
                          "ms_per_batch": round(seconds * 1000, 2), "utilisation": round(rate * flops / ceiling, 4)})

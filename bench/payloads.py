@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import io
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 from PIL import Image
@@ -19,7 +19,7 @@ def encode_jpeg(image: Image.Image, quality: int = 90) -> bytes:
     return buffer.getvalue()
 
 
-@lru_cache(maxsize=None)
+@cache
 def photo(name: str) -> Image.Image:
     import skimage.data
 
@@ -27,7 +27,7 @@ def photo(name: str) -> Image.Image:
     return Image.fromarray((array * 255).astype(np.uint8) if array.dtype == bool else array)
 
 
-@lru_cache(maxsize=None)
+@cache
 def photo_jpeg(index: int) -> bytes:
     return encode_jpeg(photo(PHOTO_NAMES[index % len(PHOTO_NAMES)]))
 

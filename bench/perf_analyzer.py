@@ -53,8 +53,9 @@ def binary(cache: Path = CACHE) -> tuple[Path, dict[str, str]]:
 def input_data(model: str, repository: Path, out: Path) -> Path:
     """perf_analyzer's --input-data JSON for one request of batch size 1."""
     from bench.payloads import QUERIES, photo_jpeg
-    from gateway.inference import ModelInfo, TextTokenizer
-    from gateway.preprocess import PixelSpec, preprocess
+    from gateway.backends.repository import read_model_info
+    from gateway.runtime.preprocess import PixelSpec, preprocess
+    from gateway.runtime.text import TextTokenizer
 
     def tensor(array: np.ndarray) -> dict:
         return {"content": array.reshape(-1).tolist(), "shape": list(array.shape)}
@@ -66,7 +67,7 @@ def input_data(model: str, repository: Path, out: Path) -> Path:
             entry.update(prompt=[""], num_beams=[1], max_new_tokens=[20], repetition_penalty=[1.0])
         entries = [entry]
     elif model == "clip_text":
-        info = ModelInfo.from_repository(repository, captions=False)
+        info = read_model_info(repository, captions=False)
         ids, mask = TextTokenizer(repository / "clip_text", info.context_length)(QUERIES)
         entries = [{"input_ids": tensor(i), "attention_mask": tensor(m)} for i, m in zip(ids, mask)]
     else:

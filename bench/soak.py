@@ -30,7 +30,7 @@ import psutil  # noqa: E402
 from locust.env import Environment  # noqa: E402
 
 from bench.locustfile import Mix  # noqa: E402
-from bench.stack import gateway_process  # noqa: E402
+from local_servers.service_process import gateway_process  # noqa: E402
 
 
 def run_load(url: str, users: int, duration: float, sample_every: float, rss) -> tuple[Environment, list]:
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     with ExitStack() as stack:
         if args.url:
             url, process = args.url, psutil.Process(args.pid)
-            rss = lambda: sum(p.memory_info().rss for p in [process, *process.children(recursive=True)])  # noqa: E731
+            rss = lambda: sum(p.memory_info().rss for p in [process, *process.children(recursive=True)])
         else:
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="soak-")))
             gateway = stack.enter_context(gateway_process(args.repository, workdir))

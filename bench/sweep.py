@@ -42,9 +42,9 @@ from locust.env import Environment  # noqa: E402
 from bench import perf_analyzer  # noqa: E402
 from bench.locustfile import USERS  # noqa: E402
 from bench.payloads import unique_jpeg  # noqa: E402
-from bench.stack import ServiceProcess, gateway_process  # noqa: E402
-from tests.support.processes import free_ports
-from tests.support.tritonserver import TritonServer  # noqa: E402
+from local_servers.processes import free_ports  # noqa: E402
+from local_servers.service_process import ServiceProcess, gateway_process  # noqa: E402
+from local_servers.tritonserver import TritonServer  # noqa: E402
 
 SCENARIOS = {"embed-image": "EmbedImage", "image-search": "ImageSearch", "text-search": "TextSearch"}
 SERVICES = ["baseline", "gateway-local", "gateway-triton", "gateway-triton-clip"]

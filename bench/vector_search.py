@@ -131,7 +131,7 @@ def run_config(client, collection: str, name: str, queries: np.ndarray, truth: n
 def main(argv: list[str] | None = None) -> None:
     from pymilvus import MilvusClient
 
-    from tests.support.milvus_server import MilvusServer
+    from local_servers.milvus_server import MilvusServer
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
@@ -171,8 +171,9 @@ def main(argv: list[str] | None = None) -> None:
                     server.stop()
     lines = ["| vectors | config | recall@10 | p50 ms | p95 ms | p99 ms | insert rows/s | index build s |",
              "|---|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['vectors']:,} | {r['config']} {r['search_params'] or ''} {r['consistency']} | {r['recall_at_10']:.4f} | {r['p50_ms']} |"
-              f" {r['p95_ms']} | {r['p99_ms']} | {r['insert_rows_per_s']:,} | {r['index_build_s']} |" for r in results]
+    lines += [f"| {r['vectors']:,} | {r['config']} {r['search_params'] or ''} {r['consistency']} | {r['recall_at_10']:.4f} |"
+              f" {r['p50_ms']} | {r['p95_ms']} | {r['p99_ms']} | {r['insert_rows_per_s']:,} | {r['index_build_s']} |"
+              for r in results]
     (args.out / "vector_search.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -19,12 +19,11 @@ import numpy as np
 
 async def measure(repository: Path, triton_url: str) -> dict:
     from bench.payloads import photo_jpeg
-    from gateway.inference import TritonInference
-    from gateway.preprocess import decode_image, to_pixels
-    from gateway.settings import Settings
+    from gateway.backends.triton import TritonInference
+    from gateway.runtime.blip_decode import GenerationSettings
+    from gateway.runtime.preprocess import decode_image, to_pixels
 
-    inference = TritonInference(Settings(_env_file=None, model_repository=repository, inference_mode="triton",
-                                         triton_url=triton_url, caption_beams=1))
+    inference = TritonInference(triton_url, repository, captions=True, caption_settings=GenerationSettings(num_beams=1))
     sizes: list[tuple[str, int]] = []
     stub = inference.client._client_stub
     send = stub.ModelInfer

@@ -12,12 +12,14 @@ import sys
 import time
 from pathlib import Path
 
+from gateway.runtime.checkpoints import DEFAULT_BLIP_MODEL, DEFAULT_CLIP_MODEL
+
 from .parity import ParityError
 from .progress import say
 from .triton_repo import FLAVOURS, Serving
 
-FAMILIES = {"clip": ("export.clip", "export_clip", "openai/clip-vit-base-patch32"),
-            "blip": ("export.blip", "export_blip", "Salesforce/blip-image-captioning-base")}
+FAMILIES = {"clip": ("export.clip", "export_clip", DEFAULT_CLIP_MODEL),
+            "blip": ("export.blip", "export_blip", DEFAULT_BLIP_MODEL)}
 DEFAULTS = ", ".join(f"{family}: {default}" for family, (_, _, default) in FAMILIES.items())
 
 

@@ -6,7 +6,7 @@ optimum cannot export BLIP (optimum#1818), so the graphs are small wrappers expo
 - decoder_step.onnx:  one token + past self k/v + cross k/v -> logits, self k/v grown by one
 
 The parity gate runs ``model.generate`` (greedy and beam search, with and without a prompt) and
-the numpy decode loop of gateway.blip_decode on the same images, and refuses the export unless
+the numpy decode loop of gateway.runtime.blip_decode on the same images, and refuses the export unless
 the generated token ids are identical.
 """
 
@@ -20,8 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from gateway.blip_decode import BlipDecoder, GenerationSettings, TokenIds, strip_padding
-from gateway.preprocess import PixelSpec, preprocess
+from gateway.runtime.blip_decode import BlipDecoder, GenerationSettings, TokenIds, strip_padding
+from gateway.runtime.onnx_session import create_session
+from gateway.runtime.preprocess import PixelSpec, preprocess
 
 from . import onnx_io
 from .clip import PARITY_PHOTOS, parity_photo_bytes
@@ -30,10 +31,8 @@ from .progress import say, step
 from .sources import fingerprint
 from .triton_repo import ModelSpec, Serving, StagedModel, Tensor, is_up_to_date
 
-DEFAULT_BLIP = "Salesforce/blip-image-captioning-base"
-EXPORT_FORMAT = 1
+EXPORT_FORMAT = 2
 MODEL_DIR = Path(__file__).parent
-DECODE_SOURCE = Path(__file__).parents[1] / "gateway" / "blip_decode.py"
 PARITY_PROMPTS = ["", "a picture of"]
 PARITY_SETTINGS = [GenerationSettings(max_new_tokens=12, num_beams=1),
                    GenerationSettings(max_new_tokens=12, num_beams=3),
@@ -142,8 +141,8 @@ def export_blip(source: str, repository: Path, serving: Serving, force: bool = F
     vision, init, step_graph, layers = _graphs(model, spec)
     ids = TokenIds(bos=text.bos_token_id, eos=text.sep_token_id, pad=text.pad_token_id, layers=layers)
 
-    with tempfile.TemporaryDirectory() as scratch:
-        scratch = Path(scratch)
+    with tempfile.TemporaryDirectory() as scratch_dir:
+        scratch = Path(scratch_dir)
         processor.tokenizer.save_pretrained(scratch / "tokenizer")
         (scratch / "preprocess.json").write_text(spec.to_json())
         (scratch / "blip.json").write_text(json.dumps({**asdict(ids), "defaults": asdict(GenerationSettings())}))
@@ -157,7 +156,7 @@ def export_blip(source: str, repository: Path, serving: Serving, force: bool = F
             outputs=(Tensor("caption", "bytes", (1,)),),
             extra_files={"preprocess.json": scratch / "preprocess.json", "blip.json": scratch / "blip.json",
                          **{p.name: p for p in (scratch / "tokenizer").iterdir()}},
-            python_files={"model.py": MODEL_DIR / "triton_blip_model.py", "blip_decode.py": DECODE_SOURCE},
+            python_model=MODEL_DIR / "triton_blip_model.py",
             python_only=True,
         )
         staged = StagedModel(repository, model_spec)
@@ -177,7 +176,7 @@ def _export_graphs(staged: StagedModel, model, processor, spec, vision, init, st
     with step("[blip_caption] exporting vision.onnx"):
         onnx_io.export_module(vision, (torch.from_numpy(pixels[:2]),), staged.onnx_file("vision.onnx"), ["pixels"],
                               ["image_embeds"], {"pixels": {0: "batch"}, "image_embeds": {0: "batch"}})
-    embeds = onnx_io.open_session(staged.onnx_file("vision.onnx")).run(None, {"pixels": pixels})[0]
+    embeds = create_session(staged.onnx_file("vision.onnx")).run(None, {"pixels": pixels})[0]
     with torch.inference_mode():
         reference = model.vision_model(pixel_values=processor.image_processor(images=images, return_tensors="pt")
                                        ["pixel_values"]).last_hidden_state.numpy()
@@ -204,8 +203,8 @@ def _export_graphs(staged: StagedModel, model, processor, spec, vision, init, st
             {"input_ids": batch, "logits": batch, **{n: {0: "batch", 2: "past"} for n in past_names},
              **{n: batch for n in cross_names}, **{n: {0: "batch", 2: "length"} for n in self_names}})
 
-    decoder = BlipDecoder(*(onnx_io.open_session(staged.onnx_file(f"{name}.onnx"))
-                            for name in ("vision", "decoder_init", "decoder_step")), ids)
+    decoder = BlipDecoder(create_session(staged.onnx_file("vision.onnx")), create_session(staged.onnx_file("decoder_init.onnx")),
+                          create_session(staged.onnx_file("decoder_step.onnx")), ids)
     checked = 0
     with step(f"[blip_caption] parity: generated ids vs model.generate on {len(images)} images"):
         for prompt in PARITY_PROMPTS:

@@ -3,7 +3,7 @@
 clip_image: uint8 RGB pixels (N, S, S, 3) -> L2-normalised embeddings (N, D); rescale, normalise
             and the NHWC->NCHW transpose run inside the graph.
 clip_text:  token ids and attention mask (N, L) int64, L <= 77 -> L2-normalised embeddings (N, D). Clients
-            pad to a multiple of 16 tokens (gateway.inference.text_length), not to 77: the parity
+            pad to a multiple of 16 tokens (gateway.runtime.text.text_length), not to 77: the parity
             gate checks each text at its padded length against PyTorch at 77.
 """
 
@@ -16,8 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from gateway.inference import text_length
-from gateway.preprocess import PixelSpec, preprocess
+from gateway.runtime.onnx_session import create_session
+from gateway.runtime.preprocess import PixelSpec, preprocess
+from gateway.runtime.text import text_length
 
 from . import onnx_io
 from .parity import compare_embeddings, require
@@ -25,8 +26,7 @@ from .progress import say, step
 from .sources import fingerprint
 from .triton_repo import ModelSpec, Serving, StagedModel, Tensor, is_up_to_date
 
-DEFAULT_CLIP = "openai/clip-vit-base-patch32"
-EXPORT_FORMAT = 2  # bump when the graphs or the repository layout change, so re-runs re-export
+EXPORT_FORMAT = 3  # bump when the graphs or the repository layout change, so re-runs re-export
 PARITY_TEXTS = [
     "man in red jacket",
     "a photo of a cat sleeping on a sofa",
@@ -173,7 +173,7 @@ def _export_tower(spec: ModelSpec, repository: Path, serving: Serving, request: 
                 onnx_io.convert_to_fp16(staged.onnx_path)
         say(f"[{spec.name}] {staged.onnx_path.name}: {onnx_io.megabytes(staged.onnx_path):.1f} MB ({precision})")
         with step(f"[{spec.name}] parity against PyTorch on {len(reference)} inputs"):
-            session = onnx_io.open_session(staged.onnx_path)
+            session = create_session(staged.onnx_path)
             candidate = np.concatenate([onnx_io.run_in_batches(session, feed, batch_size=2) for feed in feeds])
             report = compare_embeddings(spec.name, reference, candidate, precision)
             say(f"[{spec.name}] {report}")

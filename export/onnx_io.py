@@ -1,4 +1,4 @@
-"""Writing and running ONNX files: torch export, fp16 conversion, onnxruntime sessions.
+"""Writing ONNX files: torch export, fp16 conversion, checks.
 
 Export goes through torch's TorchScript exporter (``dynamo=False``): deprecated in favour of the
 torch.export-based one, but for these towers it is ~3x faster to export, needs no onnxscript, and
@@ -40,13 +40,6 @@ def convert_to_fp16(path: Path) -> Path:
     model = convert_float_to_float16(onnx.load(str(path)), keep_io_types=True)
     onnx.save(model, str(path))
     return path
-
-
-def open_session(path: Path, threads: int = 0) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.log_severity_level = 3
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def run_in_batches(session: ort.InferenceSession, feed: dict[str, np.ndarray], batch_size: int) -> np.ndarray:

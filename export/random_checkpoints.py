@@ -25,6 +25,7 @@ import tempfile
 import zipfile
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 OPEN_CLIP_WHEEL = "open-clip-torch==3.3.0"
 BPE_MEMBER = "open_clip/bpe_simple_vocab_16e6.txt.gz"
@@ -70,7 +71,8 @@ def _bytes_to_unicode() -> dict[int, str]:
 @lru_cache(maxsize=1)
 def clip_vocab_and_merges(bpe_file: Path) -> tuple[dict[str, int], list[str]]:
     """The 49,408-entry vocabulary and the merges, in the order open_clip's SimpleTokenizer builds them."""
-    lines = gzip.open(bpe_file).read().decode("utf-8").split("\n")[1 : N_MERGES + 1]
+    with gzip.open(bpe_file) as fh:
+        lines = fh.read().decode("utf-8").split("\n")[1 : N_MERGES + 1]
     merges = [tuple(line.split()) for line in lines]
     byte_chars = list(_bytes_to_unicode().values())
     tokens = byte_chars + [c + "</w>" for c in byte_chars] + ["".join(m) for m in merges] + [BOS, EOS]
@@ -91,7 +93,7 @@ def write_clip_tokenizer(folder: Path, bpe_file: Path | None = None) -> None:
 
 
 # Architectures: tiny (tests) and the real ViT-B/32 / ViT-L/14 shapes (benchmarks, export checks).
-CLIP_SIZES = {
+CLIP_SIZES: dict[str, dict[str, Any]] = {
     "tiny": dict(
         text=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2),
         vision=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
@@ -124,7 +126,7 @@ def build_clip(out: Path, size: str = "tiny", seed: int = 0) -> Path:
     model = CLIPModel(config).eval()
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
-    side = config.vision_config.image_size
+    side = spec["vision"]["image_size"]
     CLIPImageProcessorPil(size={"shortest_edge": side}, crop_size={"height": side, "width": side}).save_pretrained(out)
     write_clip_tokenizer(out)
     return out
@@ -168,7 +170,7 @@ def write_blip_tokenizer(folder: Path) -> None:
     tokenizer.save_pretrained(folder)
 
 
-BLIP_SIZES = {
+BLIP_SIZES: dict[str, dict[str, Any]] = {
     # vision width != text width, as in BLIP-large (1024 vs 768): the cross-attention shapes differ
     # initializer_range 0.2: a 32-wide random decoder otherwise has nearly flat logits over 30k tokens,
     # where onnxruntime's batch-size-dependent rounding (~1e-6) can flip near-ties between batchings
@@ -203,7 +205,7 @@ def build_blip(out: Path, size: str = "tiny", seed: int = 0) -> Path:
     model = BlipForConditionalGeneration(config).eval()
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
-    side = config.vision_config.image_size
+    side = spec["vision"]["image_size"]
     BlipImageProcessorPil(size={"height": side, "width": side}).save_pretrained(out)
     write_blip_tokenizer(out)
     return out

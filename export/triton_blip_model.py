@@ -1,6 +1,7 @@
 """Triton python-backend model blip_caption: uint8 pixels (+ optional prompt and settings) -> caption.
 
-Copied by the export as ``blip_caption/1/model.py`` with ``blip_decode.py`` beside it. The
+Copied by the export as ``blip_caption/1/model.py`` with the model runtime beside it
+(``1/gateway/runtime/``). The
 dynamic batcher hands ``execute`` several requests: every image goes through the vision encoder in
 one run, then requests that share a prompt and settings share every decoder step.
 
@@ -14,11 +15,11 @@ import os
 import sys
 
 import numpy as np
-import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from blip_decode import BlipDecoder, CaptionText, GenerationSettings, caption_requests  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the runtime copied beside this file
+from gateway.runtime.blip_decode import BlipDecoder, CaptionText, GenerationSettings, caption_requests
+from gateway.runtime.onnx_session import triton_instance_device
 
 OPTIONAL = {"max_new_tokens": int, "num_beams": int, "repetition_penalty": float}
 
@@ -28,10 +29,8 @@ class TritonPythonModel:
         config = json.loads(args["model_config"])
         params = {key: value["string_value"] for key, value in config.get("parameters", {}).items()}
         folder = args["model_repository"]
-        providers = ["CPUExecutionProvider"]
-        if args.get("model_instance_kind") == "GPU" and "CUDAExecutionProvider" in ort.get_available_providers():
-            providers.insert(0, ("CUDAExecutionProvider", {"device_id": int(args["model_instance_device_id"])}))
-        self.decoder = BlipDecoder.from_folder(folder, int(params.get("intra_op_num_threads", "0")), providers)
+        device, device_id = triton_instance_device(args)
+        self.decoder = BlipDecoder.from_folder(folder, int(params.get("intra_op_num_threads", "0")), device, device_id)
         self.text = CaptionText(folder)
         with open(os.path.join(folder, "blip.json")) as fh:
             self.defaults = json.load(fh)["defaults"]

@@ -1,31 +1,30 @@
 """Triton python-backend model that runs the ONNX file beside it with onnxruntime.
 
-Copied by the export as ``<model>/1/model.py`` for Triton builds without the onnxruntime backend.
-It is generic: input and output names come from config.pbtxt. Triton's dynamic batcher hands
-``execute`` several requests at once; they are concatenated into one onnxruntime run and split
-back, so concurrent requests share one forward pass as they would with the native backend.
+Copied by the export as ``<model>/1/model.py`` (with the model runtime beside it, in
+``1/gateway/runtime/``) for Triton builds without the onnxruntime backend. It is generic: input
+and output names come from config.pbtxt. Triton's dynamic batcher hands ``execute`` several
+requests at once; they are concatenated into one onnxruntime run and split back, so concurrent
+requests share one forward pass as they would with the native backend.
 """
 
 import json
 import os
+import sys
 
 import numpy as np
-import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the runtime copied beside this file
+from gateway.runtime.onnx_session import create_session, triton_instance_device
 
 
 class TritonPythonModel:
     def initialize(self, args):
         config = json.loads(args["model_config"])
         params = {key: value["string_value"] for key, value in config.get("parameters", {}).items()}
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = int(params.get("intra_op_num_threads", "0"))
-        options.inter_op_num_threads = 1
-        providers = ["CPUExecutionProvider"]
-        if args.get("model_instance_kind") == "GPU" and "CUDAExecutionProvider" in ort.get_available_providers():
-            providers.insert(0, ("CUDAExecutionProvider", {"device_id": int(args["model_instance_device_id"])}))
+        device, device_id = triton_instance_device(args)
         path = os.path.join(args["model_repository"], args["model_version"], "model.onnx")
-        self.session = ort.InferenceSession(path, options, providers=providers)
+        self.session = create_session(path, device, device_id, int(params.get("intra_op_num_threads", "0")))
         self.input_names = [tensor["name"] for tensor in config["input"]]
         self.output_names = [tensor["name"] for tensor in config["output"]]
 

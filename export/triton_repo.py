@@ -6,8 +6,10 @@ One ONNX file, two ways to serve it (chosen by ``Serving.flavour``):
   the onnxruntime backend, such as the one in the nvidia-pytriton wheel used by the tests).
 
 Configs are built as Triton's own ModelConfig protobuf, so a field Triton does not know cannot be
-written. A model is assembled in a staging folder beside the repository (outside it, so a polling
-Triton never sees half a model) and moved into place only after its parity gate passed.
+written. Python models get the model runtime (gateway/runtime/) copied beside their model.py, so a
+repository carries the code its models run and the Triton image needs only their dependencies.
+A model is assembled in a staging folder beside the repository (outside it, so a polling Triton
+never sees half a model) and moved into place only after its parity gate passed.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 FLAVOURS = ("onnxruntime", "python")
 PYTHON_MODEL_SOURCE = Path(__file__).with_name("triton_python_model.py")
+RUNTIME_PACKAGE = Path(__file__).parents[1] / "gateway" / "runtime"
 MANIFEST = "export.json"
 DTYPES = {"uint8": mc.TYPE_UINT8, "int32": mc.TYPE_INT32, "int64": mc.TYPE_INT64, "float32": mc.TYPE_FP32,
           "bytes": mc.TYPE_STRING}
@@ -68,11 +71,10 @@ class ModelSpec:
     inputs: tuple[Tensor, ...]
     outputs: tuple[Tensor, ...]
     extra_files: dict[str, Path] = field(default_factory=dict)  # file name in the model folder -> source file
-    # python-backend code copied into the version folder (file name -> source)
-    python_files: dict[str, Path] = field(default_factory=lambda: {"model.py": PYTHON_MODEL_SOURCE})
+    python_model: Path = PYTHON_MODEL_SOURCE  # the python-backend model.py (the runtime package goes beside it)
     python_only: bool = False  # a python model in every flavour (e.g. a decode loop)
 
-    def uses_python(self, serving: "Serving") -> bool:
+    def uses_python(self, serving: Serving) -> bool:
         return self.python_only or serving.flavour == "python"
 
 
@@ -99,6 +101,17 @@ def render_config(spec: ModelSpec, serving: Serving) -> str:
         config.backend = "python"
         config.parameters["intra_op_num_threads"].string_value = str(serving.threads)
     return text_format.MessageToString(config)
+
+
+def install_python_model(model_py: Path, version_folder: Path) -> None:
+    """model.py, and the runtime as the package gateway.runtime beside it (model.py puts its folder
+    first on sys.path, so the copy is what it imports, whatever else is installed)."""
+    shutil.copyfile(model_py, version_folder / "model.py")
+    package = version_folder / "gateway"
+    (package / "runtime").mkdir(parents=True)
+    (package / "__init__.py").write_text('"""The image-search model runtime, copied here by the export."""\n')
+    for source in sorted(RUNTIME_PACKAGE.glob("*.py")):
+        shutil.copyfile(source, package / "runtime" / source.name)
 
 
 def file_sha256(path: Path) -> str:
@@ -147,8 +160,7 @@ class StagedModel:
     def install(self, serving: Serving, manifest: dict) -> Path:
         (self.folder / "config.pbtxt").write_text(render_config(self.spec, serving))
         if self.spec.uses_python(serving):
-            for target, source in self.spec.python_files.items():
-                shutil.copyfile(source, self.folder / "1" / target)
+            install_python_model(self.spec.python_model, self.folder / "1")
         for target, source in self.spec.extra_files.items():
             shutil.copyfile(source, self.folder / target)
         manifest = {**manifest, "onnx_sha256": onnx_hashes(self.folder)}

@@ -1,6 +1,8 @@
 """Every setting of the gateway, typed, from the environment (prefix GATEWAY_) or a .env file.
 
-The original service's names CLIP_MODEL and BLIP_MODEL are honoured as they are (no prefix).
+Read by the server and the CLI; gateway.wiring turns them into backends and the service (backends
+themselves take plain arguments). The original service's names CLIP_MODEL and BLIP_MODEL are
+honoured as they are (no prefix).
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from typing import Literal
 
 from pydantic import AliasChoices, BaseModel, Field, TypeAdapter
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .runtime.checkpoints import DEFAULT_BLIP_MODEL, DEFAULT_CLIP_MODEL
 
 ScopeName = Literal["search", "write", "admin"]
 SCOPES = ("search", "write", "admin")
@@ -30,9 +34,8 @@ class Settings(BaseSettings):
 
     # models: what `make serve` exports into the repository; the gateway serves the repository and
     # warns at start-up when it was exported from other models than these
-    clip_model: str = Field("openai/clip-vit-base-patch32", validation_alias=AliasChoices("CLIP_MODEL", "GATEWAY_CLIP_MODEL"))
-    blip_model: str = Field("Salesforce/blip-image-captioning-base",
-                            validation_alias=AliasChoices("BLIP_MODEL", "GATEWAY_BLIP_MODEL"))
+    clip_model: str = Field(DEFAULT_CLIP_MODEL, validation_alias=AliasChoices("CLIP_MODEL", "GATEWAY_CLIP_MODEL"))
+    blip_model: str = Field(DEFAULT_BLIP_MODEL, validation_alias=AliasChoices("BLIP_MODEL", "GATEWAY_BLIP_MODEL"))
     model_repository: Path = Path("model_repository")
 
     # inference
@@ -87,7 +90,3 @@ class Settings(BaseSettings):
         from_file = (TypeAdapter(list[ApiKey]).validate_json(self.api_keys_file.read_bytes())
                      if self.api_keys_file else [])
         return self.api_keys + from_file
-
-    @property
-    def milvus_is_lite(self) -> bool:
-        return "://" not in self.milvus_uri

@@ -10,8 +10,8 @@ from export.blip import export_blip
 from export.clip import export_clip
 from export.random_checkpoints import build_blip, build_clip
 from export.triton_repo import Serving
-from tests.support.milvus_server import MilvusServer
-from tests.support.tritonserver import TritonServer
+from local_servers.milvus_server import MilvusServer
+from local_servers.tritonserver import TritonServer
 
 # What the tests serve: the python-backend flavour (the bundled Triton has no onnxruntime backend).
 # A 30 ms batching window: tiny models run faster than an aio client issues requests, so a short window

@@ -13,10 +13,14 @@ import time
 import httpx
 import pytest
 
-from gateway.access import TokenBuckets, hash_key
-from gateway.app import create_app
-from tests.support.live_server import LiveServer
-from tests.test_gateway import PHOTOS, settings_for, unique_image
+from gateway.server.access import hash_key
+from gateway.server.http.app import create_app
+from local_servers.uvicorn_server import LiveServer
+from tests.support.images import PHOTO_JPEGS as PHOTOS
+from tests.support.images import unique_image
+from tests.support.references import settings_for
+
+pytestmark = pytest.mark.integration
 
 KEYS = {"reader": "isk_reader_0123456789abcdef0123456789abcdef", "writer": "isk_writer_0123456789abcdef0123456789abcdef",
         "admin": "isk_admin_0123456789abcdef0123456789abcdef0", "limited": "isk_limited_0123456789abcdef0123456789abcdef"}
@@ -150,19 +154,8 @@ def test_anonymous_scopes_can_be_granted_explicitly(model_repository, tmp_path):
         assert upload(server.url, PHOTOS["coins"], {"X-API-Key": key}).status_code == 200
 
 
-def test_token_buckets_refill_at_the_rate_and_cap_at_the_burst():
-    buckets = TokenBuckets(max_buckets=2)
-    assert [buckets.take("a", 2.0, 3, 0.0) for _ in range(3)] == [0, 0, 0]
-    assert buckets.take("a", 2.0, 3, 0.0) == pytest.approx(0.5)
-    assert buckets.take("a", 2.0, 3, 0.5) == 0  # one token back after 1/rate
-    assert buckets.take("a", 2.0, 3, 100.0) == 0 and buckets.buckets["a"][0] == pytest.approx(2.0)  # capped at 3
-    buckets.take("b", 1, 1, 0.0)
-    buckets.take("c", 1, 1, 0.0)
-    assert list(buckets.buckets) == ["b", "c"]  # the least recently used is forgotten
-
-
 def test_new_key_command_prints_a_working_entry():
-    done = subprocess.run([sys.executable, "-m", "gateway.access", "new-key", "--name", "ci", "--scopes", "search,write"],
+    done = subprocess.run([sys.executable, "-m", "gateway.server.access", "new-key", "--name", "ci", "--scopes", "search,write"],
                           capture_output=True, text=True, check=True)
     key = done.stderr.split(": ")[-1].strip()
     entry = json.loads(done.stdout)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,10 +19,12 @@ from tritonclient.utils import InferenceServerException
 import export.__main__ as export_cli
 import export.blip as blip_export
 from export.random_checkpoints import build_blip
-from gateway.blip_decode import BlipDecoder, CaptionText, GenerationSettings
-from gateway.preprocess import PixelSpec, preprocess
+from gateway.runtime.blip_decode import BlipDecoder, CaptionText, GenerationSettings
+from gateway.runtime.preprocess import PixelSpec, preprocess
 from tests.support.images import photo_bytes
-from tests.test_triton import inference_counts
+from tests.support.references import triton_inference_counts as inference_counts
+
+pytestmark = [pytest.mark.integration, pytest.mark.triton]
 
 # images the export's parity gate did not see
 NEW_PHOTOS = ["horse", "coins", "hubble_deep_field", "page"]
@@ -50,8 +53,11 @@ def photos(blip_folder):
 def test_export_gate_figures_and_layout(export_reports, blip_folder):
     _, reports = export_reports
     assert reports["generate_identical"] == 30 and reports["vision"]["min_cosine"] >= 0.99999
-    for name in ("vision.onnx", "decoder_init.onnx", "decoder_step.onnx", "model.py", "blip_decode.py"):
+    for name in ("vision.onnx", "decoder_init.onnx", "decoder_step.onnx", "model.py"):
         assert (blip_folder / "1" / name).exists()
+    runtime = Path(__file__).parents[1] / "gateway" / "runtime"  # copied whole: the repository carries its code
+    for source in runtime.glob("*.py"):
+        assert (blip_folder / "1" / "gateway" / "runtime" / source.name).read_text() == source.read_text()
     assert (blip_folder / "tokenizer.json").exists() and (blip_folder / "blip.json").exists()
 
 

@@ -7,6 +7,7 @@ import os
 
 import numpy as np
 import onnxruntime as ort
+import pytest
 import torch
 from google.protobuf import text_format
 from transformers import AutoTokenizer, CLIPModel
@@ -17,8 +18,10 @@ import export.clip as clip_export
 from export.clip import export_clip
 from export.random_checkpoints import build_clip
 from export.triton_repo import ModelSpec, Serving, Tensor, render_config
-from gateway.preprocess import PixelSpec, preprocess
+from gateway.runtime.preprocess import PixelSpec, preprocess
 from tests.support.images import photo_bytes
+
+pytestmark = pytest.mark.integration
 
 
 def session(path):
@@ -93,7 +96,7 @@ def test_configs_parse_as_triton_model_configs(model_repository):
 
 def test_text_embeddings_do_not_depend_on_the_padded_length(model_repository):
     """The gateway pads queries to a multiple of 16 tokens, not to 77: same embeddings, less work."""
-    from gateway.inference import TextTokenizer
+    from gateway.runtime.text import TextTokenizer
 
     texts = ["a dog on a beach", "a very long caption that keeps going " * 3, "🚲", ""]
     full = AutoTokenizer.from_pretrained(model_repository / "clip_text")(

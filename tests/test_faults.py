@@ -15,11 +15,15 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from gateway.app import create_app
-from tests.support.live_server import LiveServer
-from tests.support.processes import free_ports
-from tests.support.tritonserver import TritonServer
-from tests.test_gateway import PHOTOS, settings_for, unique_image
+from gateway.server.http.app import create_app
+from local_servers.processes import free_ports
+from local_servers.tritonserver import TritonServer
+from local_servers.uvicorn_server import LiveServer
+from tests.support.images import PHOTO_JPEGS as PHOTOS
+from tests.support.images import unique_image
+from tests.support.references import settings_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.triton]
 
 
 class Load:
@@ -68,7 +72,7 @@ def test_triton_killed_under_load_fails_fast_then_recovers_by_itself(model_repos
                             triton_url=triton.grpc_url, triton_timeout_s=5, triton_retries=1)
     try:
         with LiveServer(create_app(settings)) as gateway:
-            ready = lambda: httpx.get(f"{gateway.url}/readyz", timeout=30).status_code == 200  # noqa: E731
+            ready = lambda: httpx.get(f"{gateway.url}/readyz", timeout=30).status_code == 200
             load = Load(gateway.url)
             wait_until(lambda: sum(r[3] == 200 for r in load.results) >= 6, 120, "six successes before the kill")
             os.killpg(triton.process.pid, signal.SIGKILL)

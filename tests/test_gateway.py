@@ -9,33 +9,24 @@ import base64
 import json
 import subprocess
 from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 import numpy as np
-import onnxruntime as ort
 import pytest
 import requests
 
-from gateway.app import create_app
-from gateway.blip_decode import BlipDecoder, CaptionText, GenerationSettings
-from gateway.errors import StoreConfigError
-from gateway.preprocess import PixelSpec, preprocess
+from gateway.backends.milvus import MilvusStore
+from gateway.backends.repository import read_model_info
+from gateway.core.errors import ErrorKind, ServiceError
+from gateway.server.http.app import create_app
 from gateway.settings import Settings
-from gateway.store import VectorStore
-from tests.support.images import encode, photo_bytes
-from tests.support.live_server import LiveServer
-from tests.support.processes import free_ports
-from tests.test_preprocess import _png_header_only
+from local_servers.processes import free_ports
+from local_servers.uvicorn_server import LiveServer
+from tests.support.images import PHOTO_JPEGS as PHOTOS
+from tests.support.images import png_header_only, unique_image
+from tests.support.references import expected_caption, expected_embedding, settings_for, text_embedding
 
-CAPTION = GenerationSettings(max_new_tokens=8, num_beams=2)
-PHOTOS = {name: photo_bytes(name, "JPEG", quality=90) for name in ("astronaut", "coffee", "chelsea", "rocket", "horse",
-                                                                    "coins", "hubble_deep_field")}
-
-
-def settings_for(repository: Path, milvus_uri: str, **overrides) -> Settings:
-    return Settings(model_repository=repository, milvus_uri=milvus_uri, caption_beams=CAPTION.num_beams,
-                    caption_max_new_tokens=CAPTION.max_new_tokens, max_upload_bytes=2_000_000, **overrides)
+pytestmark = pytest.mark.integration
 
 
 @dataclass
@@ -62,26 +53,6 @@ def gateway(request, model_repository, tmp_path_factory):
                             read_consistency=consistency)
     with LiveServer(create_app(settings)) as server:
         yield Gateway(server.url, settings)
-
-
-def unique_image(seed: int) -> bytes:
-    from PIL import Image
-
-    rng = np.random.default_rng(seed)
-    return encode(Image.fromarray(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)), "PNG")
-
-
-def expected_embedding(repository: Path, data: bytes) -> np.ndarray:
-    pixels = preprocess(data, PixelSpec.load(repository / "clip_image" / "preprocess.json"))[None]
-    session = ort.InferenceSession(str(repository / "clip_image" / "1" / "model.onnx"), providers=["CPUExecutionProvider"])
-    return session.run(None, {"pixels": pixels})[0][0]
-
-
-def expected_caption(repository: Path, data: bytes) -> str:
-    folder = repository / "blip_caption"
-    decoder, text = BlipDecoder.from_folder(folder), CaptionText(folder)
-    pixels = preprocess(data, PixelSpec.load(folder / "preprocess.json"))[None]
-    return text.caption(decoder.generate(decoder.encode(pixels), [], CAPTION)[0])
 
 
 def index(gateway: Gateway, files: dict[str, bytes], metadata: dict | None = None) -> list[dict]:
@@ -224,16 +195,6 @@ def test_image_search_equals_brute_force(gateway, indexed, model_repository):
         np.testing.assert_allclose([g[1] for g in got], [w[1] for w in want], atol=1e-4)
 
 
-def text_embedding(repository: Path, text: str) -> np.ndarray:
-    """The reference: padded to the full context with transformers' tokenizer (the gateway pads less)."""
-    from transformers import AutoTokenizer
-
-    tokens = AutoTokenizer.from_pretrained(repository / "clip_text")([text], padding="max_length", max_length=77,
-                                                                     truncation=True, return_tensors="np")
-    session = ort.InferenceSession(str(repository / "clip_text" / "1" / "model.onnx"), providers=["CPUExecutionProvider"])
-    return session.run(None, {k: tokens[k].astype(np.int64) for k in ("input_ids", "attention_mask")})[0][0]
-
-
 def test_text_search_equals_brute_force_plus_the_documented_caption_fusion(gateway, indexed, model_repository):
     vectors = stored_vectors(gateway)
     query = indexed["horse"]["caption"].split()[1] + " red jacket"  # shares one word with a caption
@@ -287,7 +248,7 @@ def test_bad_uploads_are_refused_and_change_nothing(gateway, case, status, code)
     elif case == "truncated":
         data = PHOTOS["coins"][: len(PHOTOS["coins"]) // 3]
     elif case == "bomb":
-        data = _png_header_only(60_000, 60_000)
+        data = png_header_only(60_000, 60_000)
     elif case == "oversized-upload":
         data = b"\xff" * (gateway.settings.max_upload_bytes + 1)
     elif case == "text-content-type":
@@ -372,33 +333,23 @@ def test_collection_with_another_dimension_is_a_clear_startup_error(model_reposi
     settings = settings_for(model_repository, str(tmp_path / "images.db"))
 
     async def start(dim):
-        store = VectorStore(settings, dim)
+        store = MilvusStore(settings.milvus_uri, dim)
         try:
             await store.start()
         finally:
             await store.close()
 
     asyncio.run(start(8))
-    with pytest.raises(StoreConfigError, match="holds 8-d vectors but the models give 16-d"):
+    with pytest.raises(ServiceError, match="holds 8-d vectors but the models give 16-d") as refused:
         asyncio.run(start(16))
+    assert refused.value.kind is ErrorKind.MISCONFIGURED
 
 
 def test_repository_sources_are_checked_against_clip_model_and_blip_model(model_repository, clip_checkpoint,
                                                                          blip_checkpoint):
-    from gateway.inference import ModelInfo
-
-    info = ModelInfo.from_repository(model_repository, captions=True)
+    info = read_model_info(model_repository, captions=True)
     assert info.mismatched_sources(str(clip_checkpoint), str(blip_checkpoint)) == []
     assert info.mismatched_sources("openai/clip-vit-large-patch14", str(blip_checkpoint)) == [
         f"clip_image was exported from {clip_checkpoint}, not openai/clip-vit-large-patch14",
         f"clip_text was exported from {clip_checkpoint}, not openai/clip-vit-large-patch14"]
     assert Settings(_env_file=None).clip_model == "openai/clip-vit-base-patch32"
-
-
-def test_original_env_names_are_honoured(monkeypatch):
-    monkeypatch.setenv("CLIP_MODEL", "openai/clip-vit-large-patch14")
-    monkeypatch.setenv("BLIP_MODEL", "Salesforce/blip-image-captioning-large")
-    monkeypatch.setenv("GATEWAY_INFERENCE_MODE", "triton")
-    settings = Settings(_env_file=None)
-    assert (settings.clip_model, settings.blip_model, settings.inference_mode) == (
-        "openai/clip-vit-large-patch14", "Salesforce/blip-image-captioning-large", "triton")

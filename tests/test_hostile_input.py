@@ -18,12 +18,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageCms
 
-from gateway.app import create_app
-from gateway.preprocess import ImageError, decode_image
-from tests.support.images import adobe_rgb_profile, encode, photo_array, photo_bytes
-from tests.support.live_server import LiveServer
-from tests.test_gateway import PHOTOS, expected_embedding, settings_for
-from tests.test_preprocess import STORED_AS, _png_header_only
+from gateway.runtime.preprocess import ImageError, decode_image
+from gateway.server.http.app import create_app
+from local_servers.uvicorn_server import LiveServer
+from tests.support.images import PHOTO_JPEGS as PHOTOS
+from tests.support.images import STORED_AS, adobe_rgb_profile, encode, photo_array, photo_bytes, png_header_only
+from tests.support.references import expected_embedding, settings_for
+
+pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +78,7 @@ HOSTILE_FILES = {
     "truncated-png": (photo_bytes("coffee", "PNG")[:3000], "image/png", 400),
     "truncated-gif": (photo_bytes("coffee", "GIF")[:600], "image/gif", 400),
     "truncated-webp": (photo_bytes("coffee", "WEBP")[:300], "image/webp", 400),
-    "png-bomb": (_png_header_only(60_000, 60_000), "image/png", 413),
+    "png-bomb": (png_header_only(60_000, 60_000), "image/png", 413),
     "jpeg-bomb": (jpeg_bomb(), "image/jpeg", 413),
     "gif-bomb": (gif_bomb(), "image/gif", 413),
     "executable-type": (PHOTOS["coffee"], "application/x-msdownload", 415),
@@ -280,9 +282,12 @@ def test_fuzzed_images_decode_or_get_an_image_error(seed, flips, keep):
     _decodes_or_refuses(bytes(data))
 
 
+MAGIC_NUMBERS = [b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF89a", b"RIFF\0\0\0\0WEBP", b"BM", b"II*\0", b"MM\0*"]
+
+
 @pytest.mark.filterwarnings("ignore:Corrupt EXIF data")
 @settings(max_examples=200, deadline=None, database=None)
-@given(data=st.binary(max_size=2048) | st.builds(lambda magic, rest: magic + rest, st.sampled_from(
-    [b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF89a", b"RIFF\0\0\0\0WEBP", b"BM", b"II*\0", b"MM\0*"]), st.binary(max_size=2048)))
+@given(data=st.binary(max_size=2048) | st.builds(lambda magic, rest: magic + rest, st.sampled_from(MAGIC_NUMBERS),
+                                                 st.binary(max_size=2048)))
 def test_random_bytes_decode_or_get_an_image_error(data):
     _decodes_or_refuses(data)

@@ -8,10 +8,15 @@ from __future__ import annotations
 import time
 
 import httpx
+import pytest
 
-from gateway.app import create_app
-from tests.support.live_server import LiveServer
-from tests.test_gateway import PHOTOS, settings_for, unique_image
+from gateway.server.http.app import create_app
+from local_servers.uvicorn_server import LiveServer
+from tests.support.images import PHOTO_JPEGS as PHOTOS
+from tests.support.images import unique_image
+from tests.support.references import settings_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.milvus_server]
 
 
 def upload(url: str, name: str, data: bytes) -> httpx.Response:

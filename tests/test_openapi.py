@@ -13,10 +13,12 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from gateway.access import hash_key
-from gateway.app import create_app
-from tests.support.live_server import LiveServer
-from tests.test_gateway import settings_for
+from gateway.server.access import hash_key
+from gateway.server.http.app import create_app
+from local_servers.uvicorn_server import LiveServer
+from tests.support.references import settings_for
+
+pytestmark = pytest.mark.integration
 
 
 KEY = "isk_schemathesis_0123456789abcdef0123456789"

@@ -9,10 +9,12 @@ import httpx
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
-from gateway.app import create_app
+from gateway.server.http.app import create_app
+from local_servers.uvicorn_server import LiveServer
 from tests.support.images import photo_bytes
-from tests.support.live_server import LiveServer
-from tests.test_gateway import settings_for
+from tests.support.references import settings_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
@@ -40,7 +42,8 @@ def page(site):
 
 
 def images_loaded(page) -> bool:
-    return page.eval_on_selector_all(".result img", "imgs => imgs.length > 0 && imgs.every(i => i.complete && i.naturalWidth > 0)")
+    return page.eval_on_selector_all(".result img",
+                                     "imgs => imgs.length > 0 && imgs.every(i => i.complete && i.naturalWidth > 0)")
 
 
 def test_text_search_shows_results_with_thumbnails_captions_and_scores(page, site):
@@ -84,7 +87,7 @@ def test_errors_are_shown_on_the_page(page, tmp_path):
 
 
 def test_with_api_keys_the_page_asks_for_one_and_then_searches_with_thumbnails(model_repository, tmp_path, page):
-    from gateway.access import hash_key
+    from gateway.server.access import hash_key
 
     key = "isk_page_0123456789abcdef0123456789abcdef01"
     settings = settings_for(model_repository, str(tmp_path / "images.db"),

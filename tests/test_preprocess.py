@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import struct
-import zlib
-
 import numpy as np
 import pytest
 from PIL import Image
 from transformers import BlipImageProcessorPil, CLIPImageProcessorPil
 
-from gateway.preprocess import ImageTooLarge, PixelSpec, UndecodableImage, decode_image, preprocess
-from tests.support.images import PHOTOS, encode, photo_array, photo_bytes
+from gateway.runtime.preprocess import ImageTooLarge, PixelSpec, UndecodableImage, decode_image, preprocess
+from tests.support.images import PHOTOS, STORED_AS, encode, photo_array, photo_bytes, png_header_only
 
 PROCESSORS = {
     "clip-224": CLIPImageProcessorPil(),
@@ -107,10 +104,6 @@ def test_sixteen_bit_png_keeps_its_tones():
 
 
 # EXIF orientation -> the transpose a viewer applies; the file stores the inverse of it.
-STORED_AS = {1: None, 2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
-             4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_90,
-             7: Image.Transpose.TRANSVERSE, 8: Image.Transpose.ROTATE_270}
-
 
 @pytest.mark.parametrize("orientation", STORED_AS)
 def test_exif_orientation_is_applied(orientation):
@@ -128,19 +121,10 @@ def test_animated_gif_uses_the_first_frame():
     assert decode_image(data).getpixel((5, 5)) == (255, 0, 0)
 
 
-def _png_header_only(width: int, height: int) -> bytes:
-    """A few hundred bytes that claim width x height grayscale pixels: a decompression bomb's header."""
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 1000)) + chunk(b"IEND", b"")
-
-
 @pytest.mark.parametrize("width,height", [(100_000, 100_000), (9_000, 9_000)])
 def test_decompression_bombs_are_refused_before_decoding(width, height):
     with pytest.raises(ImageTooLarge, match="pixels"):
-        decode_image(_png_header_only(width, height), max_pixels=50_000_000)
+        decode_image(png_header_only(width, height), max_pixels=50_000_000)
 
 
 def test_pixel_limit_is_configurable():

@@ -8,6 +8,10 @@ import json
 import subprocess
 import sys
 
+import pytest
+
+pytestmark = pytest.mark.integration
+
 
 def test_short_soak_has_no_errors_and_flat_memory(model_repository, tmp_path):
     out = tmp_path / "soak.json"

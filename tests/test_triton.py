@@ -10,11 +10,14 @@ import onnxruntime as ort
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as aioclient
-from tritonclient.utils import InferenceServerException
 from transformers import AutoTokenizer
+from tritonclient.utils import InferenceServerException
 
-from gateway.preprocess import PixelSpec, preprocess
+from gateway.runtime.preprocess import PixelSpec, preprocess
 from tests.support.images import PHOTOS, photo_bytes
+from tests.support.references import triton_inference_counts as inference_counts
+
+pytestmark = [pytest.mark.integration, pytest.mark.triton]
 
 
 def pixels_input(pixels: np.ndarray, module=aioclient) -> object:
@@ -79,14 +82,6 @@ def test_clip_text_over_grpc_matches_onnx(triton, model_repository):
     got = asyncio.run(embed_texts(triton.grpc_url, ids, mask))
     expected = onnx_direct(model_repository, "clip_text", {"input_ids": ids, "attention_mask": mask})
     np.testing.assert_allclose(got, expected, atol=1e-5)
-
-
-def inference_counts(metrics: str, model: str) -> tuple[int, int]:
-    def value(name: str) -> int:
-        match = re.search(rf'^{name}{{model="{model}",version="1"}} (\d+)', metrics, re.MULTILINE)
-        return int(match.group(1))
-
-    return value("nv_inference_count"), value("nv_inference_exec_count")
 
 
 def test_concurrent_requests_are_batched(triton, photo_pixels):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import struct
+import zlib
 
 import numpy as np
 import skimage.data
@@ -60,3 +62,27 @@ def adobe_rgb_profile() -> bytes:
               + _s15f16(0.9642) + _s15f16(1.0) + _s15f16(0.8249) + b"none" + bytes(16) + bytes(28))
     assert len(header) == 128
     return header + len(tags).to_bytes(4, "big") + table + data
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A few hundred bytes that claim width x height grayscale pixels: a decompression bomb's header."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 1000)) + chunk(b"IEND", b"")
+
+
+def unique_image(seed: int) -> bytes:
+    """A small PNG of random pixels: new bytes (a new id) for every seed."""
+    rng = np.random.default_rng(seed)
+    return encode(Image.fromarray(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)), "PNG")
+
+
+# EXIF orientation -> how an upright photo is stored with that tag
+STORED_AS = {1: None, 2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
+             4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_90,
+             7: Image.Transpose.TRANSVERSE, 8: Image.Transpose.ROTATE_270}
+# the photos the API tests index and query, as JPEG files
+API_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "horse", "coins", "hubble_deep_field")
+PHOTO_JPEGS = {name: photo_bytes(name, "JPEG", quality=90) for name in API_PHOTOS}

@@ -1,0 +1,67 @@
+"""In-process inference (the embedded default): the repository's ONNX files run by ONNX Runtime.
+
+A micro-batcher per model gathers concurrent calls up to a batch size or a delay, as Triton's
+dynamic batcher does, and runs them in a worker thread, off the event loop. Text is tokenised and
+images are expected as uint8 pixels exactly as for Triton: the same files, the same inputs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..core.errors import ErrorKind, ServiceError
+from ..runtime.blip_decode import BlipDecoder, CaptionText, GenerationSettings, caption_requests
+from ..runtime.onnx_session import create_session
+from .batcher import MicroBatcher
+from .repository import RepositoryModels
+
+
+def _split(arrays: list[np.ndarray], output: np.ndarray) -> list[np.ndarray]:
+    bounds = np.cumsum([len(a) for a in arrays])[:-1]
+    return np.split(output, bounds)
+
+
+class LocalInference(RepositoryModels):
+    def __init__(self, repository: Path, captions: bool, caption_settings: GenerationSettings, max_batch: int = 16,
+                 max_delay_s: float = 0.005, threads: int = 0):
+        super().__init__(repository, captions, caption_settings)
+        image = create_session(repository / "clip_image" / "1" / "model.onnx", threads=threads)
+        text = create_session(repository / "clip_text" / "1" / "model.onnx", threads=threads)
+        merge = self.tokenize.merge  # queued texts may have different padded lengths
+
+        def embed_images(items: list[np.ndarray]) -> list[np.ndarray]:
+            return _split(items, image.run(None, {"pixels": np.concatenate(items)})[0])
+
+        def embed_texts(items: list[tuple[np.ndarray, np.ndarray]]) -> list[np.ndarray]:
+            ids, mask = merge(items)
+            return _split([i for i, _ in items], text.run(None, {"input_ids": ids, "attention_mask": mask})[0])
+
+        self.images = MicroBatcher("clip_image", embed_images, max_batch, max_delay_s)
+        self.texts = MicroBatcher("clip_text", embed_texts, max_batch, max_delay_s, rows=lambda item: len(item[0]))
+        self.captions: MicroBatcher | None = None
+        if captions:
+            decoder = BlipDecoder.from_folder(repository / "blip_caption", threads)
+            caption_text = CaptionText(repository / "blip_caption")
+            self.captions = MicroBatcher("blip_caption", lambda items: caption_requests(decoder, caption_text, items),
+                                         max_batch, max_delay_s, rows=lambda item: len(item[0]))
+
+    async def embed_images(self, pixels: np.ndarray) -> np.ndarray:
+        return await self.images.submit(pixels)
+
+    async def embed_texts(self, texts: list[str]) -> np.ndarray:
+        return await self.texts.submit(self.tokenize(texts))
+
+    async def caption(self, pixels: np.ndarray) -> list[str]:
+        if self.captions is None:
+            raise ServiceError(ErrorKind.INVALID_ARGUMENT, "captions are disabled (GATEWAY_CAPTIONS=false)")
+        return await self.captions.submit((pixels, "", self.caption_settings))
+
+    async def check_ready(self) -> None:
+        """Sessions are loaded in the constructor: nothing can stop serving afterwards."""
+
+    async def close(self) -> None:
+        for batcher in (self.images, self.texts, self.captions):
+            if batcher is not None:
+                await batcher.close()

@@ -1,0 +1,202 @@
+"""The vector store: one Milvus collection of images, over pymilvus's MilvusClient.
+
+A Milvus Lite file by default (``data/images.db``), a Milvus server or cluster when the URI is
+``http://host:19530``. Records are keyed by a content hash of the image bytes, so writing the same
+image again replaces the record instead of duplicating it (upsert: idempotent, retry-safe).
+Blocking pymilvus calls run in worker threads with a deadline; connection failures become
+UNAVAILABLE, deadlines TIMEOUT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from functools import partial
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from ..core.errors import ErrorKind, ServiceError, timeout, unavailable
+from ..core.records import ImageRecord, is_image_id
+from .metrics import STORE_SECONDS
+
+log = logging.getLogger("gateway.store")
+FIELDS = ["caption", "source", "metadata", "created_at", "phash"]
+STARTUP_DEADLINE_S = 120.0
+IndexType = Literal["auto", "FLAT", "IVF_FLAT", "HNSW"]
+Consistency = Literal["Session", "Strong"]
+
+
+def row(record: ImageRecord) -> dict:
+    return {"id": record.id, "vector": np.asarray(record.vector, np.float32).tolist(), "caption": record.caption,
+            "source": record.source, "metadata": record.metadata, "created_at": record.created_at,
+            "phash": record.phash, "thumbnail": record.thumbnail}
+
+
+def from_entity(entity: dict) -> ImageRecord:
+    vector = entity.get("vector")
+    return ImageRecord(entity["id"], entity.get("caption", ""), entity.get("source", ""), entity.get("metadata") or {},
+                       int(entity.get("created_at", 0)), entity.get("phash", ""),
+                       None if vector is None else np.asarray(vector, np.float32), entity.get("thumbnail", ""))
+
+
+def is_lite(uri: str) -> bool:
+    """A Milvus Lite file rather than a server URI."""
+    return "://" not in uri
+
+
+def check_ids(ids: list[str]) -> None:
+    if not all(is_image_id(i) for i in ids):
+        raise ServiceError(ErrorKind.INVALID_REQUEST, "image ids are 32 lowercase hex digits")
+
+
+class MilvusStore:
+    def __init__(self, uri: str, dim: int, collection: str = "images", token: str = "", index_type: IndexType = "auto",
+                 timeout_s: float = 10.0, hnsw_ef: int = 64, read_consistency: Consistency = "Session"):
+        self.uri, self.token, self.dim, self.name = uri, token, dim, collection
+        self.timeout_s, self.hnsw_ef, self.consistency = timeout_s, hnsw_ef, read_consistency
+        self.client: Any = None  # pymilvus.MilvusClient once started
+        self.lite = is_lite(uri)
+        self.index_type = index_type if index_type != "auto" else ("FLAT" if self.lite else "HNSW")
+        # Every read passes this. Strong waits for a server time tick (~200 ms); Session reads at the
+        # timestamp of this client's last write, which pymilvus records from each write's reply.
+        self.read: dict[str, Any] = {"consistency_level": read_consistency}
+
+    async def _call(self, operation: str, fn, *args, deadline: float | None = None, **kwargs):
+        """Run a blocking pymilvus call in a thread with a deadline. Every operation here is idempotent
+        (reads, and upserts of content-keyed rows), so a transient failure (a dropped connection, a
+        GOAWAY) is retried once before it becomes a 503."""
+        start, deadline = time.perf_counter(), deadline or self.timeout_s
+        try:
+            for attempt in (1, 2):
+                try:
+                    return await asyncio.wait_for(asyncio.to_thread(partial(fn, *args, **kwargs)), deadline)
+                except asyncio.TimeoutError as exc:
+                    raise timeout(f"Milvus did not answer {operation} within {deadline}s") from exc
+                except ServiceError:
+                    raise
+                except Exception as exc:  # pymilvus raises MilvusException and grpc errors alike
+                    if attempt == 2:
+                        raise unavailable(f"Milvus {operation} failed: {exc}") from exc
+                    log.warning("Milvus %s failed, retrying once: %s", operation, exc)
+                    await asyncio.sleep(0.2)
+        finally:
+            STORE_SECONDS.labels(operation).observe(time.perf_counter() - start)
+
+    async def start(self) -> None:
+        """Connect, create the collection if needed (index building and loading can take a while on a
+        server), check its dimension, load it."""
+        await self._call("connect", self._connect, deadline=max(self.timeout_s, STARTUP_DEADLINE_S))
+
+    def _connect(self) -> None:
+        from pymilvus import MilvusClient
+
+        if self.lite:
+            Path(self.uri).parent.mkdir(parents=True, exist_ok=True)
+        self.client = MilvusClient(self.uri, token=self.token, timeout=max(self.timeout_s, STARTUP_DEADLINE_S))
+        if self.client.has_collection(self.name):
+            self._check_dimension()
+        else:
+            self._create()
+        self.client.load_collection(self.name)
+
+    def _check_dimension(self) -> None:
+        fields = {f["name"]: f for f in self.client.describe_collection(self.name)["fields"]}
+        have = int(fields.get("vector", {}).get("params", {}).get("dim", -1))
+        if have != self.dim:
+            raise ServiceError(
+                ErrorKind.MISCONFIGURED, f"collection {self.name!r} at {self.uri} holds {have}-d vectors but the models give"
+                f" {self.dim}-d embeddings: use another GATEWAY_COLLECTION or re-index with the original model")
+
+    def _create(self) -> None:
+        from pymilvus import DataType
+
+        schema = self.client.create_schema(auto_id=False, enable_dynamic_field=False)
+        schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=64)
+        schema.add_field("vector", DataType.FLOAT_VECTOR, dim=self.dim)
+        schema.add_field("caption", DataType.VARCHAR, max_length=4096)
+        schema.add_field("source", DataType.VARCHAR, max_length=1024)
+        schema.add_field("metadata", DataType.JSON)
+        schema.add_field("created_at", DataType.INT64)
+        schema.add_field("phash", DataType.VARCHAR, max_length=32)
+        schema.add_field("thumbnail", DataType.VARCHAR, max_length=65535)
+        index = self.client.prepare_index_params()
+        params = {"M": 16, "efConstruction": 200} if self.index_type == "HNSW" else (
+            {"nlist": 128} if self.index_type == "IVF_FLAT" else {})
+        index.add_index("vector", index_type=self.index_type, metric_type="COSINE", params=params)
+        self.client.create_collection(self.name, schema=schema, index_params=index, **self.read)
+        log.info("created collection %s (%d-d, %s)", self.name, self.dim, self.index_type)
+
+    async def upsert(self, records: list[ImageRecord]) -> None:
+        await self._call("upsert", self.client.upsert, self.name, [row(r) for r in records])
+
+    async def get(self, ids: list[str], with_vectors: bool = False) -> list[ImageRecord]:
+        check_ids(ids)
+        rows = await self._call("get", self.client.get, self.name, ids=ids,
+                                output_fields=["id", *FIELDS] + (["vector"] if with_vectors else []), **self.read)
+        return [from_entity(dict(row)) for row in rows]
+
+    async def thumbnail(self, record_id: str) -> str | None:
+        """The stored thumbnail (base64 JPEG) of an image, None when there is no such image."""
+        check_ids([record_id])
+        rows = await self._call("thumbnail", self.client.get, self.name, ids=[record_id], output_fields=["thumbnail"],
+                                **self.read)
+        return rows[0]["thumbnail"] if rows else None
+
+    async def delete(self, record_id: str) -> None:
+        check_ids([record_id])
+        await self._call("delete", self._delete, record_id)
+
+    def _delete(self, record_id: str) -> None:
+        self.client.delete(self.name, ids=[record_id])
+        if self.consistency == "Session" and not self.lite:
+            # A Milvus 2.3 server answers a delete without its timestamp, so pymilvus's Session timestamp
+            # stays at the last upsert and the deleted row stays readable. A timestamp allocated now is
+            # later than the delete: make it this collection's last write.
+            from pymilvus.client import ts_utils
+
+            connection = self.client._get_connection()
+            ts_utils.update_collection_ts(self.name, connection.alloc_timestamp(), connection.server_address)
+
+    async def list_records(self, limit: int, offset: int) -> list[ImageRecord]:
+        rows = await self._call("list", self.client.query, self.name, filter='id != ""', output_fields=["id", *FIELDS],
+                                limit=limit, offset=offset, **self.read)
+        return sorted((from_entity(dict(row)) for row in rows), key=lambda r: r.id)
+
+    async def all_records(self, batch_size: int = 1000) -> list[ImageRecord]:
+        """Every record with its vector, through a query iterator (no offset window)."""
+        def collect() -> list[dict]:
+            iterator = self.client.query_iterator(self.name, batch_size=batch_size, filter='id != ""',
+                                                  output_fields=["id", *FIELDS, "vector"], **self.read)
+            rows: list[dict] = []
+            try:
+                while page := iterator.next():
+                    rows.extend(page)
+            finally:
+                iterator.close()
+            return rows
+
+        rows = await self._call("export", collect, deadline=max(self.timeout_s, STARTUP_DEADLINE_S))
+        return [from_entity(dict(row)) for row in rows]
+
+    async def count(self) -> int:
+        rows = await self._call("count", self.client.query, self.name, filter="", output_fields=["count(*)"], **self.read)
+        return int(rows[0]["count(*)"])
+
+    async def search(self, vectors: np.ndarray, k: int, expression: str = "") -> list[list[tuple[ImageRecord, float]]]:
+        params = {"metric_type": "COSINE", "params": {"ef": max(k, self.hnsw_ef)} if self.index_type == "HNSW" else {}}
+        hits = await self._call("search", self.client.search, self.name, data=np.asarray(vectors, np.float32).tolist(),
+                                limit=k, filter=expression, output_fields=["id", *FIELDS], search_params=params, **self.read)
+        return [[(from_entity({**hit["entity"], "id": hit["id"]}), float(hit["distance"])) for hit in row]
+                for row in hits]
+
+    async def check_ready(self) -> None:
+        if self.client is None:
+            raise unavailable("Milvus is not connected")
+        await self._call("ready", self.client.has_collection, self.name)
+
+    async def close(self) -> None:
+        if self.client is not None:
+            await asyncio.to_thread(self.client.close)

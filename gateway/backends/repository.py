@@ -1,0 +1,45 @@
+"""What both inference backends read from the model repository the export wrote: the models'
+inputs and outputs (ModelInfo), CLIP's tokenizer and BLIP's default generation settings."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..core.errors import ErrorKind, ServiceError
+from ..core.protocols import ModelInfo
+from ..runtime.blip_decode import GenerationSettings
+from ..runtime.preprocess import PixelSpec
+from ..runtime.text import TextTokenizer
+
+
+def _config_dims(config_text: str, section: str) -> list[int]:
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2 as mc
+
+    config = text_format.Parse(config_text, mc.ModelConfig())
+    return list(getattr(config, section)[0].dims)
+
+
+def read_model_info(repository: Path, captions: bool) -> ModelInfo:
+    """ModelInfo from the repository's files; MISCONFIGURED naming the path when a model is missing."""
+    models = ["clip_image", "clip_text"] + (["blip_caption"] if captions else [])
+    missing = [m for m in models if not (repository / m / "export.json").is_file()]
+    if missing:
+        raise ServiceError(ErrorKind.MISCONFIGURED, f"the model repository {repository.resolve()} has no {', '.join(missing)}"
+                           " (GATEWAY_MODEL_REPOSITORY): export the models first (make export, or python -m export)")
+    dim = _config_dims((repository / "clip_text" / "config.pbtxt").read_text(), "output")[0]
+    context = json.loads((repository / "clip_text" / "tokenizer_config.json").read_text())["model_max_length"]
+    blip = PixelSpec.load(repository / "blip_caption" / "preprocess.json") if captions else None
+    sources = {m: json.loads((repository / m / "export.json").read_text())["request"]["source"] for m in models}
+    return ModelInfo(PixelSpec.load(repository / "clip_image" / "preprocess.json"), blip, dim, context, sources)
+
+
+class RepositoryModels:
+    """The repository-derived parts both inference backends share."""
+
+    def __init__(self, repository: Path, captions: bool, caption_settings: GenerationSettings):
+        self.repository = repository
+        self.info = read_model_info(repository, captions)
+        self.tokenize = TextTokenizer(repository / "clip_text", self.info.context_length)
+        self.caption_settings = caption_settings

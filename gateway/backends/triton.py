@@ -1,0 +1,90 @@
+"""Inference on Triton over gRPC (tritonclient aio): one channel, a deadline per call, retries when
+Triton answers UNAVAILABLE; uint8 pixels on the wire. Tokenisation runs here, from the repository's
+tokenizer files, so clients need no hub."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import numpy as np
+
+from ..core.errors import ErrorKind, ServiceError, timeout, unavailable
+from ..runtime.blip_decode import GenerationSettings
+from .metrics import INFERENCE_BATCH, INFERENCE_SECONDS
+from .repository import RepositoryModels
+
+
+class TritonInference(RepositoryModels):
+    def __init__(self, url: str, repository: Path, captions: bool, caption_settings: GenerationSettings,
+                 timeout_s: float = 30.0, retries: int = 2):
+        import tritonclient.grpc.aio as aioclient
+
+        super().__init__(repository, captions, caption_settings)
+        self.grpc = aioclient
+        self.url, self.timeout_s, self.retries = url, timeout_s, retries
+        self.client = aioclient.InferenceServerClient(url)
+        self.models = ["clip_image", "clip_text"] + (["blip_caption"] if captions else [])
+
+    def _input(self, name: str, array: np.ndarray, datatype: str):
+        tensor = self.grpc.InferInput(name, list(array.shape), datatype)
+        tensor.set_data_from_numpy(array)
+        return tensor
+
+    async def _infer(self, model: str, inputs: list, output: str) -> np.ndarray:
+        from tritonclient.utils import InferenceServerException
+
+        for attempt in range(self.retries + 1):
+            try:
+                with INFERENCE_SECONDS.labels(model).time():
+                    result = await self.client.infer(model, inputs, client_timeout=self.timeout_s)
+                return result.as_numpy(output)
+            except InferenceServerException as exc:
+                status = str(exc.status() or "")
+                if "DEADLINE_EXCEEDED" in status:
+                    raise timeout(f"Triton did not answer {model} within {self.timeout_s}s") from exc
+                if "UNAVAILABLE" in status and attempt < self.retries:
+                    await asyncio.sleep(0.2 * 2 ** attempt)
+                    continue
+                if "UNAVAILABLE" in status or "NOT_FOUND" in status or "unknown model" in exc.message().lower():
+                    raise unavailable(f"Triton cannot serve {model}: {exc.message()}") from exc
+                raise ServiceError(ErrorKind.INTERNAL, f"Triton failed on {model}: {exc.message()}") from exc
+        raise AssertionError("unreachable")
+
+    async def embed_images(self, pixels: np.ndarray) -> np.ndarray:
+        INFERENCE_BATCH.labels("clip_image").observe(len(pixels))
+        return await self._infer("clip_image", [self._input("pixels", pixels, "UINT8")], "embeddings")
+
+    async def embed_texts(self, texts: list[str]) -> np.ndarray:
+        ids, mask = self.tokenize(texts)
+        INFERENCE_BATCH.labels("clip_text").observe(len(ids))
+        return await self._infer("clip_text", [self._input("input_ids", ids, "INT64"),
+                                               self._input("attention_mask", mask, "INT64")], "embeddings")
+
+    async def caption(self, pixels: np.ndarray) -> list[str]:
+        settings, n = self.caption_settings, len(pixels)
+        # Every optional input, always (an empty prompt is no prompt): Triton's dynamic batcher cannot
+        # merge requests with different input sets and cuts a batch at the first mismatching request.
+        inputs = [self._input("pixels", pixels, "UINT8"),
+                  self._input("prompt", np.array([[b""]] * n, dtype=object), "BYTES"),
+                  self._input("num_beams", np.full((n, 1), settings.num_beams, np.int32), "INT32"),
+                  self._input("max_new_tokens", np.full((n, 1), settings.max_new_tokens, np.int32), "INT32"),
+                  self._input("repetition_penalty", np.full((n, 1), settings.repetition_penalty, np.float32), "FP32")]
+        INFERENCE_BATCH.labels("blip_caption").observe(n)
+        captions = await self._infer("blip_caption", inputs, "caption")
+        return [c[0].decode("utf-8") for c in captions]
+
+    async def check_ready(self) -> None:
+        from tritonclient.utils import InferenceServerException
+
+        try:
+            ready = await asyncio.wait_for(asyncio.gather(*(self.client.is_model_ready(m) for m in self.models)),
+                                           self.timeout_s)
+        except (InferenceServerException, asyncio.TimeoutError, OSError) as exc:
+            raise unavailable(f"Triton at {self.url} is not reachable: {exc}") from exc
+        missing = [m for m, ok in zip(self.models, ready) if not ok]
+        if missing:
+            raise unavailable(f"Triton models not ready: {', '.join(missing)}")
+
+    async def close(self) -> None:
+        await self.client.close()

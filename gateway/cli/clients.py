@@ -1,0 +1,110 @@
+"""One client interface, two implementations: the service in this process (embedded: in-process
+ONNX Runtime + Milvus, as ``make serve`` runs it) or a running gateway's HTTP API. Both return the
+core's types and raise ServiceError."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Protocol
+
+import httpx
+import numpy as np
+
+from ..core.errors import ErrorKind, ServiceError
+from ..core.filters import Condition
+from ..core.records import Hit, ImageRecord, Indexed, TextHit
+from ..core.service import ImageSearchService
+
+
+class Client(Protocol):
+    async def exists(self, image_id: str) -> bool: ...
+
+    async def index(self, files: list[tuple[str, bytes]], metadata: dict, captions: bool | None) -> list[Indexed]: ...
+
+    async def search_image(self, data: bytes, k: int, conditions: list[Condition]) -> list[Hit]: ...
+
+    async def search_text(self, query: str, k: int, conditions: list[Condition]) -> list[TextHit]: ...
+
+    async def close(self) -> None: ...
+
+
+class EmbeddedClient:
+    """The service itself, in this process."""
+
+    def __init__(self, service: ImageSearchService):
+        self.service = service
+
+    async def exists(self, image_id: str) -> bool:
+        return bool(await self.service.store.get([image_id]))
+
+    async def index(self, files: list[tuple[str, bytes]], metadata: dict, captions: bool | None) -> list[Indexed]:
+        return await self.service.index_images(files, metadata, captions)
+
+    async def search_image(self, data: bytes, k: int, conditions: list[Condition]) -> list[Hit]:
+        return await self.service.search_image(data, k, conditions)
+
+    async def search_text(self, query: str, k: int, conditions: list[Condition]) -> list[TextHit]:
+        return await self.service.search_text(query, k, conditions)
+
+    async def close(self) -> None:
+        await self.service.close()
+
+
+def record_of(body: dict) -> ImageRecord:
+    embedding = body.get("embedding")
+    vector = None if embedding is None else (np.frombuffer(base64.b64decode(embedding), np.float32)
+                                            if isinstance(embedding, str) else np.asarray(embedding, np.float32))
+    return ImageRecord(body["id"], body["caption"], body["source"], body["metadata"], body["created_at"], body["phash"], vector)
+
+
+# what a gateway's HTTP status says about the failure, for callers that decide by kind
+KIND_OF_STATUS = {400: ErrorKind.INVALID_ARGUMENT, 401: ErrorKind.UNAUTHENTICATED, 403: ErrorKind.PERMISSION_DENIED,
+                  404: ErrorKind.NOT_FOUND, 413: ErrorKind.TOO_LARGE, 415: ErrorKind.UNSUPPORTED_MEDIA_TYPE,
+                  422: ErrorKind.INVALID_REQUEST, 429: ErrorKind.RATE_LIMITED, 503: ErrorKind.UNAVAILABLE,
+                  504: ErrorKind.TIMEOUT}
+
+
+class HttpClient:
+    """A running gateway's HTTP API."""
+
+    def __init__(self, url: str, api_key: str | None = None):
+        headers = {"X-API-Key": api_key} if api_key else None
+        self.client = httpx.AsyncClient(base_url=url.rstrip("/"), timeout=600, headers=headers)
+
+    async def _call(self, method: str, path: str, missing_ok: bool = False, **kwargs) -> httpx.Response:
+        try:
+            response = await self.client.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise ServiceError(ErrorKind.UNAVAILABLE, f"the gateway at {self.client.base_url} cannot be reached: {exc}") from exc
+        if response.status_code >= 400 and not (missing_ok and response.status_code == 404):
+            try:
+                error = response.json()["error"]
+                code, message = error["code"], error["message"]
+            except (ValueError, KeyError, TypeError):
+                code, message = None, f"HTTP {response.status_code}: {response.text[:200]}"
+            raise ServiceError(KIND_OF_STATUS.get(response.status_code, ErrorKind.INTERNAL), message, code)
+        return response
+
+    async def exists(self, image_id: str) -> bool:
+        return (await self._call("GET", f"/v1/images/{image_id}", missing_ok=True)).status_code == 200
+
+    async def index(self, files: list[tuple[str, bytes]], metadata: dict, captions: bool | None) -> list[Indexed]:
+        form = {"metadata": json.dumps(metadata), **({} if captions is None else {"captions": str(captions).lower()})}
+        response = await self._call("POST", "/v1/images", data=form,
+                                    files=[("files", (n, d, "application/octet-stream")) for n, d in files])
+        return [Indexed(record_of(image), image["created"]) for image in response.json()["images"]]
+
+    async def search_image(self, data: bytes, k: int, conditions: list[Condition]) -> list[Hit]:
+        response = await self._call("POST", "/v1/search/image", files={"file": ("query", data, "application/octet-stream")},
+                                    data={"k": str(k), "filter": json.dumps([c.model_dump() for c in conditions])})
+        return [Hit(record_of(hit), hit["score"]) for hit in response.json()["results"]]
+
+    async def search_text(self, query: str, k: int, conditions: list[Condition]) -> list[TextHit]:
+        response = await self._call("POST", "/v1/search/text",
+                                    json={"query": query, "k": k, "filters": [c.model_dump() for c in conditions]})
+        return [TextHit(record_of(hit), hit["score"], hit["clip_score"], hit["caption_match"])
+                for hit in response.json()["results"]]
+
+    async def close(self) -> None:
+        await self.client.aclose()

@@ -1,0 +1,48 @@
+"""Query results as a terminal table and as a self-contained results.html (thumbnails inlined)."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+
+from ..core.records import Hit
+
+THUMBNAIL_SIZE = 192
+
+
+def thumbnail_uri(source: str) -> str | None:
+    from PIL import Image
+
+    try:
+        with Image.open(source) as image:
+            image.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE))
+            buffer = io.BytesIO()
+            image.convert("RGB").save(buffer, "JPEG", quality=80)
+        return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
+    except (OSError, ValueError):
+        return None
+
+
+def results_html(title: str, hits: list[Hit]) -> str:
+    """A self-contained gallery (thumbnails inlined): opens from disk, no server needed."""
+    cards = []
+    for rank, hit in enumerate(hits, 1):
+        uri = thumbnail_uri(hit.record.source)
+        image = f'<img src="{uri}" alt="">' if uri else '<div class="missing">no local file</div>'
+        cards.append(f'<figure>{image}<figcaption><b>#{rank}</b> score {hit.score:.4f}<br>{html.escape(hit.record.caption)}'
+                     f'<br><small>{html.escape(hit.record.source)}</small></figcaption></figure>')
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title><style>
+body{{font-family:system-ui,sans-serif;margin:1.5rem}}
+main{{display:grid;grid-template-columns:repeat(auto-fill,minmax(210px,1fr));gap:1rem}}
+figure{{margin:0;border:1px solid #ddd;border-radius:8px;padding:.5rem}}
+img{{width:100%;height:192px;object-fit:contain;background:#f4f4f4}}
+.missing{{height:192px;display:flex;align-items:center;justify-content:center;background:#f4f4f4;color:#888}}
+figcaption{{font-size:.85rem;margin-top:.4rem;word-break:break-word}}</style></head>
+<body><h1>{html.escape(title)}</h1><main>{''.join(cards)}</main></body></html>"""
+
+
+def print_table(hits: list[Hit]) -> None:
+    print(f"{'#':>3}  {'score':>7}  {'caption':<50}  source")
+    for rank, hit in enumerate(hits, 1):
+        print(f"{rank:>3}  {hit.score:>7.4f}  {hit.record.caption[:50]:<50}  {hit.record.source}")

@@ -1,0 +1,116 @@
+"""Indexing a folder: resumable (content already indexed is skipped without upload), batched, several
+batches in flight, near-duplicate detection, unreadable files reported one by one."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..core.errors import ServiceError
+from ..core.images import decode, perceptual_hash
+from ..core.records import content_id
+from .clients import Client
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp"}
+
+
+def image_files(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+@dataclass
+class IndexSummary:
+    indexed: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # already indexed (same bytes)
+    near_duplicates: list[tuple[str, str, int]] = field(default_factory=list)  # file, of, pHash distance
+    failed: list[tuple[str, str]] = field(default_factory=list)  # file, reason
+
+
+def hash_distance(a: str, b: str) -> int:
+    return bin(int(a, 16) ^ int(b, 16)).count("1")
+
+
+async def find_near_duplicate(client: Client, data: bytes, max_distance: int, max_pixels: int) -> tuple[str, int] | None:
+    """(source, pHash distance) of an indexed near-duplicate: CLIP proposes the 10 most similar
+    images, the perceptual hash decides (resized or recompressed copies: 0 bits; small crops: a
+    few; different photos: 20+ of 64)."""
+    own = await asyncio.to_thread(lambda: perceptual_hash(decode(data, max_pixels)))
+    candidates = [(hash_distance(own, hit.record.phash), hit.record.source)
+                  for hit in await client.search_image(data, 10, []) if hit.record.phash]
+    best = min(candidates, default=None)
+    return (best[1], best[0]) if best and best[0] <= max_distance else None
+
+
+async def index_folder(client: Client, root: Path, metadata: dict, batch_size: int, near_duplicates: str | None,
+                       phash_distance: int = 10, concurrency: int = 2, captions: bool | None = None,
+                       max_pixels: int = 50_000_000, progress: bool = True) -> IndexSummary:
+    """Index every image under ``root``: up to ``concurrency`` batches in flight (one when looking for
+    near-duplicates, so that copies within one run are compared with what was just indexed)."""
+    from tqdm import tqdm
+
+    summary = IndexSummary()
+    paths = image_files(root)
+    bar = tqdm(total=len(paths), unit="img", disable=not progress, file=sys.stderr)
+    slots = asyncio.Semaphore(1 if near_duplicates else max(1, concurrency))
+    in_flight: set[asyncio.Task] = set()
+
+    async def send(batch: list[tuple[str, bytes]]) -> None:
+        try:
+            try:
+                for done in await client.index(batch, metadata, captions):
+                    (summary.indexed if done.created else summary.skipped).append(done.record.source)
+            except ServiceError:  # one bad file fails a batch: retry one by one to name it
+                for name, data in batch:
+                    try:
+                        (done,) = await client.index([(name, data)], metadata, captions)
+                        (summary.indexed if done.created else summary.skipped).append(done.record.source)
+                    except ServiceError as exc:
+                        summary.failed.append((name, exc.message))
+            bar.update(len(batch))
+        finally:
+            slots.release()
+
+    async def flush(batch: list[tuple[str, bytes]]) -> None:
+        if batch:
+            await slots.acquire()  # bounds the files held in memory, too
+            task = asyncio.create_task(send(batch))
+            in_flight.add(task)
+            task.add_done_callback(in_flight.discard)
+            if near_duplicates:
+                await task
+
+    pending: list[tuple[str, bytes]] = []
+    for path in paths:
+        name = str(path.resolve())
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            summary.failed.append((name, str(exc)))
+            bar.update(1)
+            continue
+        if await client.exists(content_id(data)):
+            summary.skipped.append(name)
+            bar.update(1)
+            continue
+        if near_duplicates:
+            try:
+                match = await find_near_duplicate(client, data, phash_distance, max_pixels)
+            except ServiceError as exc:
+                summary.failed.append((name, exc.message))
+                bar.update(1)
+                continue
+            if match:
+                summary.near_duplicates.append((name, *match))
+                if near_duplicates == "skip":
+                    bar.update(1)
+                    continue
+        pending.append((name, data))
+        if len(pending) >= batch_size:
+            await flush(pending)
+            pending = []
+    await flush(pending)
+    await asyncio.gather(*in_flight)
+    bar.close()
+    return summary

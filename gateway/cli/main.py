@@ -1,0 +1,163 @@
+"""image-search: index folders and query, against the embedded stack or a running gateway.
+
+    image-search index ./photos --with_captions            # embedded: ONNX in-process, Milvus Lite
+    image-search --url http://gw:8000 index ./photos       # through a running gateway
+    image-search query "man in red jacket" --k 12          # prints a table, writes results.html
+    image-search query --image ./photos/cat.jpg --k 5
+    image-search export-faiss --index_out index.faiss --meta_out meta.json
+
+The starter kit's flags are accepted where they still mean something: --images_dir,
+--with_captions, --query, --k (--index_out/--meta_out/--index/--meta are ignored by index and
+query: Milvus holds the index; export-faiss writes those files for users who want them). Indexing
+is resumable: files whose content is already indexed are skipped without upload.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from ..core.errors import ServiceError
+from ..core.filters import validate
+from ..core.metadata import parse_metadata
+from ..settings import Settings
+from .clients import Client, EmbeddedClient, HttpClient
+from .gallery import print_table, results_html
+from .indexing import index_folder
+
+
+class UsageError(Exception):
+    pass
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="image-search", description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--url", help="a running gateway (default: the embedded stack, configured by GATEWAY_* settings)")
+    parser.add_argument("--api-key", default=os.environ.get("IMAGE_SEARCH_API_KEY"),
+                        help="the gateway's API key (default: $IMAGE_SEARCH_API_KEY); index needs the write scope")
+    commands = parser.add_subparsers(dest="command", required=True)
+    index = commands.add_parser("index", help="index every image under a folder, recursively")
+    index.add_argument("dir", nargs="?", type=Path)
+    index.add_argument("--images_dir", type=Path, help="same as DIR (starter-kit flag)")
+    captions = index.add_mutually_exclusive_group()
+    captions.add_argument("--with_captions", "--with-captions", dest="captions", action="store_const", const=True,
+                          help="caption with BLIP (default: GATEWAY_CAPTIONS, on unless disabled)")
+    captions.add_argument("--no-captions", dest="captions", action="store_const", const=False,
+                          help="skip BLIP for these images (much faster; their captions stay empty)")
+    index.add_argument("--metadata", default="{}", help="JSON object stored with every image")
+    index.add_argument("--batch-size", type=int, default=8)
+    index.add_argument("--concurrency", type=int, default=2, help="batches in flight at once")
+    index.add_argument("--near-duplicates", choices=["report", "skip"],
+                       help="find near-duplicates of indexed images (CLIP candidates, perceptual hash decides)")
+    index.add_argument("--phash-distance", type=int, default=10, help="near-duplicate: at most this many of 64 bits differ")
+    index.add_argument("--index_out", "--meta_out", dest="ignored", help=argparse.SUPPRESS)
+    query = commands.add_parser("query", help="text or image query: prints a table and writes results.html")
+    query.add_argument("text", nargs="?")
+    query.add_argument("--query", dest="query_flag", help="same as TEXT (starter-kit flag)")
+    query.add_argument("--image", type=Path, help="query by image instead of text")
+    query.add_argument("--k", type=int, default=12)
+    query.add_argument("--filter", default="[]", help='JSON list of conditions, e.g. [{"field": "metadata.album", "value": "x"}]')
+    query.add_argument("--out", type=Path, default=Path("results.html"))
+    query.add_argument("--index", "--meta", dest="ignored", help=argparse.SUPPRESS)
+    export = commands.add_parser("export-faiss", help="write the index as a FAISS file + JSON metadata (embedded stack)")
+    export.add_argument("--index_out", type=Path, default=Path("index.faiss"))
+    export.add_argument("--meta_out", type=Path, default=Path("meta.json"))
+    return parser.parse_args(argv)
+
+
+async def export_faiss(client: EmbeddedClient, index_out: Path, meta_out: Path) -> int:
+    """The whole collection as a FAISS inner-product index (vectors are L2-normalised: cosine) plus a
+    JSON list whose position i describes FAISS row i."""
+    import faiss
+    import numpy as np
+
+    records = await client.service.all_records()
+    dim = client.service.inference.info.embedding_dim
+    index = faiss.IndexFlatIP(dim)
+    if records:
+        index.add(np.stack([r.vector for r in records if r.vector is not None]).astype(np.float32))
+    faiss.write_index(index, str(index_out))
+    meta = [{"row": i, "id": r.id, "source": r.source, "caption": r.caption, "metadata": r.metadata,
+             "created_at": r.created_at, "phash": r.phash} for i, r in enumerate(records)]
+    meta_out.write_text(json.dumps(meta, ensure_ascii=False, indent=1))
+    return len(records)
+
+
+async def embedded_client(settings: Settings) -> EmbeddedClient:
+    from ..wiring import build_service
+
+    service = build_service(settings)
+    await service.start()
+    return EmbeddedClient(service)
+
+
+async def index_command(client: Client, args: argparse.Namespace, max_pixels: int) -> int:
+    root = args.dir or args.images_dir
+    if root is None or not root.is_dir():
+        raise UsageError(f"not a folder: {root}")
+    start = time.perf_counter()
+    summary = await index_folder(client, root, parse_metadata(args.metadata), args.batch_size, args.near_duplicates,
+                                 args.phash_distance, args.concurrency, args.captions, max_pixels)
+    for name, reason in summary.failed:
+        print(f"failed: {name}: {reason}", file=sys.stderr)
+    for name, of, distance in summary.near_duplicates:
+        print(f"near-duplicate: {name} ~ {of} ({distance} bits apart)"
+              + (", skipped" if args.near_duplicates == "skip" else ""), file=sys.stderr)
+    print(f"indexed {len(summary.indexed)}, already indexed {len(summary.skipped)}, near-duplicates "
+          f"{len(summary.near_duplicates)}, failed {len(summary.failed)} in {time.perf_counter() - start:.1f}s")
+    return 1 if summary.failed and not summary.indexed and not summary.skipped else 0
+
+
+async def query_command(client: Client, args: argparse.Namespace) -> int:
+    conditions = validate(json.loads(args.filter))
+    text = args.text or args.query_flag
+    if args.image:
+        hits = await client.search_image(args.image.read_bytes(), args.k, conditions)
+        title = f"images like {args.image}"
+    elif text:
+        hits = list(await client.search_text(text, args.k, conditions))
+        title = f"“{text}”"
+    else:
+        raise UsageError("give a query text or --image PATH")
+    print_table(hits)
+    args.out.write_text(results_html(title, hits))
+    print(f"wrote {args.out}")
+    return 0
+
+
+async def run(args: argparse.Namespace) -> int:
+    if args.url and args.command == "export-faiss":
+        raise UsageError("export-faiss reads Milvus directly: drop --url and set GATEWAY_MILVUS_URI instead")
+    # embedded --no-captions does not even load BLIP; --with_captions loads it whatever GATEWAY_CAPTIONS says
+    captions = getattr(args, "captions", None)
+    settings = Settings(captions=captions) if captions is not None and not args.url else Settings()
+    client: Client = HttpClient(args.url, args.api_key) if args.url else await embedded_client(settings)
+    try:
+        if args.command == "index":
+            return await index_command(client, args, settings.max_pixels)
+        if args.command == "export-faiss":
+            assert isinstance(client, EmbeddedClient)
+            count = await export_faiss(client, args.index_out, args.meta_out)
+            print(f"wrote {count} vectors to {args.index_out} and their metadata to {args.meta_out}")
+            return 0
+        return await query_command(client, args)
+    finally:
+        await client.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        return asyncio.run(run(args))
+    except (UsageError, ServiceError, ValueError) as exc:
+        print(f"error: {getattr(exc, 'message', exc)}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

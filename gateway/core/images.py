@@ -1,0 +1,63 @@
+"""Uploaded bytes -> everything the service derives from one image, decoded once."""
+
+from __future__ import annotations
+
+import base64
+import io
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from ..runtime.preprocess import ImageError, ImageTooLarge, decode_image, to_pixels
+from .errors import ErrorKind, ServiceError
+from .protocols import ModelInfo
+from .records import content_id
+
+THUMBNAIL_SIZE = 192
+
+
+@dataclass
+class PreparedImage:
+    id: str
+    clip_pixels: np.ndarray
+    blip_pixels: np.ndarray | None  # only when captioning
+    phash: str  # "" unless prepared for a stored record
+    thumbnail: str  # "" unless prepared for a stored record (base64 JPEG for the search page)
+
+
+def as_service_error(exc: ImageError) -> ServiceError:
+    if isinstance(exc, ImageTooLarge):
+        return ServiceError(ErrorKind.TOO_LARGE, str(exc), "image_too_large")
+    return ServiceError(ErrorKind.INVALID_ARGUMENT, str(exc), "invalid_image")
+
+
+def thumbnail(image: Image.Image) -> str:
+    small = image.copy()
+    small.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE))
+    buffer = io.BytesIO()
+    small.save(buffer, "JPEG", quality=80)
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def decode(data: bytes, max_pixels: int) -> Image.Image:
+    try:
+        return decode_image(data, max_pixels)
+    except ImageError as exc:
+        raise as_service_error(exc) from None
+
+
+def perceptual_hash(image: Image.Image) -> str:
+    """64-bit DCT hash (hex): resized and recompressed copies of a photo get the same or a close one."""
+    import imagehash
+
+    return str(imagehash.phash(image))
+
+
+def prepare(data: bytes, info: ModelInfo, max_pixels: int, blip: bool = False, record: bool = False) -> PreparedImage:
+    """Decode once and derive only what the caller uses: CLIP pixels always, BLIP pixels for
+    captions, perceptual hash and thumbnail for a stored record. CPU-bound: call it in a thread."""
+    image = decode(data, max_pixels)
+    return PreparedImage(content_id(data), to_pixels(image, info.clip_pixels),
+                         to_pixels(image, info.blip_pixels) if blip and info.blip_pixels is not None else None,
+                         perceptual_hash(image) if record else "", thumbnail(image) if record else "")

@@ -1,0 +1,65 @@
+"""What the service stores per image, and how an image gets its id."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+
+ID_PATTERN = r"^[0-9a-f]{32}$"  # pymilvus pastes ids into an expression: only ever pass ids of this form
+_ID = re.compile(ID_PATTERN)
+
+
+def content_id(data: bytes) -> str:
+    """The record id of an image: the first 128 bits of SHA-256 of its bytes, in hex."""
+    return hashlib.sha256(data).hexdigest()[:32]
+
+
+def is_image_id(value: str) -> bool:
+    return bool(_ID.match(value))
+
+
+@dataclass
+class ImageRecord:
+    id: str
+    caption: str
+    source: str
+    metadata: dict
+    created_at: int
+    phash: str
+    vector: np.ndarray | None = field(default=None, repr=False)
+    thumbnail: str = field(default="", repr=False)  # base64 JPEG, at most THUMBNAIL_SIZE px
+
+
+@dataclass
+class Indexed:
+    record: ImageRecord
+    created: bool  # False: the same bytes were already stored (nothing was written)
+
+
+@dataclass
+class Hit:
+    record: ImageRecord
+    score: float  # cosine similarity for image search
+
+
+@dataclass
+class TextHit(Hit):
+    clip_score: float  # cosine similarity of the text and image embeddings
+    caption_match: float  # share of the query's words found in the caption, 0..1
+
+
+@dataclass
+class Embedded:
+    caption: str
+    vector: np.ndarray
+
+
+@dataclass
+class Page:
+    records: list[ImageRecord]
+    limit: int
+    offset: int
+    total: int

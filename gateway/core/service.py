@@ -1,0 +1,194 @@
+"""The service: every operation the HTTP and gRPC servers and the CLI offer, over an Inference and a
+VectorStore. Built once per process (gateway.wiring) and shared by all requests."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import ErrorKind, ServiceError, invalid
+from .filters import Condition, render
+from .images import PreparedImage, prepare
+from .locks import KeyedLocks
+from .metadata import check_metadata
+from .protocols import Inference, VectorStore
+from .records import Embedded, Hit, ImageRecord, Indexed, Page, TextHit, is_image_id
+from .text_ranking import candidate_pool, fuse
+
+MAX_QUERY_CHARS = 1000
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Every request limit, in one place (transports read them from here to document and pre-check)."""
+
+    max_upload_bytes: int = 20 * 1024 * 1024
+    max_pixels: int = 50_000_000
+    max_files_per_request: int = 64
+    max_k: int = 1000
+    max_list_limit: int = 1000
+    list_window: int = 16384  # Milvus refuses queries with offset + limit above this
+
+
+class ImageSearchService:
+    def __init__(self, inference: Inference, store: VectorStore, limits: Limits = Limits(), caption_weight: float = 0.1):
+        self.inference, self.store, self.limits, self.caption_weight = inference, store, limits, caption_weight
+        # Milvus has no unique key: concurrent upserts of one id would leave duplicate rows. Writers of
+        # an id take its lock (one process; see the README for several gateway replicas).
+        self.write_locks = KeyedLocks()
+
+    @property
+    def captions(self) -> bool:
+        return self.inference.info.blip_pixels is not None
+
+    async def start(self) -> None:
+        await self.store.start()
+
+    async def close(self) -> None:
+        await self.inference.close()
+        await self.store.close()
+
+    async def readiness(self) -> dict[str, str]:
+        """"ok" or what is wrong, per dependency."""
+        checks = {}
+        for name, dependency in (("inference", self.inference), ("milvus", self.store)):
+            try:
+                await dependency.check_ready()
+                checks[name] = "ok"
+            except ServiceError as exc:
+                checks[name] = exc.message
+        return checks
+
+    # --- checks shared by every transport ----------------------------------------------------------
+
+    def check_k(self, k: int) -> int:
+        if not 1 <= k <= self.limits.max_k:
+            raise invalid(f"k must be in 1..{self.limits.max_k}")
+        return k
+
+    def check_upload(self, data: bytes, name: str = "upload") -> bytes:
+        if len(data) > self.limits.max_upload_bytes:
+            raise ServiceError(ErrorKind.TOO_LARGE, f"{name or 'upload'} is larger than {self.limits.max_upload_bytes:,} bytes")
+        return data
+
+    def check_batch(self, count: int) -> None:
+        if count > self.limits.max_files_per_request:
+            raise ServiceError(ErrorKind.TOO_LARGE, f"at most {self.limits.max_files_per_request} files per request")
+        if count == 0:
+            raise invalid("no images given")
+
+    @staticmethod
+    def check_id(image_id: str) -> str:
+        if not is_image_id(image_id):
+            raise ServiceError(ErrorKind.INVALID_REQUEST, "image ids are 32 lowercase hex digits")
+        return image_id
+
+    # --- images in ---------------------------------------------------------------------------------
+
+    async def _prepare(self, files: list[tuple[str, bytes]], blip: bool = False, record: bool = False) -> list[PreparedImage]:
+        for name, data in files:
+            self.check_upload(data, name)
+        info, max_pixels = self.inference.info, self.limits.max_pixels
+        return list(await asyncio.gather(*(asyncio.to_thread(prepare, data, info, max_pixels, blip, record)
+                                           for _, data in files)))
+
+    async def _embed_and_caption(self, images: list[PreparedImage], captions: bool) -> tuple[np.ndarray, list[str]]:
+        embed = self.inference.embed_images(np.stack([i.clip_pixels for i in images]))
+        if not captions:
+            return await embed, [""] * len(images)
+        caption = self.inference.caption(np.stack([i.blip_pixels for i in images if i.blip_pixels is not None]))
+        vectors, texts = await asyncio.gather(embed, caption)
+        return vectors, texts
+
+    async def embed_image(self, data: bytes) -> Embedded:
+        """The original service's operation: caption (when captions are on) and embedding of one image."""
+        (prepared,) = await self._prepare([("upload", data)], blip=self.captions)
+        vectors, captions = await self._embed_and_caption([prepared], self.captions)
+        return Embedded(captions[0], vectors[0])
+
+    async def index_images(self, files: list[tuple[str, bytes]], metadata: dict | None = None,
+                           captions: bool | None = None) -> list[Indexed]:
+        """Index (name, bytes) uploads. Same bytes -> same id: images already stored are returned as they
+        are (no inference, no write). New images are embedded and captioned first and written in one
+        upsert at the end, so a failure anywhere writes nothing. ``captions``: None for the service's
+        default, False to skip BLIP for this batch."""
+        self.check_batch(len(files))
+        metadata = check_metadata(metadata or {})
+        if captions and not self.captions:
+            raise invalid("captions are disabled on this gateway (GATEWAY_CAPTIONS=false)")
+        captions = self.captions if captions is None else captions
+        prepared = await self._prepare(files, blip=captions, record=True)
+        ids = sorted({p.id for p in prepared})
+        async with self.write_locks.hold(ids):  # concurrent uploads of one image: the first writes, the rest find it
+            existing = {r.id: r for r in await self.store.get(ids)}
+            fresh = {p.id: (name, p) for (name, _), p in zip(files, prepared) if p.id not in existing}
+            records: dict[str, ImageRecord] = {}
+            if fresh:
+                order = list(fresh.values())
+                vectors, texts = await self._embed_and_caption([p for _, p in order], captions)
+                now = int(time.time())
+                for (name, p), vector, text in zip(order, vectors, texts):
+                    records[p.id] = ImageRecord(p.id, text, name, metadata, now, p.phash, vector, p.thumbnail)
+                await self.store.upsert(list(records.values()))
+        return [Indexed(existing[p.id], False) if p.id in existing else Indexed(records[p.id], True) for p in prepared]
+
+    # --- search ------------------------------------------------------------------------------------
+
+    async def search_image(self, data: bytes, k: int, conditions: Sequence[Condition] = ()) -> list[Hit]:
+        """The k stored images most similar to an image (CLIP cosine), among those matching the filter."""
+        self.check_k(k)
+        expression = render(list(conditions))
+        (prepared,) = await self._prepare([("query", data)])
+        vectors = await self.inference.embed_images(prepared.clip_pixels[None])
+        return [Hit(record, score) for record, score in (await self.store.search(vectors, k, expression))[0]]
+
+    async def search_text(self, query: str, k: int, conditions: Sequence[Condition] = ()) -> list[TextHit]:
+        """Images that match a text: CLIP text->image similarity re-ranked with caption word overlap
+        (gateway.core.text_ranking)."""
+        self.check_k(k)
+        expression = render(list(conditions))
+        query = query.strip()
+        if not query:
+            raise invalid("the query is empty")
+        if len(query) > MAX_QUERY_CHARS:
+            raise invalid(f"the query is longer than {MAX_QUERY_CHARS} characters")
+        vectors = await self.inference.embed_texts([query])
+        pool = candidate_pool(k, self.caption_weight, self.limits.max_k)
+        return fuse(query, (await self.store.search(vectors, pool, expression))[0], self.caption_weight, k)
+
+    # --- records -----------------------------------------------------------------------------------
+
+    async def get(self, image_id: str, with_vector: bool = False) -> ImageRecord:
+        records = await self.store.get([self.check_id(image_id)], with_vectors=with_vector)
+        if not records:
+            raise ServiceError(ErrorKind.NOT_FOUND, f"no image with id {image_id!r}")
+        return records[0]
+
+    async def thumbnail(self, image_id: str) -> bytes:
+        """The JPEG stored at index time."""
+        encoded = await self.store.thumbnail(self.check_id(image_id))
+        if not encoded:
+            raise ServiceError(ErrorKind.NOT_FOUND, f"no thumbnail for image {image_id!r}")
+        return base64.b64decode(encoded)
+
+    async def delete(self, image_id: str) -> None:
+        async with self.write_locks.hold([image_id]):
+            await self.get(image_id)
+            await self.store.delete(image_id)
+
+    async def list_images(self, limit: int, offset: int) -> Page:
+        if not 1 <= limit <= self.limits.max_list_limit or offset < 0:
+            raise ServiceError(ErrorKind.INVALID_REQUEST, f"limit must be in 1..{self.limits.max_list_limit}, offset >= 0")
+        if offset + limit > self.limits.list_window:
+            raise ServiceError(ErrorKind.INVALID_REQUEST, f"offset + limit must be at most {self.limits.list_window}")
+        records = await self.store.list_records(limit, offset)
+        return Page(records, limit, offset, await self.store.count())
+
+    async def all_records(self) -> list[ImageRecord]:
+        """Every record with its vector (for exports)."""
+        return await self.store.all_records()

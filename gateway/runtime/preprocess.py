@@ -1,0 +1,164 @@
+"""Image bytes -> the uint8 RGB pixels a model takes (H, W, 3).
+
+One function for the export's parity checks and for the gateway, so clients cannot drift from the
+model. Rescale, normalise and the channel transpose live inside the ONNX graphs; this module only
+decodes, orients, converts colour and resizes, as Hugging Face's PIL image processors do
+(CLIP: shortest side -> size, bicubic, centre crop; BLIP: straight to size x size, bicubic).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
+
+DEFAULT_MAX_PIXELS = 50_000_000  # 50 MP: well above any camera, far below a decompression bomb
+
+
+SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
+ICC_MODES = {"RGB": "RGB ", "RGBA": "RGB ", "CMYK": "CMYK", "L": "GRAY"}  # mode -> the profile colour space it needs
+
+# Above this many times the crop area, resize only the crop window instead of the whole image.
+MAX_EXACT_RESIZE_FACTOR = 16
+
+
+class ImageError(ValueError):
+    """The bytes are not an image we can use; the message says why (safe to show to a client)."""
+
+
+class UndecodableImage(ImageError):
+    pass
+
+
+class ImageTooLarge(ImageError):
+    pass
+
+
+@dataclass(frozen=True)
+class PixelSpec:
+    """What a vision model takes: written beside the model in the repository as preprocess.json."""
+
+    height: int
+    width: int
+    shortest_edge: int | None  # resize the shortest side to this, keep aspect, then centre-crop
+    resample: int  # PIL resampling filter (3 = bicubic)
+    image_mean: tuple[float, ...]
+    image_std: tuple[float, ...]
+
+    @classmethod
+    def from_processor(cls, processor) -> PixelSpec:
+        """From a Hugging Face image processor (CLIP-style crop or BLIP-style square resize)."""
+        size, crop = processor.size, getattr(processor, "crop_size", None) or {}
+        if getattr(processor, "do_center_crop", False) and size.get("shortest_edge"):
+            height, width, shortest = crop["height"], crop["width"], size["shortest_edge"]
+        elif size.get("height") and size.get("width"):
+            height, width, shortest = size["height"], size["width"], None
+        else:
+            raise ValueError(f"unsupported image processor sizes: size={dict(size)} crop={crop}")
+        return cls(int(height), int(width), None if shortest is None else int(shortest), int(processor.resample),
+                   tuple(float(m) for m in processor.image_mean), tuple(float(s) for s in processor.image_std))
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+    @classmethod
+    def load(cls, path: Path) -> PixelSpec:
+        data = json.loads(Path(path).read_text())
+        return cls(**{**data, "image_mean": tuple(data["image_mean"]), "image_std": tuple(data["image_std"])})
+
+
+def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Decode any image Pillow reads into an upright 8-bit RGB image (first frame if animated).
+
+    The pixel count is checked from the header, before any pixel is decoded, so a decompression
+    bomb costs nothing. An embedded ICC profile other than sRGB (Display P3, Adobe RGB, a CMYK
+    press profile) is applied, so colours match what a browser shows. Transparency is
+    composited onto white, as transformers does.
+    """
+    if not data:
+        raise UndecodableImage("empty file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image: Image.Image = Image.open(io.BytesIO(data))
+            if image.width * image.height > max_pixels:
+                raise ImageTooLarge(
+                    f"image is {image.width}x{image.height} = {image.width * image.height:,} pixels;"
+                    f" the limit is {max_pixels:,}")
+            image.load()
+            image = ImageOps.exif_transpose(image) or image
+            image = _to_srgb(image)
+    except ImageError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageTooLarge(str(exc)) from exc
+    except UnidentifiedImageError as exc:
+        raise UndecodableImage("not a recognised image format") from exc
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise UndecodableImage(f"image data is corrupt or truncated: {exc}") from exc
+    return _to_rgb(image)
+
+
+def _to_srgb(image: Image.Image) -> Image.Image:
+    """Apply an embedded colour profile; a broken or mismatched one is ignored (the pixels are still valid)."""
+    icc = image.info.get("icc_profile")
+    if not icc or image.mode not in ICC_MODES:
+        return image
+    try:
+        profile = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        if (profile.profile.xcolor_space != ICC_MODES[image.mode]
+                or ImageCms.getProfileDescription(profile).strip().startswith("sRGB")):
+            return image
+        converted = ImageCms.profileToProfile(image, profile, SRGB, outputMode="RGBA" if image.mode == "RGBA" else "RGB")
+        return converted or image
+    except (ImageCms.PyCMSError, OSError, ValueError, TypeError):
+        return image
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        # 16-bit (or 32-bit int) grayscale: keep the top 8 bits; convert("L") would clip to white.
+        values = np.asarray(image, dtype=np.uint32)
+        image = Image.fromarray((values >> 8 if values.max() > 255 else values).astype(np.uint8), "L")
+    elif image.mode == "F":
+        image = Image.fromarray(np.clip(np.asarray(image), 0, 255).astype(np.uint8), "L")
+    if "A" in image.getbands() or image.info.get("transparency") is not None:
+        rgba = image.convert("RGBA")
+        return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def to_pixels(image: Image.Image, spec: PixelSpec) -> np.ndarray:
+    """An RGB image -> uint8 (spec.height, spec.width, 3), resized and cropped like the HF processor."""
+    if spec.shortest_edge is None:
+        resized = image.resize((spec.width, spec.height), resample=spec.resample)
+        return np.asarray(resized, dtype=np.uint8)
+    width, height = image.size
+    short, long = (width, height) if width <= height else (height, width)
+    new_long = int(spec.shortest_edge * long / short)
+    new_w, new_h = (spec.shortest_edge, new_long) if width <= height else (new_long, spec.shortest_edge)
+    top, left = (new_h - spec.height) // 2, (new_w - spec.width) // 2
+    if top < 0 or left < 0:  # crop larger than the resized image: HF pads with zeros around it
+        canvas = np.zeros((max(new_h, spec.height), max(new_w, spec.width), 3), np.uint8)
+        pad_t, pad_l = -(-(canvas.shape[0] - new_h) // 2), -(-(canvas.shape[1] - new_w) // 2)
+        canvas[pad_t:pad_t + new_h, pad_l:pad_l + new_w] = np.asarray(image.resize((new_w, new_h), spec.resample))
+        top, left = top + pad_t, left + pad_l
+        return np.ascontiguousarray(canvas[top:top + spec.height, left:left + spec.width])
+    if new_w * new_h <= MAX_EXACT_RESIZE_FACTOR * spec.width * spec.height:
+        window = np.asarray(image.resize((new_w, new_h), resample=spec.resample), dtype=np.uint8)
+        return np.ascontiguousarray(window[top:top + spec.height, left:left + spec.width])
+    # Extreme aspect ratios (a 20000x10 strip would become a 448000x224 intermediate): resample only
+    # the crop window, same filter and scale; pixels may differ from the full resize by one level.
+    sx, sy = width / new_w, height / new_h
+    box = (left * sx, top * sy, (left + spec.width) * sx, (top + spec.height) * sy)
+    return np.asarray(image.resize((spec.width, spec.height), resample=spec.resample, box=box), dtype=np.uint8)
+
+
+def preprocess(data: bytes, spec: PixelSpec, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Image file bytes -> uint8 (H, W, 3) model input."""
+    return to_pixels(decode_image(data, max_pixels), spec)

@@ -1,0 +1,86 @@
+"""The FastAPI application: lifespan (the service), middleware (request ids, access, CORS, logs,
+metrics), routers, error handlers."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
+
+from ...core.service import ImageSearchService
+from ...settings import Settings
+from ...wiring import build_service
+from ..access import AccessControl
+from ..logging import REQUEST_ID
+from ..metrics import REQUEST_SECONDS
+from .access import AccessMiddleware, with_security_schemes
+from .errors import error_response, install_error_handlers
+from .routes import compat, images, operations, page, search
+
+log = logging.getLogger("gateway")
+ROUTERS = (page.router, compat.router, images.router, search.router)
+
+
+def create_app(settings: Settings | None = None, service: ImageSearchService | None = None) -> FastAPI:
+    """The HTTP API over ``service`` (built from ``settings`` at start-up when not given)."""
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        app.state.service = service or build_service(settings)
+        for mismatch in app.state.service.inference.info.mismatched_sources(settings.clip_model, settings.blip_model):
+            log.warning("model repository %s: %s (CLIP_MODEL / BLIP_MODEL); serving the repository as it is",
+                        settings.model_repository, mismatch)
+        await app.state.service.start()
+        log.info("gateway ready", extra={"fields": {"inference": settings.inference_mode, "milvus": settings.milvus_uri}})
+        try:
+            yield
+        finally:  # uvicorn drains in-flight requests before this runs
+            await app.state.service.close()
+            log.info("gateway stopped")
+
+    # Response models are serialised by pydantic-core (Rust) straight to JSON bytes: FastAPI now
+    # deprecates ORJSONResponse, which that path makes redundant.
+    app = FastAPI(title="image-search gateway", version="0.1.0", lifespan=lifespan,
+                  description="Caption, embed, index and search images: CLIP + BLIP on Triton or in-process "
+                              "ONNX Runtime, vectors in Milvus. Every error is `{\"error\": {code, message, "
+                              "request_id}}`.")
+    for router in ROUTERS:
+        app.include_router(router, max_body_size=settings.max_request_bytes)  # 413 as our JSON error
+    app.include_router(operations.router)
+    access = AccessControl(settings)  # reads the key file now: a broken one fails at start, not per request
+    app.openapi = lambda: with_security_schemes(app, access)  # type: ignore[method-assign]
+    log.info("access", extra={"fields": {"api_keys": len(access.keys), "anonymous_scopes": sorted(access.anonymous.scopes)}})
+    # innermost first: access control runs inside the request context (request id, metrics, log line)
+    scoped = [route for router in ROUTERS for route in router.routes]  # (FastAPI wraps included routers)
+    app.add_middleware(AccessMiddleware, access=access, routes=scoped, on_refusal=error_response)
+
+    @app.middleware("http")
+    async def request_context(request: Request, call_next):
+        request_id = (request.headers.get("x-request-id") or uuid.uuid4().hex)[:64]
+        token = REQUEST_ID.set(request_id)
+        start = time.perf_counter()
+        try:
+            response = await call_next(request)
+        finally:
+            REQUEST_ID.reset(token)
+        route = getattr(request.scope.get("route"), "path", "unmatched")
+        elapsed = time.perf_counter() - start
+        REQUEST_SECONDS.labels(request.method, route, response.status_code).observe(elapsed)
+        response.headers["x-request-id"] = request_id
+        if route not in ("/metrics", "/healthz"):
+            log.info("request", extra={"fields": {"method": request.method, "route": route, "request_id": request_id,
+                                                  "status": response.status_code, "seconds": round(elapsed, 4),
+                                                  "principal": request.scope.get("state", {}).get("principal")}})
+        return response
+
+    if settings.cors_origins:  # outermost: preflights and refusals get CORS headers too
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST", "DELETE"],
+                           allow_headers=["Authorization", "X-API-Key", "Content-Type", "X-Request-Id"],
+                           expose_headers=["X-Request-Id", "Retry-After"], max_age=600)
+    install_error_handlers(app)
+    return app

@@ -1,0 +1,73 @@
+"""Core error kinds -> HTTP status codes, and the one JSON shape every error takes:
+
+    {"error": {"code": "image_too_large", "message": "...", "request_id": "..."}}
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ...core.errors import ErrorKind, ServiceError
+from ..logging import REQUEST_ID
+from ..metrics import ERRORS
+
+log = logging.getLogger("gateway")
+
+STATUS = {
+    ErrorKind.INVALID_ARGUMENT: 400, ErrorKind.INVALID_REQUEST: 422, ErrorKind.NOT_FOUND: 404,
+    ErrorKind.TOO_LARGE: 413, ErrorKind.UNSUPPORTED_MEDIA_TYPE: 415, ErrorKind.UNAUTHENTICATED: 401,
+    ErrorKind.PERMISSION_DENIED: 403, ErrorKind.RATE_LIMITED: 429, ErrorKind.UNAVAILABLE: 503,
+    ErrorKind.TIMEOUT: 504, ErrorKind.MISCONFIGURED: 500, ErrorKind.INTERNAL: 500,
+}
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    request_id: str | None = None
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+def error_response(exc: ServiceError) -> JSONResponse:
+    ERRORS.labels(exc.code).inc()
+    body = ErrorBody(error=ErrorDetail(code=exc.code, message=exc.message, request_id=REQUEST_ID.get()))
+    headers = {"Retry-After": str(int(exc.retry_after))} if exc.retry_after else {}
+    if exc.kind is ErrorKind.UNAUTHENTICATED:
+        headers["WWW-Authenticate"] = "Bearer"
+    return JSONResponse(body.model_dump(), status_code=STATUS[exc.kind], headers=headers)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ServiceError)
+    async def service_error(request: Request, exc: ServiceError):
+        if STATUS[exc.kind] >= 500:
+            log.warning("dependency or internal error: %s", exc.message)
+        return error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError):
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        return error_response(ServiceError(ErrorKind.INVALID_REQUEST, problems))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        kind = {404: ErrorKind.NOT_FOUND, 413: ErrorKind.TOO_LARGE}.get(exc.status_code)
+        if kind is None:
+            ERRORS.labels("http_error").inc()
+            body = ErrorBody(error=ErrorDetail(code="http_error", message=str(exc.detail), request_id=REQUEST_ID.get()))
+            return JSONResponse(body.model_dump(), status_code=exc.status_code)
+        return error_response(ServiceError(kind, str(exc.detail)))
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception):
+        log.exception("unhandled error")
+        return error_response(ServiceError(ErrorKind.INTERNAL, "internal error"))

@@ -1,0 +1,60 @@
+"""/v1/images: index, read, list, delete, thumbnails."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, Query, Response, UploadFile
+
+from ....core.metadata import parse_metadata
+from ..access import requires
+from ..dependencies import Service
+from ..schemas import ERRORS, NOT_FOUND, EmbeddingFormat, ImageId, ImageList, ImageOut, IndexedImage, IndexResponse
+from ..uploads import read_upload
+
+router = APIRouter(prefix="/v1/images", tags=["images"])
+MAX_LIST_WINDOW = 16384  # Milvus refuses queries with offset + limit above this (the service checks it)
+
+
+@router.post("", openapi_extra=requires("write"), response_model=IndexResponse, responses=ERRORS,
+             summary="Index images (idempotent: the same bytes give the same id and no second record)")
+async def index_images(service: Service, files: Annotated[list[UploadFile], File(description="one or more images")],
+                       metadata: Annotated[str | None, Form(description="JSON object stored with every image",
+                                                            examples=['{"album": "holiday"}'])] = None,
+                       captions: Annotated[bool | None, Form(
+                           description="caption with BLIP (default: the gateway's GATEWAY_CAPTIONS); false skips it")] = None
+                       ) -> IndexResponse:
+    meta = parse_metadata(metadata)
+    uploads = [(f.filename or "", await read_upload(f, service.limits.max_upload_bytes)) for f in files]
+    done = await service.index_images(uploads, meta, captions)
+    return IndexResponse(images=[IndexedImage.of_indexed(d) for d in done])
+
+
+@router.get("/{image_id}", openapi_extra=requires("search"), response_model=ImageOut, responses=ERRORS | NOT_FOUND,
+            summary="One indexed image")
+async def get_image(service: Service, image_id: ImageId, include_embedding: bool = False,
+                    embedding_format: EmbeddingFormat = "float") -> ImageOut:
+    record = await service.get(image_id, with_vector=include_embedding)
+    return ImageOut.of(record, embedding_format if include_embedding else None)
+
+
+@router.get("/{image_id}/thumbnail", openapi_extra=requires("search"), response_class=Response,
+            responses={200: {"content": {"image/jpeg": {}}, "description": "a JPEG of at most 192x192 px"}} | NOT_FOUND
+            | {c: ERRORS[c] for c in (401, 403, 422, 429, 503)}, summary="The thumbnail stored at index time")
+async def get_thumbnail(service: Service, image_id: ImageId) -> Response:
+    return Response(await service.thumbnail(image_id), media_type="image/jpeg", headers={"Cache-Control": "max-age=86400"})
+
+
+@router.delete("/{image_id}", openapi_extra=requires("admin"), status_code=204, responses=ERRORS | NOT_FOUND,
+               summary="Delete an indexed image")
+async def delete_image(service: Service, image_id: ImageId) -> Response:
+    await service.delete(image_id)
+    return Response(status_code=204)
+
+
+@router.get("", openapi_extra=requires("search"), response_model=ImageList, responses=ERRORS,
+            summary=f"List indexed images (offset + limit at most {MAX_LIST_WINDOW}, Milvus's query window)")
+async def list_images(service: Service, limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+                      offset: Annotated[int, Query(ge=0, le=MAX_LIST_WINDOW - 1)] = 0) -> ImageList:
+    page = await service.list_images(limit, offset)
+    return ImageList(images=[ImageOut.of(r) for r in page.records], limit=page.limit, offset=page.offset, total=page.total)

@@ -1,0 +1,41 @@
+"""/v1/search: by image, by text."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, Query, UploadFile
+
+from ....core.filters import parse_json
+from ..access import requires
+from ..dependencies import Service
+from ..schemas import ERRORS, SearchHit, SearchResponse, TextSearchRequest, TextSearchResponse
+from ..uploads import read_upload
+
+router = APIRouter(prefix="/v1/search", tags=["search"])
+K_DESCRIPTION = "results to return, 1..GATEWAY_MAX_K (default 1000)"
+
+
+@router.post("/image", openapi_extra=requires("search"), response_model=SearchResponse, responses=ERRORS,
+             summary="Images most similar to an uploaded image")
+async def search_by_image(service: Service, file: Annotated[UploadFile, File()],
+                          k: Annotated[int, Form(description=K_DESCRIPTION)] = 10,
+                          filter: Annotated[str | None, Form(description="JSON list of conditions")] = None) -> SearchResponse:
+    conditions = parse_json(filter)
+    hits = await service.search_image(await read_upload(file, service.limits.max_upload_bytes), k, conditions)
+    return SearchResponse(results=[SearchHit.of_hit(h) for h in hits])
+
+
+@router.get("/text", openapi_extra=requires("search"), response_model=TextSearchResponse, responses=ERRORS,
+            summary="Images that match a text")
+async def search_text_get(service: Service, q: Annotated[str, Query(min_length=1, max_length=1000)],
+                          k: Annotated[int, Query(description=K_DESCRIPTION)] = 10,
+                          filter: Annotated[str | None, Query(description="JSON list of conditions")] = None
+                          ) -> TextSearchResponse:
+    return TextSearchResponse.of(await service.search_text(q, k, parse_json(filter)))
+
+
+@router.post("/text", openapi_extra=requires("search"), response_model=TextSearchResponse, responses=ERRORS,
+             summary="Images that match a text")
+async def search_text_post(service: Service, body: TextSearchRequest) -> TextSearchResponse:
+    return TextSearchResponse.of(await service.search_text(body.query, body.k, body.filters))

@@ -1,0 +1,110 @@
+"""The HTTP API's request and response bodies (pydantic models: OpenAPI schemas and serialisation)."""
+
+from __future__ import annotations
+
+import base64
+from typing import Annotated, Literal
+
+import numpy as np
+from fastapi import Path
+from pydantic import BaseModel, Field
+
+from ...core.filters import Condition
+from ...core.records import ID_PATTERN, Hit, ImageRecord, Indexed, TextHit
+from .errors import ErrorBody
+
+ImageId = Annotated[str, Path(pattern=ID_PATTERN, description="32 hex digits", examples=["9f2c1e0d4b7a8c6e5f3a2b1c0d9e8f7a"])]
+EmbeddingFormat = Literal["float", "base64"]
+ERRORS: dict[int | str, dict] = {code: {"model": ErrorBody, "description": text} for code, text in (
+    (400, "undecodable or truncated image, empty query, k out of range, bad metadata"),
+    (401, "no API key, or an unknown one"), (403, "the API key lacks the route's scope"),
+    (413, "upload or image too large"), (415, "not an image content type"), (422, "invalid parameters or filter"),
+    (503, "Triton or Milvus unavailable (Retry-After set)"), (504, "Triton or Milvus deadline exceeded"),
+    (429, "rate limit exceeded (Retry-After set)"))}
+NOT_FOUND: dict[int | str, dict] = {404: {"model": ErrorBody, "description": "no such image"}}
+
+
+def encode_vector(vector: np.ndarray, fmt: EmbeddingFormat) -> list[float] | str:
+    vector = np.asarray(vector, np.float32)
+    return base64.b64encode(vector.tobytes()).decode() if fmt == "base64" else vector.tolist()
+
+
+class EmbedImageResponse(BaseModel):
+    description: str = Field(description="BLIP caption", examples=["a man in a red jacket standing on a bridge"])
+    embedding_vector: list[float] | str = Field(description="CLIP embedding, L2-normalised (base64 float32 on request)")
+
+
+class ImageOut(BaseModel):
+    id: str = Field(description="first 128 bits of SHA-256 of the image bytes, hex",
+                    examples=["9f2c1e0d4b7a8c6e5f3a2b1c0d9e8f7a"])
+    caption: str
+    source: str = Field(description="file name given at upload")
+    metadata: dict
+    created_at: int = Field(description="unix seconds")
+    phash: str = Field(description="perceptual hash (64-bit, hex): equal or close hashes mean near-duplicates")
+    embedding: list[float] | str | None = None
+
+    @classmethod
+    def of(cls, record: ImageRecord, fmt: EmbeddingFormat | None = None) -> ImageOut:
+        embedding = encode_vector(record.vector, fmt) if fmt and record.vector is not None else None
+        return cls(id=record.id, caption=record.caption, source=record.source, metadata=record.metadata,
+                   created_at=record.created_at, phash=record.phash, embedding=embedding)
+
+
+class IndexedImage(ImageOut):
+    created: bool = Field(description="false when the same bytes were already indexed (nothing was written)")
+
+    @classmethod
+    def of_indexed(cls, done: Indexed) -> IndexedImage:
+        return cls(**ImageOut.of(done.record).model_dump(), created=done.created)
+
+
+class IndexResponse(BaseModel):
+    images: list[IndexedImage]
+
+
+class ImageList(BaseModel):
+    images: list[ImageOut]
+    limit: int
+    offset: int
+    total: int
+
+
+class SearchHit(ImageOut):
+    score: float = Field(description="ranking score (CLIP cosine; text search adds the caption match)")
+
+    @classmethod
+    def of_hit(cls, hit: Hit) -> SearchHit:
+        return cls(**ImageOut.of(hit.record).model_dump(), score=hit.score)
+
+
+class TextSearchHit(SearchHit):
+    clip_score: float
+    caption_match: float = Field(description="share of the query's words found in the caption, 0..1")
+
+    @classmethod
+    def of_text_hit(cls, hit: TextHit) -> TextSearchHit:
+        return cls(**SearchHit.of_hit(hit).model_dump(), clip_score=hit.clip_score, caption_match=hit.caption_match)
+
+
+class SearchResponse(BaseModel):
+    results: list[SearchHit]
+
+
+class TextSearchResponse(BaseModel):
+    results: list[TextSearchHit]
+
+    @classmethod
+    def of(cls, hits: list[TextHit]) -> TextSearchResponse:
+        return cls(results=[TextSearchHit.of_text_hit(h) for h in hits])
+
+
+class TextSearchRequest(BaseModel):
+    query: str = Field(min_length=1, max_length=1000, examples=["man in red jacket"])
+    k: int = Field(10, description="results to return, 1..GATEWAY_MAX_K (default 1000)")
+    filters: list[Condition] = Field(default_factory=list)
+
+
+class ReadyResponse(BaseModel):
+    status: Literal["ready"]
+    checks: dict[str, str]

@@ -1,0 +1,65 @@
+"""Server processes for tests and benchmarks: free ports, waiting until one is ready, stopping it
+with everything it started."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+
+
+def free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def answers_200(url: str, timeout: float = 1.0) -> Callable[[], bool]:
+    """A readiness probe: does GET url answer 200 within `timeout` seconds?"""
+    def probe() -> bool:
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as response:
+                return response.status == 200
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            return False
+
+    return probe
+
+
+def wait_until_ready(process: subprocess.Popen, ready: Callable[[], bool], timeout: float, what: str,
+                     interval: float = 0.2) -> None:
+    """Poll `ready` until it holds; RuntimeError as soon as the process exits, TimeoutError after
+    `timeout` seconds. `what` names the server and where its log is, for both messages."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{what} exited with {process.returncode}")
+        if ready():
+            return
+        time.sleep(interval)
+    raise TimeoutError(f"{what} not ready after {timeout}s")
+
+
+def stop_group(process: subprocess.Popen, grace: float) -> None:
+    """SIGTERM a process started with start_new_session, wait up to `grace` seconds, then SIGKILL
+    its whole group (children included: none may outlive it)."""
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(grace)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        pass
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.wait(10)

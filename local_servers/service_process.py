@@ -1,0 +1,77 @@
+"""Services as real processes (the gateway, the benchmark's baseline), on free ports, stopped with
+their children.
+
+    with gateway_process(repository, workdir) as gateway:   # python -m gateway, embedded mode
+        gateway.url, gateway.rss_bytes()
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from local_servers.processes import answers_200, free_ports, stop_group, wait_until_ready
+
+
+class ServiceProcess:
+    """A server command in its own process group, ready when `ready_path` answers 200."""
+
+    def __init__(self, command: list[str], port: int, env: dict[str, str], log_path: Path, ready_path: str = "/readyz",
+                 startup_timeout: float = 300.0):
+        self.command, self.port, self.env, self.log_path = command, port, env, log_path
+        self.ready_path, self.startup_timeout = ready_path, startup_timeout
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> ServiceProcess:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "wb") as log:
+            self.process = subprocess.Popen(self.command, env={**os.environ, **self.env}, stdout=log,
+                                            stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            wait_until_ready(self.process, answers_200(self.url + self.ready_path, timeout=5), self.startup_timeout,
+                             f"{self.command} (log: {self.log_path})", interval=0.5)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def rss_bytes(self) -> int:
+        """Resident memory of the process and its children (Milvus Lite runs as a child)."""
+        import psutil
+
+        assert self.process is not None, "not started"
+        root = psutil.Process(self.process.pid)
+        total = 0
+        for proc in [root, *root.children(recursive=True)]:
+            try:
+                total += proc.memory_info().rss
+            except psutil.NoSuchProcess:
+                pass
+        return total
+
+    def stop(self) -> None:
+        if self.process is not None:
+            stop_group(self.process, 30)
+            self.process = None
+
+    def __enter__(self) -> ServiceProcess:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def gateway_process(repository: Path, workdir: Path, **settings: str) -> ServiceProcess:
+    """`python -m gateway` on the repository with a fresh Milvus Lite file; more GATEWAY_* settings
+    as keyword arguments (inference_mode="triton", triton_url=..., captions="false", ...)."""
+    (port,) = free_ports(1)
+    env = {"GATEWAY_MODEL_REPOSITORY": str(Path(repository).resolve()), "GATEWAY_PORT": str(port),
+           "GATEWAY_HOST": "127.0.0.1", "GATEWAY_MILVUS_URI": str(Path(workdir).resolve() / "images.db"),
+           "GATEWAY_LOG_LEVEL": "WARNING", **{f"GATEWAY_{k.upper()}": str(v) for k, v in settings.items()}}
+    return ServiceProcess([sys.executable, "-m", "gateway"], port, env, Path(workdir) / "gateway.log")

@@ -1,0 +1,55 @@
+"""Reference outputs the tests compare the gateway with: the ONNX files run directly, transformers'
+tokenizer at full padding, and settings for a test gateway."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from gateway.runtime.blip_decode import BlipDecoder, CaptionText, GenerationSettings
+from gateway.runtime.onnx_session import create_session
+from gateway.runtime.preprocess import PixelSpec, preprocess
+from gateway.settings import Settings
+
+CAPTION = GenerationSettings(max_new_tokens=8, num_beams=2)  # what test gateways caption with
+
+
+def settings_for(repository: Path, milvus_uri: str, **overrides) -> Settings:
+    """A test gateway's settings: short captions, 2 MB uploads, no .env file."""
+    return Settings(_env_file=None, model_repository=repository, milvus_uri=milvus_uri, caption_beams=CAPTION.num_beams,
+                    caption_max_new_tokens=CAPTION.max_new_tokens, max_upload_bytes=2_000_000, **overrides)
+
+
+def expected_embedding(repository: Path, data: bytes) -> np.ndarray:
+    pixels = preprocess(data, PixelSpec.load(repository / "clip_image" / "preprocess.json"))[None]
+    return create_session(repository / "clip_image" / "1" / "model.onnx").run(None, {"pixels": pixels})[0][0]
+
+
+def expected_caption(repository: Path, data: bytes) -> str:
+    folder = repository / "blip_caption"
+    decoder, text = BlipDecoder.from_folder(folder), CaptionText(folder)
+    pixels = preprocess(data, PixelSpec.load(folder / "preprocess.json"))[None]
+    return text.caption(decoder.generate(decoder.encode(pixels), [], CAPTION)[0])
+
+
+def text_embedding(repository: Path, text: str) -> np.ndarray:
+    """The reference: padded to the full context with transformers' tokenizer (the gateway pads less)."""
+    from transformers import AutoTokenizer
+
+    tokens = AutoTokenizer.from_pretrained(repository / "clip_text")([text], padding="max_length", max_length=77,
+                                                                     truncation=True, return_tensors="np")
+    session = create_session(repository / "clip_text" / "1" / "model.onnx")
+    return session.run(None, {k: tokens[k].astype(np.int64) for k in ("input_ids", "attention_mask")})[0][0]
+
+
+def triton_inference_counts(metrics: str, model: str) -> tuple[int, int]:
+    """(inferences, executions) of a model from Triton's metrics text: fewer executions means batching."""
+    import re
+
+    def value(name: str) -> int:
+        match = re.search(rf'^{name}{{model="{model}",version="1"}} (\d+)', metrics, re.MULTILINE)
+        assert match, f"{name} for {model} is not in Triton's metrics"
+        return int(match.group(1))
+
+    return value("nv_inference_count"), value("nv_inference_exec_count")

@@ -1,0 +1,152 @@
+"""The HTTP routes through the ASGI app (Starlette's TestClient) over the core with fakes: request
+parsing, status codes, the error shape, the k limit and the access middleware."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from gateway.core.errors import ErrorKind, ServiceError
+from gateway.core.service import ImageSearchService, Limits
+from gateway.server.access import hash_key
+from gateway.server.http.app import create_app
+from gateway.settings import Settings
+from tests.support.fakes import FakeInference, FakeStore
+from tests.support.images import PHOTO_JPEGS, unique_image
+
+KEY = "isk_routes_0123456789abcdef"
+
+
+@pytest.fixture
+def core() -> ImageSearchService:
+    return ImageSearchService(FakeInference(), FakeStore(), Limits(max_upload_bytes=500_000))
+
+
+def client_for(core: ImageSearchService, **settings) -> TestClient:
+    return TestClient(create_app(Settings(_env_file=None, **settings), core))
+
+
+@pytest.fixture
+def client(core):
+    with client_for(core) as client:
+        yield client
+
+
+def upload(client: TestClient, files: dict[str, bytes], **form) -> dict:
+    response = client.post("/v1/images", files=[("files", (n, d, "image/png")) for n, d in files.items()], data=form)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def error(response, status: int, code: str) -> str:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"error"} and body["error"]["code"] == code and body["error"]["request_id"]
+    return body["error"]["message"]
+
+
+def test_the_lifespan_starts_and_closes_the_service(core):
+    with client_for(core):
+        assert core.store.started
+    assert core.store.closed and core.inference.closed
+
+
+def test_embed_image_contract(client, core):
+    body = client.post("/embed-image/", files={"file": ("a.jpg", PHOTO_JPEGS["coffee"], "image/jpeg")}).json()
+    assert set(body) == {"description", "embedding_vector"} and body["description"].startswith("a picture of")
+    packed = client.post("/embed-image/", params={"embedding_format": "base64"},
+                         files={"file": ("a.jpg", PHOTO_JPEGS["coffee"], "image/jpeg")}).json()
+    np.testing.assert_array_equal(np.frombuffer(base64.b64decode(packed["embedding_vector"]), np.float32),
+                                  np.array(body["embedding_vector"], np.float32))
+
+
+def test_index_get_thumbnail_list_delete(client):
+    (image,) = upload(client, {"a.png": unique_image(1)}, metadata=json.dumps({"album": "x"}))["images"]
+    assert image["created"] and image["metadata"] == {"album": "x"} and image["source"] == "a.png"
+    assert not upload(client, {"b.png": unique_image(1)})["images"][0]["created"]
+    stored = client.get(f"/v1/images/{image['id']}", params={"include_embedding": True}).json()
+    assert len(stored["embedding"]) == 8
+    thumbnail = client.get(f"/v1/images/{image['id']}/thumbnail")
+    assert thumbnail.headers["content-type"] == "image/jpeg" and thumbnail.content[:2] == b"\xff\xd8"
+    assert client.get("/v1/images", params={"limit": 10}).json()["total"] == 1
+    assert client.delete(f"/v1/images/{image['id']}").status_code == 204
+    error(client.get(f"/v1/images/{image['id']}"), 404, "not_found")
+    error(client.delete(f"/v1/images/{image['id']}"), 404, "not_found")
+
+
+def test_captions_form_field(client):
+    (image,) = upload(client, {"a.png": unique_image(2)}, captions="false")["images"]
+    assert image["caption"] == ""
+
+
+@pytest.mark.parametrize("k", [0, 1001])
+def test_k_out_of_range_is_400_on_every_search_route(client, k):
+    for response in (client.get("/v1/search/text", params={"q": "dog", "k": k}),
+                     client.post("/v1/search/text", json={"query": "dog", "k": k}),
+                     client.post("/v1/search/image", data={"k": str(k)},
+                                 files={"file": ("q.png", unique_image(3), "image/png")})):
+        assert error(response, 400, "bad_request") == "k must be in 1..1000"
+
+
+def test_text_search_get_and_post_agree_and_filters_reach_the_store(client, core):
+    upload(client, {f"{i}.png": unique_image(10 + i) for i in range(4)})
+    conditions = [{"field": "metadata.album", "op": "eq", "value": "x"}]
+    got = client.get("/v1/search/text", params={"q": "dog", "k": 3, "filter": json.dumps(conditions)}).json()
+    posted = client.post("/v1/search/text", json={"query": "dog", "k": 3, "filters": conditions}).json()
+    assert [h["id"] for h in got["results"]] == [h["id"] for h in posted["results"]] and len(got["results"]) == 3
+    assert set(got["results"][0]) >= {"id", "score", "clip_score", "caption_match", "caption", "source", "metadata"}
+    assert core.store.expressions[-2:] == ['(metadata["album"] == "x")'] * 2
+
+
+def test_bad_filters_are_422_with_a_readable_message(client):
+    bad = '[{"field": "source", "op": "like", "value": 1}]'
+    message = error(client.get("/v1/search/text", params={"q": "dog", "filter": bad}), 422, "invalid_filter")
+    assert "filter[0].op" in message and "pydantic" not in message
+
+
+def test_bad_uploads(client, core):
+    error(client.post("/v1/images", files=[("files", ("a.txt", b"hello", "text/plain"))]), 415, "unsupported_media_type")
+    error(client.post("/v1/images", files=[("files", ("a.jpg", b"not an image", "image/jpeg"))]), 400, "invalid_image")
+    error(client.post("/v1/images", files=[("files", ("a.jpg", b"\xff" * 500_001, "image/jpeg"))]), 413, "payload_too_large")
+    error(client.post("/v1/images", files=[("files", ("a.png", unique_image(4), "image/png"))], data={"metadata": "[1]"}),
+          400, "bad_request")
+    assert core.store.records == {}
+
+
+def test_dependency_failures_are_503_with_retry_after_and_504(client, core):
+    core.inference.fail = ServiceError(ErrorKind.UNAVAILABLE, "Triton cannot serve clip_text")
+    response = client.get("/v1/search/text", params={"q": "dog"})
+    assert error(response, 503, "dependency_unavailable") == "Triton cannot serve clip_text"
+    assert response.headers["retry-after"] == "5"
+    core.inference.fail = ServiceError(ErrorKind.TIMEOUT, "Triton did not answer")
+    error(client.get("/v1/search/text", params={"q": "dog"}), 504, "dependency_timeout")
+
+
+def test_readyz_is_red_with_the_reason(client, core):
+    assert client.get("/readyz").json() == {"status": "ready", "checks": {"inference": "ok", "milvus": "ok"}}
+    core.store.fail = ServiceError(ErrorKind.UNAVAILABLE, "Milvus ready failed: connection refused")
+    assert "milvus: Milvus ready failed" in error(client.get("/readyz"), 503, "dependency_unavailable")
+
+
+def test_keys_are_checked_before_routes_and_public_routes_stay_open(core):
+    keys = [{"name": "reader", "sha256": hash_key(KEY), "scopes": ["search"]}]
+    with client_for(core, api_keys=keys) as client:
+        refused = client.get("/v1/images")
+        error(refused, 401, "missing_api_key")
+        assert refused.headers["www-authenticate"] == "Bearer"
+        assert client.get("/v1/images", headers={"X-API-Key": KEY}).status_code == 200
+        error(client.post("/v1/images", headers={"Authorization": f"Bearer {KEY}"},
+                          files=[("files", ("a.png", unique_image(5), "image/png"))]), 403, "forbidden")
+        for path in ("/healthz", "/readyz", "/metrics", "/", "/openapi.json"):
+            assert client.get(path).status_code == 200, path
+    assert core.store.records == {}
+
+
+def test_request_ids_are_echoed_and_unknown_routes_get_the_error_shape(client):
+    assert client.get("/healthz", headers={"x-request-id": "abc"}).headers["x-request-id"] == "abc"
+    error(client.get("/nowhere"), 404, "not_found")
+    error(client.get("/v1/images/not-an-id"), 422, "invalid_request")

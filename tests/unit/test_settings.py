@@ -1,0 +1,22 @@
+"""Settings: one typed place, the original service's variable names honoured."""
+
+from __future__ import annotations
+
+from gateway.runtime.checkpoints import DEFAULT_CLIP_MODEL
+from gateway.settings import Settings
+from gateway.wiring import limits
+
+
+def test_original_env_names_are_honoured(monkeypatch):
+    monkeypatch.setenv("CLIP_MODEL", "openai/clip-vit-large-patch14")
+    monkeypatch.setenv("BLIP_MODEL", "Salesforce/blip-image-captioning-large")
+    monkeypatch.setenv("GATEWAY_INFERENCE_MODE", "triton")
+    settings = Settings(_env_file=None)
+    assert (settings.clip_model, settings.blip_model, settings.inference_mode) == (
+        "openai/clip-vit-large-patch14", "Salesforce/blip-image-captioning-large", "triton")
+
+
+def test_defaults_and_limits_come_from_one_place():
+    settings = Settings(_env_file=None, max_k=50)
+    assert settings.clip_model == DEFAULT_CLIP_MODEL
+    assert limits(settings).max_k == 50 and limits(settings).max_upload_bytes == settings.max_upload_bytes
