@@ -13,8 +13,10 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[test]'
-	# the page test drives Debian's chromium (Playwright's own browser download cannot run offline)
-	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
+	# the page test drives Debian's chromium (Playwright's own browser download cannot run offline);
+	# bench/photos.py takes camera-size photos from Debian's mate-backgrounds (46 MB)
+	(command -v chromium >/dev/null && test -d /usr/share/backgrounds/mate) || \
+		(apt-get update -qq && apt-get install -y -qq chromium mate-backgrounds)
 	# a real Milvus standalone server for the tests, in its own environment (see local_servers/milvus_server.py)
 	$(PYTHON) -m venv .venv-milvus
 	.venv-milvus/bin/pip install --quiet milvus==2.3.5

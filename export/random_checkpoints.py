@@ -126,7 +126,7 @@ def build_clip(out: Path, size: str = "tiny", seed: int = 0) -> Path:
     model = CLIPModel(config).eval()
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
-    side = spec["vision"]["image_size"]
+    side = model.vision_model.config.image_size
     CLIPImageProcessorPil(size={"shortest_edge": side}, crop_size={"height": side, "width": side}).save_pretrained(out)
     write_clip_tokenizer(out)
     return out
@@ -205,7 +205,7 @@ def build_blip(out: Path, size: str = "tiny", seed: int = 0) -> Path:
     model = BlipForConditionalGeneration(config).eval()
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
-    side = spec["vision"]["image_size"]
+    side = model.vision_model.config.image_size
     BlipImageProcessorPil(size={"height": side, "width": side}).save_pretrained(out)
     write_blip_tokenizer(out)
     return out

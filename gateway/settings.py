@@ -82,6 +82,8 @@ class Settings(BaseSettings):
     # requests
     max_upload_bytes: int = Field(20 * 1024 * 1024, ge=1)
     max_pixels: int = Field(50_000_000, ge=1)
+    exact_decode: bool = Field(False, description="decode uploads at full size (as the export's parity gate does)"
+                               " instead of at the smallest scale that gives each model twice its input size")
     max_files_per_request: int = Field(64, ge=1)
     max_k: int = Field(1000, ge=1)
     caption_weight: float = Field(0.1, ge=0, description="text search: weight of caption word overlap in the score")

@@ -35,4 +35,4 @@ def build_service(settings: Settings) -> ImageSearchService:
     """The service with its backends, not yet started (``await service.start()`` connects the store)."""
     inference = build_inference(settings)
     return ImageSearchService(inference, build_store(settings, inference.info.embedding_dim), limits(settings),
-                              settings.caption_weight)
+                              settings.caption_weight, settings.exact_decode)

@@ -63,3 +63,14 @@ def test_gpu_script_runs_its_cpu_path(tmp_path):
     result = json.loads(result_file.read_text())
     assert {r["engine"] for r in result["rows"]} == {"torch-fp32", "onnxruntime-cpu-fp32"}
     assert all(r["images_per_s"] > 0 and r["utilisation"] > 0 for r in result["rows"])
+
+
+def test_decode_benchmark_measures_cost_fidelity_and_near_duplicates(tmp_path):
+    run("bench.decode", "--out", str(tmp_path), "--rounds", "1")
+    results = json.loads((tmp_path / "decode.json").read_text())
+    assert set(results["payloads"]) == {"phone-12mp", "phone-12mp-portrait-exif", "camera-5mp", "web-2mp", "small-0.3mp"}
+    phone = results["payloads"]["phone-12mp"]
+    assert phone["size"] == [4032, 3024] and all(row["cpu_ms"] > 0 for row in phone["cost"].values())
+    assert phone["fidelity"]["clip_pixels_search"]["psnr_db"] > 40 and phone["near_duplicates"]["half_size_bits"] <= 10
+    assert results["payloads"]["phone-12mp-portrait-exif"]["size"] == [3024, 4032]  # shown upright
+    assert "| phone-12mp (4032x3024" in (tmp_path / "decode.md").read_text()

@@ -97,10 +97,10 @@ def indexed(gateway):
 
 def test_index_returns_ids_captions_and_metadata(gateway, indexed, model_repository):
     assert len({i["id"] for i in indexed.values()}) == len(PHOTOS)
-    assert indexed["astronaut"]["caption"] == expected_caption(model_repository, PHOTOS["astronaut"])
+    assert indexed["astronaut"]["caption"] == expected_caption(model_repository, PHOTOS["astronaut"], "index")
     stored = httpx.get(f"{gateway.url}/v1/images/{indexed['coffee']['id']}", params={"include_embedding": True}).json()
     assert stored["metadata"] == {"album": "photos"} and stored["source"] == "coffee" and len(stored["phash"]) == 16
-    np.testing.assert_allclose(stored["embedding"], expected_embedding(model_repository, PHOTOS["coffee"]), atol=1e-5)
+    np.testing.assert_allclose(stored["embedding"], expected_embedding(model_repository, PHOTOS["coffee"], "index"), atol=1e-5)
 
 
 def test_indexing_is_idempotent(gateway):
@@ -190,7 +190,7 @@ def test_image_search_equals_brute_force(gateway, indexed, model_repository):
         response = httpx.post(f"{gateway.url}/v1/search/image", data={"k": "5"},
                               files={"file": ("q.jpg", PHOTOS[name], "image/jpeg")}, timeout=60).json()
         got = [(h["id"], h["score"]) for h in response["results"]]
-        want = brute_force(expected_embedding(model_repository, PHOTOS[name]), vectors, 5)
+        want = brute_force(expected_embedding(model_repository, PHOTOS[name], "search"), vectors, 5)
         assert [g[0] for g in got] == [w[0] for w in want] and got[0][0] == indexed[name]["id"]
         np.testing.assert_allclose([g[1] for g in got], [w[1] for w in want], atol=1e-4)
 
@@ -216,7 +216,7 @@ def test_filtered_search_equals_brute_force_over_the_matching_subset(gateway, in
     index(gateway, {"tagged-a.png": unique_image(200)}, {"album": "other", "rank": 3, "name": 'say "hi"'})
     index(gateway, {"tagged-b.png": unique_image(201)}, {"album": "other", "rank": 7})
     vectors = stored_vectors(gateway)
-    query = expected_embedding(model_repository, PHOTOS["chelsea"])
+    query = expected_embedding(model_repository, PHOTOS["chelsea"], "search")
     cases = [
         ([{"field": "metadata.album", "op": "eq", "value": "other"}], lambda r: r["metadata"].get("album") == "other"),
         ([{"field": "metadata.rank", "op": "gt", "value": 5}], lambda r: r["metadata"].get("rank", 0) > 5),

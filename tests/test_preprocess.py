@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
 from PIL import Image
 from transformers import BlipImageProcessorPil, CLIPImageProcessorPil
 
-from gateway.runtime.preprocess import ImageTooLarge, PixelSpec, UndecodableImage, decode_image, preprocess
-from tests.support.images import PHOTOS, STORED_AS, encode, photo_array, photo_bytes, png_header_only
+from gateway.runtime.preprocess import (
+    ImageTooLarge,
+    PixelSpec,
+    Resolution,
+    UndecodableImage,
+    decode_image,
+    preprocess,
+    to_pixels,
+)
+from tests.support.images import PHOTOS, STORED_AS, encode, mosaic, photo_array, photo_bytes, png_header_only
 
 PROCESSORS = {
     "clip-224": CLIPImageProcessorPil(),
@@ -151,3 +161,67 @@ def test_pixel_spec_round_trips_through_json(tmp_path):
     (tmp_path / "preprocess.json").write_text(spec.to_json())
     assert PixelSpec.load(tmp_path / "preprocess.json") == spec
     assert (spec.height, spec.width, spec.shortest_edge, spec.resample) == (224, 224, 224, 3)
+
+
+# --- decoding at reduced scale -------------------------------------------------------------------
+
+CLIP_224 = PixelSpec(224, 224, 224, 3, (0.5,) * 3, (0.5,) * 3)
+BLIP_384 = PixelSpec(384, 384, None, 3, (0.5,) * 3, (0.5,) * 3)
+
+
+@pytest.fixture(scope="module")
+def phone_photo() -> bytes:
+    return encode(mosaic(4032, 3024), "JPEG", quality=90)
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return float("inf") if mse == 0 else 10 * np.log10(255 ** 2 / mse)
+
+
+@pytest.mark.parametrize("needs,size", [
+    (Resolution.for_spec(CLIP_224), (1008, 756)),  # short side >= 448: JPEG DCT scaling by 1/4
+    (Resolution.for_spec(CLIP_224) | Resolution.for_spec(BLIP_384), (2016, 1512)),  # >= 768: by 1/2
+    (Resolution(short=3000), (4032, 3024)),  # nothing to spare: full size
+])
+def test_jpegs_decode_to_the_smallest_scale_that_still_serves(phone_photo, needs, size):
+    assert decode_image(phone_photo, at_least=needs).size == size
+
+
+def test_model_inputs_from_the_reduced_decode_are_close_to_the_exact_ones(phone_photo):
+    exact = decode_image(phone_photo)
+    needs = Resolution.for_spec(CLIP_224) | Resolution.for_spec(BLIP_384)
+    for spec, reduced_for in ((CLIP_224, Resolution.for_spec(CLIP_224)), (CLIP_224, needs), (BLIP_384, needs)):
+        want, got = to_pixels(exact, spec), to_pixels(decode_image(phone_photo, at_least=reduced_for), spec)
+        assert got.shape == want.shape and psnr(got, want) > 40, (spec, reduced_for)
+
+
+def test_other_formats_are_box_reduced_after_decoding(phone_photo):
+    png = encode(Image.open(io.BytesIO(phone_photo)).resize((2000, 1500)), "PNG")
+    reduced = decode_image(png, at_least=Resolution.for_spec(CLIP_224))
+    assert reduced.size == (667, 500) and reduced.mode == "RGB"  # 1500 / 448 = 3.3: a 3x3 box, 500 >= 448
+    assert psnr(to_pixels(reduced, CLIP_224), to_pixels(decode_image(png), CLIP_224)) > 38  # a box filter, not the DCT
+
+
+def test_small_images_and_large_needs_are_decoded_in_full():
+    small = photo_bytes("coffee", "JPEG")
+    assert decode_image(small, at_least=Resolution.for_spec(CLIP_224)).size == (600, 400)
+    assert Resolution(short=448).reduction((600, 400)) == 1.0 and Resolution().reduction((4000, 3000)) == 1.0
+
+
+@pytest.mark.parametrize("orientation", [6, 8, 3])
+def test_exif_orientation_holds_at_reduced_scale(phone_photo, orientation):
+    upright = Image.open(io.BytesIO(phone_photo))
+    stored = upright.transpose(STORED_AS[orientation])
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    rotated = encode(stored, "JPEG", quality=90, exif=exif.tobytes())
+    needs = Resolution.for_spec(CLIP_224)
+    got = decode_image(rotated, at_least=needs)
+    assert got.size == decode_image(phone_photo, at_least=needs).size
+    assert psnr(to_pixels(got, CLIP_224), to_pixels(decode_image(phone_photo), CLIP_224)) > 35
+
+
+def test_the_pixel_limit_is_checked_before_any_reduced_decode():
+    with pytest.raises(ImageTooLarge):
+        decode_image(png_header_only(60_000, 60_000), at_least=Resolution(short=64))

@@ -1,4 +1,5 @@
-"""Uploaded bytes -> everything the service derives from one image, decoded once."""
+"""Uploaded bytes -> everything the service derives from one image, decoded once, at the smallest
+scale that still serves every product it derives (CLIP and BLIP pixels, perceptual hash, thumbnail)."""
 
 from __future__ import annotations
 
@@ -9,12 +10,15 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from ..runtime.preprocess import ImageError, ImageTooLarge, decode_image, to_pixels
+from ..runtime.preprocess import ImageError, ImageTooLarge, Resolution, decode_image, to_pixels
 from .errors import ErrorKind, ServiceError
 from .protocols import ModelInfo
 from .records import content_id
 
 THUMBNAIL_SIZE = 192
+PHASH_SIZE = 32  # imagehash.phash's DCT input: 32 x 32 grey levels
+# what a stored record's products need of the decoded image, with the same 2x margin as the models'
+RECORD_NEEDS = Resolution(short=2 * PHASH_SIZE, long=2 * THUMBNAIL_SIZE)
 
 
 @dataclass
@@ -40,9 +44,19 @@ def thumbnail(image: Image.Image) -> str:
     return base64.b64encode(buffer.getvalue()).decode()
 
 
-def decode(data: bytes, max_pixels: int) -> Image.Image:
+def needs(info: ModelInfo, blip: bool, record: bool) -> Resolution:
+    """The decoded size that serves the products asked for."""
+    wanted = [Resolution.for_spec(info.clip_pixels)]
+    if blip and info.blip_pixels is not None:
+        wanted.append(Resolution.for_spec(info.blip_pixels))
+    if record:
+        wanted.append(RECORD_NEEDS)
+    return Resolution.serving(wanted)
+
+
+def decode(data: bytes, max_pixels: int, at_least: Resolution | None = None) -> Image.Image:
     try:
-        return decode_image(data, max_pixels)
+        return decode_image(data, max_pixels, at_least)
     except ImageError as exc:
         raise as_service_error(exc) from None
 
@@ -54,10 +68,13 @@ def perceptual_hash(image: Image.Image) -> str:
     return str(imagehash.phash(image))
 
 
-def prepare(data: bytes, info: ModelInfo, max_pixels: int, blip: bool = False, record: bool = False) -> PreparedImage:
+def prepare(data: bytes, info: ModelInfo, max_pixels: int, blip: bool = False, record: bool = False,
+            exact: bool = False) -> PreparedImage:
     """Decode once and derive only what the caller uses: CLIP pixels always, BLIP pixels for
-    captions, perceptual hash and thumbnail for a stored record. CPU-bound: call it in a thread."""
-    image = decode(data, max_pixels)
+    captions, perceptual hash and thumbnail for a stored record. ``exact``: decode at full size
+    (what the export's parity gate does) instead of at the scale the products need. CPU-bound:
+    call it in a thread."""
+    image = decode(data, max_pixels, None if exact else needs(info, blip, record))
     return PreparedImage(content_id(data), to_pixels(image, info.clip_pixels),
                          to_pixels(image, info.blip_pixels) if blip and info.blip_pixels is not None else None,
                          perceptual_hash(image) if record else "", thumbnail(image) if record else "")

@@ -36,8 +36,11 @@ class Limits:
 
 
 class ImageSearchService:
-    def __init__(self, inference: Inference, store: VectorStore, limits: Limits = Limits(), caption_weight: float = 0.1):
+    def __init__(self, inference: Inference, store: VectorStore, limits: Limits = Limits(), caption_weight: float = 0.1,
+                 exact_decode: bool = False):
+        """``exact_decode``: decode uploads at full size rather than at the scale their products need."""
         self.inference, self.store, self.limits, self.caption_weight = inference, store, limits, caption_weight
+        self.exact_decode = exact_decode
         # Milvus has no unique key: concurrent upserts of one id would leave duplicate rows. Writers of
         # an id take its lock (one process; see the README for several gateway replicas).
         self.write_locks = KeyedLocks()
@@ -93,8 +96,8 @@ class ImageSearchService:
     async def _prepare(self, files: list[tuple[str, bytes]], blip: bool = False, record: bool = False) -> list[PreparedImage]:
         for name, data in files:
             self.check_upload(data, name)
-        info, max_pixels = self.inference.info, self.limits.max_pixels
-        return list(await asyncio.gather(*(asyncio.to_thread(prepare, data, info, max_pixels, blip, record)
+        info, max_pixels, exact = self.inference.info, self.limits.max_pixels, self.exact_decode
+        return list(await asyncio.gather(*(asyncio.to_thread(prepare, data, info, max_pixels, blip, record, exact)
                                            for _, data in files)))
 
     async def _embed_and_caption(self, images: list[PreparedImage], captions: bool) -> tuple[np.ndarray, list[str]]:

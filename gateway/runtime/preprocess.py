@@ -4,13 +4,23 @@ One function for the export's parity checks and for the gateway, so clients cann
 model. Rescale, normalise and the channel transpose live inside the ONNX graphs; this module only
 decodes, orients, converts colour and resizes, as Hugging Face's PIL image processors do
 (CLIP: shortest side -> size, bicubic, centre crop; BLIP: straight to size x size, bicubic).
+
+Decoding at reduced scale: a 12 MP phone photo decoded in full costs ~200 ms of CPU here, ten
+times what the models need from it. ``decode_image(..., at_least=Resolution(...))`` decodes JPEGs
+with libjpeg's DCT scaling (Pillow's ``draft``: 1/2, 1/4 or 1/8 of the size, straight from the
+coefficients) and reduces other formats with a box filter, to the smallest size that still gives
+every consumer at least twice its own resolution; the usual bicubic resize then runs on that. The
+exact path (no ``at_least``) is what the export's parity gate uses; docs/benchmarks.md has the
+fidelity figures.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import math
 import warnings
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -72,13 +82,45 @@ class PixelSpec:
         return cls(**{**data, "image_mean": tuple(data["image_mean"]), "image_std": tuple(data["image_std"])})
 
 
-def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+@dataclass(frozen=True)
+class Resolution:
+    """How large a decoded image must stay for its consumers: short side >= ``short`` and long side
+    >= ``long`` (0: no need)."""
+
+    short: int = 0
+    long: int = 0
+
+    @classmethod
+    def for_spec(cls, spec: PixelSpec, margin: int = 2) -> Resolution:
+        """``margin`` times what a model input needs: its shortest edge (CLIP: resize, then crop),
+        or its larger side on both axes (BLIP: straight to height x width)."""
+        return cls(short=margin * (spec.shortest_edge or max(spec.height, spec.width)))
+
+    def __or__(self, other: Resolution) -> Resolution:
+        return Resolution(max(self.short, other.short), max(self.long, other.long))
+
+    @classmethod
+    def serving(cls, needs: Iterable[Resolution]) -> Resolution:
+        result = cls()
+        for need in needs:
+            result = result | need
+        return result
+
+    def reduction(self, size: tuple[int, int]) -> float:
+        """By how much an image of ``size`` may shrink and still serve (>= 1; 1: not at all)."""
+        short, long = sorted(size)
+        limits = [side / need for side, need in ((short, self.short), (long, self.long)) if need]
+        return max(1.0, min(limits)) if limits else 1.0
+
+
+def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, at_least: Resolution | None = None) -> Image.Image:
     """Decode any image Pillow reads into an upright 8-bit RGB image (first frame if animated).
 
     The pixel count is checked from the header, before any pixel is decoded, so a decompression
     bomb costs nothing. An embedded ICC profile other than sRGB (Display P3, Adobe RGB, a CMYK
     press profile) is applied, so colours match what a browser shows. Transparency is
-    composited onto white, as transformers does.
+    composited onto white, as transformers does. With ``at_least``, the image is decoded (JPEG)
+    or box-reduced (other formats) to the smallest size that still meets it; without, in full.
     """
     if not data:
         raise UndecodableImage("empty file")
@@ -90,6 +132,9 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Ima
                 raise ImageTooLarge(
                     f"image is {image.width}x{image.height} = {image.width * image.height:,} pixels;"
                     f" the limit is {max_pixels:,}")
+            factor = at_least.reduction(image.size) if at_least else 1.0
+            if factor >= 2:  # JPEG: libjpeg scales in the DCT domain (1/2, 1/4, 1/8); other formats ignore it
+                image.draft(image.mode, (math.ceil(image.width / factor), math.ceil(image.height / factor)))
             image.load()
             image = ImageOps.exif_transpose(image) or image
             image = _to_srgb(image)
@@ -101,7 +146,9 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Ima
         raise UndecodableImage("not a recognised image format") from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise UndecodableImage(f"image data is corrupt or truncated: {exc}") from exc
-    return _to_rgb(image)
+    rgb = _to_rgb(image)
+    remaining = int(at_least.reduction(rgb.size)) if at_least else 1
+    return rgb.reduce(remaining) if remaining >= 2 else rgb  # box filter on RGB: what DCT scaling could not do
 
 
 def _to_srgb(image: Image.Image) -> Image.Image:

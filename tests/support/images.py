@@ -86,3 +86,21 @@ STORED_AS = {1: None, 2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROT
 # the photos the API tests index and query, as JPEG files
 API_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "horse", "coins", "hubble_deep_field")
 PHOTO_JPEGS = {name: photo_bytes(name, "JPEG", quality=90) for name in API_PHOTOS}
+
+
+def mosaic(width: int, height: int) -> Image.Image:
+    """A large photo-like image: real photos tiled at their own resolution (sharp detail everywhere,
+    edges between tiles), for tests of decoding at reduced scale. Benchmarks use real camera-size
+    photos (bench/decode.py)."""
+    canvas = Image.new("RGB", (width, height))
+    tiles = [Image.fromarray(photo_array(name)).convert("RGB") for name in ("astronaut", "coffee", "chelsea", "rocket",
+                                                                            "hubble_deep_field")]
+    x = y = i = 0
+    while y < height:
+        tile = tiles[i % len(tiles)]
+        canvas.paste(tile, (x, y))
+        i += 1
+        x += tile.width
+        if x >= width:
+            x, y = 0, y + 400
+    return canvas

@@ -1,5 +1,7 @@
-"""Reference outputs the tests compare the gateway with: the ONNX files run directly, transformers'
-tokenizer at full padding, and settings for a test gateway."""
+"""Reference outputs the tests compare the gateway with: the ONNX files run directly on the pixels
+the gateway derives for an operation, transformers' tokenizer at full padding, and settings for a
+test gateway. (How close those pixels are to a full-size decode is tested on its own, in
+test_preprocess.py.)"""
 
 from __future__ import annotations
 
@@ -7,12 +9,15 @@ from pathlib import Path
 
 import numpy as np
 
+from gateway.backends.repository import read_model_info
+from gateway.core.images import prepare
 from gateway.runtime.blip_decode import BlipDecoder, CaptionText, GenerationSettings
 from gateway.runtime.onnx_session import create_session
-from gateway.runtime.preprocess import PixelSpec, preprocess
 from gateway.settings import Settings
 
 CAPTION = GenerationSettings(max_new_tokens=8, num_beams=2)  # what test gateways caption with
+# what the gateway derives from an upload, per operation: (BLIP pixels, stored-record products)
+PURPOSES = {"search": (False, False), "embed": (True, False), "index": (True, True)}
 
 
 def settings_for(repository: Path, milvus_uri: str, **overrides) -> Settings:
@@ -21,15 +26,21 @@ def settings_for(repository: Path, milvus_uri: str, **overrides) -> Settings:
                     caption_max_new_tokens=CAPTION.max_new_tokens, max_upload_bytes=2_000_000, **overrides)
 
 
-def expected_embedding(repository: Path, data: bytes) -> np.ndarray:
-    pixels = preprocess(data, PixelSpec.load(repository / "clip_image" / "preprocess.json"))[None]
+def model_inputs(repository: Path, data: bytes, purpose: str = "embed", exact: bool = False):
+    """The CLIP and BLIP pixels the gateway derives from ``data`` for ``purpose``."""
+    blip, record = PURPOSES[purpose]
+    return prepare(data, read_model_info(repository, captions=True), 50_000_000, blip=blip, record=record, exact=exact)
+
+
+def expected_embedding(repository: Path, data: bytes, purpose: str = "embed", exact: bool = False) -> np.ndarray:
+    pixels = model_inputs(repository, data, purpose, exact).clip_pixels[None]
     return create_session(repository / "clip_image" / "1" / "model.onnx").run(None, {"pixels": pixels})[0][0]
 
 
-def expected_caption(repository: Path, data: bytes) -> str:
+def expected_caption(repository: Path, data: bytes, purpose: str = "embed") -> str:
     folder = repository / "blip_caption"
     decoder, text = BlipDecoder.from_folder(folder), CaptionText(folder)
-    pixels = preprocess(data, PixelSpec.load(folder / "preprocess.json"))[None]
+    pixels = model_inputs(repository, data, purpose).blip_pixels[None]
     return text.caption(decoder.generate(decoder.encode(pixels), [], CAPTION)[0])
 
 

@@ -104,7 +104,7 @@ def test_image_search_ranks_by_cosine_and_passes_the_rendered_filter():
     run(core.index_images([(n, d) for n, d in list(PHOTO_JPEGS.items())[:4]]))
     conditions = validate([{"field": "metadata.album", "value": "x"}])
     hits = run(core.search_image(PHOTO_JPEGS["coffee"], 2, conditions))
-    assert hits[0].record.source == "coffee" and hits[0].score == pytest.approx(1.0, abs=1e-6)
+    assert hits[0].record.source == "coffee" and hits[0].score > 0.99  # indexed and searched at other scales
     assert hits[0].score >= hits[1].score and core.store.expressions[-1] == '(metadata["album"] == "x")'
 
 
