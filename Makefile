@@ -31,18 +31,21 @@ test: setup
 test-fast: setup
 	$(PY) -m pytest -m "not integration"
 
-# Export the models (skipped when the repository is up to date), then serve the gateway on :8000
-# with the embedded default: in-process ONNX Runtime + a Milvus Lite file under data/.
-# GATEWAY_* variables configure it (see gateway/settings.py); CLIP_MODEL / BLIP_MODEL pick the models.
+# Export the models, then serve the gateway on :8000 with the embedded default: in-process ONNX
+# Runtime + a Milvus Lite file under data/. GATEWAY_* variables configure it (see gateway/settings.py).
+# CLIP_MODEL / BLIP_MODEL pick the models: given, the export runs (and does nothing when the repository
+# is up to date); not given, a model already in the repository is served as it is (no hub access).
 export: setup
-	$(PY) -m export clip $(if $(CLIP_MODEL),--model $(CLIP_MODEL)) --repository $(REPOSITORY) --flavour python --cpu
-	$(PY) -m export blip $(if $(BLIP_MODEL),--model $(BLIP_MODEL)) --repository $(REPOSITORY) --flavour python --cpu
+	$(if $(CLIP_MODEL),,test -f $(REPOSITORY)/clip_text/export.json ||) \
+		$(PY) -m export clip $(if $(CLIP_MODEL),--model $(CLIP_MODEL)) --repository $(REPOSITORY) --flavour python --cpu
+	$(if $(BLIP_MODEL),,test -f $(REPOSITORY)/blip_caption/export.json ||) \
+		$(PY) -m export blip $(if $(BLIP_MODEL),--model $(BLIP_MODEL)) --repository $(REPOSITORY) --flavour python --cpu
 
 serve: export
 	GATEWAY_MODEL_REPOSITORY=$(REPOSITORY) $(PY) -m gateway
 
-# The same repository on the bundled CPU tritonserver (gRPC :8001, HTTP :8000, metrics :8002); run the
-# gateway against it with GATEWAY_INFERENCE_MODE=triton GATEWAY_PORT=8080 make serve.
+# The same repository on the bundled CPU tritonserver (gRPC :8001, HTTP :8010, metrics :8002); in another
+# shell: GATEWAY_INFERENCE_MODE=triton make serve
 triton: export
 	$(PY) -m local_servers.tritonserver --repository $(REPOSITORY)
 

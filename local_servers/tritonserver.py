@@ -127,7 +127,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="serve a python-flavour model repository with the bundled tritonserver")
     parser.add_argument("--repository", type=Path, default=Path("model_repository"))
     parser.add_argument("--workdir", type=Path, default=Path(".cache/tritonserver"))
-    parser.add_argument("--ports", type=int, nargs=3, default=(8000, 8001, 8002), metavar=("HTTP", "GRPC", "METRICS"))
+    # gRPC on Triton's usual 8001 (the gateway's default GATEWAY_TRITON_URL); HTTP off the gateway's 8000
+    parser.add_argument("--ports", type=int, nargs=3, default=(8010, 8001, 8002), metavar=("HTTP", "GRPC", "METRICS"))
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # run the finally below: stop the server group
     server = TritonServer(args.repository, args.workdir, ports=tuple(args.ports)).start()

@@ -102,6 +102,11 @@ def test_text_search_get_and_post_agree_and_filters_reach_the_store(client, core
     assert core.store.expressions[-2:] == ['(metadata["album"] == "x")'] * 2
 
 
+def test_an_empty_query_is_400_on_both_text_routes(client):
+    for response in (client.get("/v1/search/text", params={"q": ""}), client.post("/v1/search/text", json={"query": " "})):
+        assert error(response, 400, "bad_request") == "the query is empty"
+
+
 def test_bad_filters_are_422_with_a_readable_message(client):
     bad = '[{"field": "source", "op": "like", "value": 1}]'
     message = error(client.get("/v1/search/text", params={"q": "dog", "filter": bad}), 422, "invalid_filter")

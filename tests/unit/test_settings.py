@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from gateway.runtime.checkpoints import DEFAULT_CLIP_MODEL
 from gateway.settings import Settings
-from gateway.wiring import limits
+from gateway.wiring import build_service, limits
 
 
 def test_original_env_names_are_honoured(monkeypatch):
@@ -20,3 +20,14 @@ def test_defaults_and_limits_come_from_one_place():
     settings = Settings(_env_file=None, max_k=50)
     assert settings.clip_model == DEFAULT_CLIP_MODEL
     assert limits(settings).max_k == 50 and limits(settings).max_upload_bytes == settings.max_upload_bytes
+
+
+def test_a_missing_model_repository_is_a_clear_error_naming_the_path_and_the_setting(tmp_path):
+    import pytest
+
+    from gateway.core.errors import ErrorKind, ServiceError
+
+    with pytest.raises(ServiceError) as refused:
+        build_service(Settings(_env_file=None, model_repository=tmp_path / "nowhere"))
+    assert refused.value.kind is ErrorKind.MISCONFIGURED
+    assert str(tmp_path / "nowhere") in refused.value.message and "GATEWAY_MODEL_REPOSITORY" in refused.value.message

@@ -100,7 +100,7 @@ class TextSearchResponse(BaseModel):
 
 
 class TextSearchRequest(BaseModel):
-    query: str = Field(min_length=1, max_length=1000, examples=["man in red jacket"])
+    query: str = Field(max_length=1000, examples=["man in red jacket"], description="not empty (400 otherwise)")
     k: int = Field(10, description="results to return, 1..GATEWAY_MAX_K (default 1000)")
     filters: list[Condition] = Field(default_factory=list)
 

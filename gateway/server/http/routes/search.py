@@ -28,7 +28,7 @@ async def search_by_image(service: Service, file: Annotated[UploadFile, File()],
 
 @router.get("/text", openapi_extra=requires("search"), response_model=TextSearchResponse, responses=ERRORS,
             summary="Images that match a text")
-async def search_text_get(service: Service, q: Annotated[str, Query(min_length=1, max_length=1000)],
+async def search_text_get(service: Service, q: Annotated[str, Query(max_length=1000, description="not empty (400 otherwise)")],
                           k: Annotated[int, Query(description=K_DESCRIPTION)] = 10,
                           filter: Annotated[str | None, Query(description="JSON list of conditions")] = None
                           ) -> TextSearchResponse:
