@@ -17,7 +17,7 @@ import numpy as np
 from locust import FastHttpUser, constant, task
 from urllib3 import encode_multipart_formdata
 
-from bench.payloads import QUERIES, photo_jpeg, unique_jpeg
+from bench.payloads import QUERIES, query_jpeg, unique_jpeg
 
 
 class GatewayUser(FastHttpUser):
@@ -38,10 +38,10 @@ class GatewayUser(FastHttpUser):
         return self.client.post(url, data=body, headers=headers, name=url)
 
     def embed_image(self):
-        return self.upload("/embed-image/", "file", photo_jpeg(int(self.rng.integers(100))), "photo.jpg")
+        return self.upload("/embed-image/", "file", query_jpeg(self.rng), "photo.jpg")
 
     def search_image(self):
-        return self.upload("/v1/search/image", "file", photo_jpeg(int(self.rng.integers(100))), "query.jpg", {"k": "10"})
+        return self.upload("/v1/search/image", "file", query_jpeg(self.rng), "query.jpg", {"k": "10"})
 
     def search_text(self):
         query = QUERIES[int(self.rng.integers(len(QUERIES)))]

@@ -32,6 +32,19 @@ def photo_jpeg(index: int) -> bytes:
     return encode_jpeg(photo(PHOTO_NAMES[index % len(PHOTO_NAMES)]))
 
 
+QUERY_PAYLOAD: str | None = None  # a bench.photos payload name for every image query; None: rotate the photos above
+
+
+def query_jpeg(rng: np.random.Generator) -> bytes:
+    """The image a search or /embed-image/ request sends: one of the small photos, or the chosen
+    camera-size payload (bench.photos) when QUERY_PAYLOAD names one (the sweep sets it)."""
+    if QUERY_PAYLOAD is None:
+        return photo_jpeg(int(rng.integers(100)))
+    from bench.photos import payloads
+
+    return payloads()[QUERY_PAYLOAD]
+
+
 def unique_jpeg(rng: np.random.Generator) -> bytes:
     """A new image each call (a random crop of a photo, mirrored at random): new bytes, real content."""
     image = photo(PHOTO_NAMES[int(rng.integers(len(PHOTO_NAMES)))])

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from PIL import Image
 
+NAMES = ("phone-12mp", "phone-12mp-portrait-exif", "camera-5mp", "web-2mp", "small-0.3mp")
 BACKGROUNDS = Path("/usr/share/backgrounds/mate")
 PHONE, CAMERA, NATURE = BACKGROUNDS / "abstract" / "Elephants_5640x3172.jpg", BACKGROUNDS / "nature" / "Wood.jpg", \
     BACKGROUNDS / "nature" / "LadyBird.jpg"

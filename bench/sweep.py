@@ -5,6 +5,9 @@
 For each service in turn (never two at once: they would share the cores), start it as a real
 process on the same checkpoints, seed it with a few indexed images, then run each locust scenario
 (bench/locustfile.py) closed-loop at each concurrency level: a warm-up, then a measured window.
+Image scenarios run once per payload (--payloads: "photos", scikit-image's small photos in turn, and
+bench/photos.py's camera sizes, e.g. phone-12mp); each row records the CPU milliseconds the service
+process (and its children, but not Triton) spent per request in the window.
 Services:
 
 - baseline: bench/baseline_service.py (PyTorch per request, HF processors, FAISS);
@@ -39,7 +42,7 @@ import httpx  # noqa: E402
 import numpy as np  # noqa: E402
 from locust.env import Environment  # noqa: E402
 
-from bench import perf_analyzer  # noqa: E402
+from bench import payloads, perf_analyzer, photos  # noqa: E402
 from bench.locustfile import USERS  # noqa: E402
 from bench.payloads import unique_jpeg  # noqa: E402
 from local_servers.processes import free_ports  # noqa: E402
@@ -47,22 +50,31 @@ from local_servers.service_process import ServiceProcess, gateway_process  # noq
 from local_servers.tritonserver import TritonServer  # noqa: E402
 
 SCENARIOS = {"embed-image": "EmbedImage", "image-search": "ImageSearch", "text-search": "TextSearch"}
+IMAGE_SCENARIOS = ("embed-image", "image-search")
+DEFAULT_PAYLOAD = "photos"
 SERVICES = ["baseline", "gateway-local", "gateway-triton", "gateway-triton-clip"]
 CAPTION = {"caption_beams": 1, "caption_max_new_tokens": 20}
 
 
-def measure(url: str, scenario: str, users: int, warmup: float, duration: float) -> dict:
-    """One closed-loop locust run: `users` requests always in flight; stats of the window after the warm-up."""
+def scenario_key(scenario: str, payload: str) -> str:
+    return scenario if payload == DEFAULT_PAYLOAD else f"{scenario} {payload}"
+
+
+def measure(url: str, scenario: str, users: int, warmup: float, duration: float, cpu_seconds) -> dict:
+    """One closed-loop locust run: `users` requests always in flight; stats of the window after the
+    warm-up, and the service's CPU milliseconds per request in that window."""
     env = Environment(user_classes=[USERS[SCENARIOS[scenario]]], host=url)
     runner = env.create_local_runner()
     runner.start(users, spawn_rate=users)
     gevent.sleep(warmup)
     env.stats.reset_all()
-    start = time.monotonic()
+    start, cpu_start = time.monotonic(), cpu_seconds()
     gevent.sleep(duration)
     total = env.stats.total
+    cpu = cpu_seconds() - cpu_start
     result = {"concurrency": users, "requests": total.num_requests, "failures": total.num_failures,
               "rps": total.num_requests / (time.monotonic() - start),
+              "cpu_ms_per_request": round(1000 * cpu / max(total.num_requests, 1), 1),
               **{f"p{p}_ms": total.get_response_time_percentile(p / 100) for p in (50, 95, 99)}}
     runner.quit()
     return result
@@ -83,14 +95,14 @@ def export(clip: str, blip: str, repository: Path) -> None:
 
 @contextmanager
 def service(name: str, args: argparse.Namespace, workdir: Path):
-    """Start one service; yields (its URL, Triton's gRPC address or None)."""
+    """Start one service; yields (its URL, Triton's gRPC address or None, its CPU-seconds counter)."""
     with ExitStack() as stack:
         if name == "baseline":
             (port,) = free_ports(1)
             command = [sys.executable, "-m", "bench.baseline_service", "--clip", args.clip, "--blip", args.blip,
                        "--port", str(port), "--max-new-tokens", "20", "--num-beams", "1"]
             process = stack.enter_context(ServiceProcess(command, port, {}, workdir / "baseline.log"))
-            yield process.url, None
+            yield process.url, None, process.cpu_seconds
             return
         settings = dict(CAPTION, local_threads=args.threads)
         triton_url = None
@@ -101,16 +113,16 @@ def service(name: str, args: argparse.Namespace, workdir: Path):
         if name == "gateway-triton-clip":
             settings["captions"] = "false"
         gateway = stack.enter_context(gateway_process(args.repository, workdir / name, **settings))
-        yield gateway.url, triton_url
+        yield gateway.url, triton_url, gateway.cpu_seconds
 
 
 def sweep(args: argparse.Namespace) -> dict:
     results = {"machine": machine(), "levels": args.levels, "warmup_s": args.warmup, "duration_s": args.duration,
-               "checkpoints": {"clip": args.clip, "blip": args.blip}, "services": {}}
+               "checkpoints": {"clip": args.clip, "blip": args.blip}, "payloads": args.payloads, "services": {}}
     workdir = Path(tempfile.mkdtemp(prefix="sweep-"))
     for name in args.services:
         scenarios = ["embed-image"] if name == "gateway-triton-clip" else list(args.scenarios)
-        with service(name, args, workdir) as (url, triton_url):
+        with service(name, args, workdir) as (url, triton_url, cpu_seconds):
             print(f"[{name}] up at {url}; seeding {args.seed_images} images", flush=True)
             seed(url, args.seed_images)
             if name == "gateway-triton":
@@ -119,12 +131,16 @@ def sweep(args: argparse.Namespace) -> dict:
                     check=True, capture_output=True, text=True).stdout)
             runs = results["services"][name] = {}
             for scenario in scenarios:
-                runs[scenario] = []
-                for level in args.levels:
-                    row = measure(url, scenario, level, args.warmup, args.duration)
-                    runs[scenario].append(row)
-                    print(f"[{name}] {scenario} c={level}: {row['rps']:.2f} rps p50 {row['p50_ms']} ms"
-                          f" ({row['failures']} failed)", flush=True)
+                for payload in args.payloads if scenario in IMAGE_SCENARIOS else [DEFAULT_PAYLOAD]:
+                    payloads.QUERY_PAYLOAD = None if payload == DEFAULT_PAYLOAD else payload
+                    key = scenario_key(scenario, payload)
+                    runs[key] = []
+                    for level in args.levels:
+                        row = measure(url, scenario, level, args.warmup, args.duration, cpu_seconds)
+                        runs[key].append(row)
+                        print(f"[{name}] {key} c={level}: {row['rps']:.2f} rps p50 {row['p50_ms']} ms,"
+                              f" {row['cpu_ms_per_request']} CPU ms/request ({row['failures']} failed)", flush=True)
+            payloads.QUERY_PAYLOAD = None
             if name == "gateway-triton-clip":
                 rows = perf_analyzer.run("clip_image", triton_url, args.repository, args.levels, workdir / "pa",
                                          int(min(args.duration, 10) * 1000))  # perf_analyzer repeats until stable
@@ -157,15 +173,15 @@ def markdown(results: dict) -> str:
              f" concurrency c, c requests are always in flight. Each cell: one {results['duration_s']:.0f} s window after"
              f" a {results['warmup_s']:.0f} s warm-up. Checkpoints: {results['checkpoints']['clip']},"
              f" {results['checkpoints']['blip']}.", ""]
-    for scenario in SCENARIOS:
+    keys = list(dict.fromkeys(key for runs in services.values() for key in runs if key != "clip_image"))
+    for scenario in keys:
         names = [n for n in services if scenario in services[n]]
-        if not names:
-            continue
         lines += [f"## {scenario}", "", "| service | " + " | ".join(f"c={c}" for c in levels) + " | best rps |",
                   "|---|" + "---|" * (len(levels) + 1)]
         for name in names:
             rows = services[name][scenario]
             cells = [f"{r['rps']:.2f} rps, p50 {r['p50_ms']:.0f} / p95 {r['p95_ms']:.0f} / p99 {r['p99_ms']:.0f} ms"
+                     + (f", {r['cpu_ms_per_request']:.0f} CPU ms/req" if "cpu_ms_per_request" in r else "")
                      + (f", {r['failures']} failed" if r["failures"] else "") for r in rows]
             lines.append(f"| {name} | " + " | ".join(cells) + f" | {best(rows)['rps']:.2f} |")
         if "baseline" in services and scenario in services["baseline"]:
@@ -177,7 +193,7 @@ def markdown(results: dict) -> str:
     if "wire_bytes" in results:
         lines += ["## Bytes per request to Triton (serialised gRPC requests, bench/wire_bytes.py)", "", "```",
                   json.dumps(results["wire_bytes"], indent=2), "```", ""]
-    if "triton-raw" in services and "gateway-triton-clip" in services:
+    if "triton-raw" in services and "embed-image" in services.get("gateway-triton-clip", {}):
         lines += ["## Gateway overhead: /embed-image/ without captions vs perf_analyzer on clip_image", "",
                   "| concurrency | gateway rps | raw Triton rps | gateway / raw |", "|---|---|---|---|"]
         for gw, raw in zip(services["gateway-triton-clip"]["embed-image"], services["triton-raw"]["clip_image"]):
@@ -241,6 +257,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--replot", action="store_true", help="only rewrite sweep.md and the plots from OUT/sweep.json")
     parser.add_argument("--services", nargs="+", default=SERVICES, choices=SERVICES)
     parser.add_argument("--scenarios", nargs="+", default=list(SCENARIOS), choices=list(SCENARIOS))
+    parser.add_argument("--payloads", nargs="+", default=[DEFAULT_PAYLOAD],
+                        choices=[DEFAULT_PAYLOAD, *photos.NAMES], help="what image scenarios upload (bench/photos.py)")
     parser.add_argument("--levels", type=int, nargs="+", default=[1, 2, 4, 8])
     parser.add_argument("--warmup", type=float, default=10)
     parser.add_argument("--duration", type=float, default=30)

@@ -41,19 +41,26 @@ class ServiceProcess:
             raise
         return self
 
-    def rss_bytes(self) -> int:
-        """Resident memory of the process and its children (Milvus Lite runs as a child)."""
+    def _tree_sum(self, measure) -> float:
         import psutil
 
         assert self.process is not None, "not started"
         root = psutil.Process(self.process.pid)
-        total = 0
+        total = 0.0
         for proc in [root, *root.children(recursive=True)]:
             try:
-                total += proc.memory_info().rss
+                total += measure(proc)
             except psutil.NoSuchProcess:
                 pass
         return total
+
+    def rss_bytes(self) -> int:
+        """Resident memory of the process and its children (Milvus Lite runs as a child)."""
+        return int(self._tree_sum(lambda proc: proc.memory_info().rss))
+
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) the process and its children have used so far."""
+        return self._tree_sum(lambda proc: sum(proc.cpu_times()[:2]))
 
     def stop(self) -> None:
         if self.process is not None:

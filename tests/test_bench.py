@@ -27,19 +27,21 @@ def test_sweep_runs_every_service_scenario_and_perf_analyzer(clip_checkpoint, bl
     out = tmp_path / "out"
     run("bench.sweep", "--clip", str(clip_checkpoint), "--blip", str(blip_checkpoint), "--repository",
         str(tmp_path / "repository"), "--out", str(out), "--levels", "2", "--warmup", "2", "--duration", "4",
-        "--seed-images", "2")
+        "--seed-images", "2", "--payloads", "photos", "web-2mp")
     results = json.loads((out / "sweep.json").read_text())
     services = results["services"]
     assert set(services) == SERVICES | {"triton-raw"}
     for name in ("baseline", "gateway-local", "gateway-triton"):
-        assert set(services[name]) == SCENARIOS
+        assert set(services[name]) == SCENARIOS | {"embed-image web-2mp", "image-search web-2mp"}
     rows = [row for name in SERVICES for scenario in services[name].values() for row in scenario]
-    assert all(row["failures"] == 0 and row["requests"] > 0 and row["rps"] > 0 for row in rows), rows
+    assert all(row["failures"] == 0 and row["requests"] > 0 and row["rps"] > 0 and row["cpu_ms_per_request"] > 0
+               for row in rows), rows
     assert services["triton-raw"]["clip_image"][0]["rps"] > 0
     side = 32  # the tiny CLIP's input: uint8 32 x 32 x 3 on the wire, plus the request's protobuf fields
     assert 3 * side * side < results["wire_bytes"]["batch 1"]["clip_image"] < 3 * side * side + 300
     report = (out / "sweep.md").read_text()
     assert "gateway-local / baseline, best throughput" in report and "gateway / raw" in report
+    assert "## image-search web-2mp" in report and "CPU ms/req" in report
     for plot in ("throughput.png", "latency.png"):
         assert (out / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
