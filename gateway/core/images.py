@@ -23,7 +23,7 @@ RECORD_NEEDS = Resolution(short=2 * PHASH_SIZE, long=2 * THUMBNAIL_SIZE)
 
 @dataclass
 class PreparedImage:
-    id: str
+    id: str  # "" unless prepared for a stored record (SHA-256 of a 4 MB photo costs ~8 ms)
     clip_pixels: np.ndarray
     blip_pixels: np.ndarray | None  # only when captioning
     phash: str  # "" unless prepared for a stored record
@@ -75,6 +75,6 @@ def prepare(data: bytes, info: ModelInfo, max_pixels: int, blip: bool = False, r
     (what the export's parity gate does) instead of at the scale the products need. CPU-bound:
     call it in a thread."""
     image = decode(data, max_pixels, None if exact else needs(info, blip, record))
-    return PreparedImage(content_id(data), to_pixels(image, info.clip_pixels),
+    return PreparedImage(content_id(data) if record else "", to_pixels(image, info.clip_pixels),
                          to_pixels(image, info.blip_pixels) if blip and info.blip_pixels is not None else None,
                          perceptual_hash(image) if record else "", thumbnail(image) if record else "")
