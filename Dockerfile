@@ -5,6 +5,9 @@
 #   triton             NGC Triton with what blip_caption's python model needs (onnxruntime, tokenizers)
 ARG PYTHON_IMAGE=python:3.11.7-slim-bookworm
 ARG TRITON_IMAGE=nvcr.io/nvidia/tritonserver:24.12-py3
+# 24.12 ships CUDA 12.6.3 (NGC release notes); the onnxruntime-gpu below must be a CUDA 12 build, or
+# its CUDA provider fails to load and blip_caption refuses to start (tests/test_deployment.py checks it)
+ARG TRITON_CUDA_MAJOR=12
 
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
@@ -40,5 +43,6 @@ ENTRYPOINT ["/opt/venv/bin/python", "-m", "export"]
 FROM ${TRITON_IMAGE} AS triton
 # blip_caption runs its decode loop in Triton's python backend: onnxruntime (GPU) and tokenizers.
 # numpy<2: the python backend stub returns empty tensors with numpy 2.
-# (onnxruntime-gpu 1.31.1 is the newest GPU build on PyPI; the CPU tests use onnxruntime 1.32.0)
-RUN pip install --no-cache-dir "numpy<2" "onnxruntime-gpu==1.31.1" "tokenizers==0.23.3"
+# onnxruntime-gpu 1.26.0: the newest CUDA 12 build on PyPI (1.27 and later need CUDA 13, which 24.12
+# does not have); the CPU tests use onnxruntime 1.32.0.
+RUN pip install --no-cache-dir "numpy<2" "onnxruntime-gpu==1.26.0" "tokenizers==0.23.3"

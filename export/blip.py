@@ -59,7 +59,7 @@ def _graphs(model, spec: PixelSpec):
             self.register_buffer("std", torch.tensor(spec.image_std).view(1, 3, 1, 1))
 
         def forward(self, pixels):
-            x = pixels.permute(0, 3, 1, 2).to(torch.float32) * self.scale
+            x = pixels.to(torch.float32).permute(0, 3, 1, 2) * self.scale  # Cast first (TensorRT: uint8 only into Cast)
             return self.vision(pixel_values=(x - self.mean) / self.std).last_hidden_state
 
     class DecoderInit(torch.nn.Module):

@@ -18,7 +18,7 @@ import numpy as np
 
 from gateway.runtime.onnx_session import create_session
 from gateway.runtime.preprocess import PixelSpec, preprocess
-from gateway.runtime.text import text_length
+from gateway.runtime.text import TEXT_BUCKET, text_length
 
 from . import onnx_io
 from .parity import compare_embeddings, require
@@ -49,7 +49,8 @@ def _towers(model, spec: PixelSpec):
             self.register_buffer("std", torch.tensor(spec.image_std).view(1, 3, 1, 1))
 
         def forward(self, pixels):
-            x = pixels.permute(0, 3, 1, 2).to(torch.float32) * self.scale
+            # Cast first: TensorRT takes uint8 only into Cast/Identity, so uint8 must not reach the Transpose
+            x = pixels.to(torch.float32).permute(0, 3, 1, 2) * self.scale
             features = self.projection(self.vision(pixel_values=(x - self.mean) / self.std).pooler_output)
             return torch.nn.functional.normalize(features, dim=-1)
 
@@ -137,7 +138,8 @@ def export_clip(source: str, repository: Path, serving: Serving, force: bool = F
         tokenizer.save_pretrained(tokenizer_dir)
         text_spec = ModelSpec(
             "clip_text",
-            inputs=(Tensor("input_ids", "int64", (-1,)), Tensor("attention_mask", "int64", (-1,))),
+            inputs=tuple(Tensor(name, "int64", (-1,), dynamic_range=((TEXT_BUCKET,), (context,)))
+                         for name in ("input_ids", "attention_mask")),
             outputs=(Tensor("embeddings", "float32", (dim,)),),
             # flat beside config.pbtxt: Triton warns about any non-numeric sub-folder of a model
             extra_files={p.name: p for p in tokenizer_dir.iterdir()},

@@ -8,8 +8,11 @@ One ONNX file, two ways to serve it (chosen by ``Serving.flavour``):
 Configs are built as Triton's own ModelConfig protobuf, so a field Triton does not know cannot be
 written. Python models get the model runtime (gateway/runtime/) copied beside their model.py, so a
 repository carries the code its models run and the Triton image needs only their dependencies.
-A model is assembled in a staging folder beside the repository (outside it, so a polling Triton
-never sees half a model) and moved into place only after its parity gate passed.
+A model is assembled in a hidden staging folder inside the repository (the repository's own
+filesystem, so installing is a rename even when the repository is a mounted volume whose parent is
+not writable) and renamed into place only after its parity gate passed. Triton does not skip hidden
+folders when it scans a repository (2.51, and its source today), so every Triton here loads the
+installed models by name (``--model-control-mode=explicit``, ``installed_models``), never by scan.
 """
 
 from __future__ import annotations
@@ -36,8 +39,18 @@ DTYPES = {"uint8": mc.TYPE_UINT8, "int32": mc.TYPE_INT32, "int64": mc.TYPE_INT64
 class Tensor:
     name: str
     dtype: str  # numpy name (uint8, int32, int64, float32) or "bytes" for strings
-    dims: tuple[int, ...]  # without the batch axis
+    dims: tuple[int, ...]  # without the batch axis; -1 for a dynamic one
     optional: bool = False
+    # smallest and largest value of each dynamic dim (TensorRT profiles, warm-up); None: dims are fixed
+    dynamic_range: tuple[tuple[int, ...], tuple[int, ...]] | None = None
+
+    def shapes(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """(smallest, largest) dims without the batch axis."""
+        if self.dynamic_range is None:
+            if -1 in self.dims:
+                raise ValueError(f"{self.name} has dynamic dims: give their dynamic_range")
+            return self.dims, self.dims
+        return self.dynamic_range
 
 
 @dataclass(frozen=True)
@@ -53,6 +66,9 @@ class Serving:
     tensorrt: bool = False
     fp16: bool = False
     threads: int = 0  # python flavour: onnxruntime intra-op threads per instance (0 = onnxruntime's default)
+    # TensorRT engine and timing caches: a writable volume outside the repository (engines are per GPU
+    # model and TensorRT version, built once, then loaded in seconds on every pod start)
+    tensorrt_cache: str = "/trt-cache"
 
     def __post_init__(self):
         if self.flavour not in FLAVOURS:
@@ -93,14 +109,40 @@ def render_config(spec: ModelSpec, serving: Serving) -> str:
     if not spec.uses_python(serving):
         config.backend = "onnxruntime"
         if serving.tensorrt and serving.gpu:
-            trt = config.optimization.execution_accelerators.gpu_execution_accelerator.add(name="tensorrt")
-            trt.parameters["precision_mode"] = "FP16" if serving.fp16 else "FP32"
-            trt.parameters["max_workspace_size_bytes"] = str(2 << 30)
-            trt.parameters["trt_engine_cache_enable"] = "1"
+            add_tensorrt(config, spec, serving)
     else:
         config.backend = "python"
         config.parameters["intra_op_num_threads"].string_value = str(serving.threads)
     return text_format.MessageToString(config)
+
+
+def profile(tensors: tuple[Tensor, ...], batch: int, largest: bool) -> str:
+    """An ONNX Runtime TensorRT profile shape list: ``name:BxD1xD2,...``."""
+    return ",".join(f"{t.name}:" + "x".join(str(d) for d in (batch, *t.shapes()[largest])) for t in tensors)
+
+
+def add_tensorrt(config: mc.ModelConfig, spec: ModelSpec, serving: Serving) -> None:
+    """The TensorRT accelerator with everything a first deploy needs not to time out: engine and
+    timing caches on the cache volume, one explicit profile covering batch 1..max_batch_size and the
+    dynamic dims' ranges (no rebuild when a larger batch arrives), and warm-up at the smallest and
+    largest shapes, so Triton reports ready only once the engine exists."""
+    trt = config.optimization.execution_accelerators.gpu_execution_accelerator.add(name="tensorrt")
+    cache = f"{serving.tensorrt_cache.rstrip('/')}/{spec.name}"
+    opt_batch = max(serving.preferred(), default=serving.max_batch_size)
+    trt.parameters.update({
+        "precision_mode": "FP16" if serving.fp16 else "FP32", "max_workspace_size_bytes": str(2 << 30),
+        "trt_engine_cache_enable": "1", "trt_engine_cache_path": cache,
+        "trt_timing_cache_enable": "1", "trt_timing_cache_path": cache,
+        "trt_profile_min_shapes": profile(spec.inputs, 1, largest=False),
+        "trt_profile_opt_shapes": profile(spec.inputs, opt_batch, largest=False),
+        "trt_profile_max_shapes": profile(spec.inputs, serving.max_batch_size, largest=True),
+    })
+    for batch, largest in ((1, False), (serving.max_batch_size, True)):
+        warmup = config.model_warmup.add(name=f"batch-{batch}", batch_size=batch, count=1)
+        for tensor in spec.inputs:
+            warmup.inputs[tensor.name].data_type = DTYPES[tensor.dtype]
+            warmup.inputs[tensor.name].dims.extend(tensor.shapes()[largest])
+            warmup.inputs[tensor.name].zero_data = True
 
 
 def install_python_model(model_py: Path, version_folder: Path) -> None:
@@ -139,14 +181,24 @@ def is_up_to_date(repository: Path, name: str, request: dict) -> bool:
     return bool(manifest.get("onnx_sha256")) and onnx_hashes(repository / name) == manifest["onnx_sha256"]
 
 
+STAGING_PREFIX = ".staging-"
+
+
+def installed_models(repository: Path) -> list[str]:
+    """The models an export installed (its manifest is written last, inside the folder that is renamed
+    into place): what a Triton should ``--load-model``."""
+    return sorted(p.parent.name for p in Path(repository).glob(f"*/{MANIFEST}") if not p.parent.name.startswith("."))
+
+
 class StagedModel:
-    """A model folder being assembled outside the repository; ``install`` swaps it in atomically."""
+    """A model folder being assembled in a hidden folder of the repository; ``install`` swaps it in
+    with renames on the repository's own filesystem."""
 
     def __init__(self, repository: Path, spec: ModelSpec):
         repository.mkdir(parents=True, exist_ok=True)
         self.repository = repository.resolve()
         self.spec = spec
-        self.root = Path(tempfile.mkdtemp(prefix=f".export-{spec.name}-", dir=self.repository.parent))
+        self.root = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{spec.name}-", dir=self.repository))
         self.folder = self.root / spec.name
         (self.folder / "1").mkdir(parents=True)
 

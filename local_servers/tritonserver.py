@@ -23,6 +23,7 @@ import urllib.request
 from importlib.util import find_spec
 from pathlib import Path
 
+from export.triton_repo import installed_models
 from local_servers.processes import answers_200, free_ports, stop_group, wait_until_ready
 
 
@@ -83,6 +84,8 @@ class TritonServer:
             f"--http-port={self.http_port}", f"--grpc-port={self.grpc_port}", f"--metrics-port={self.metrics_port}",
             "--http-address=127.0.0.1", "--grpc-address=127.0.0.1",
             "--allow-gpu-metrics=false", "--pinned-memory-pool-byte-size=0", "--exit-timeout-secs=10",
+            # the installed models by name: a scan would also take an export's staging folder for a model
+            "--model-control-mode=explicit", *(f"--load-model={name}" for name in installed_models(self.repository)),
             *self.extra_args,
         ]
         with open(self.log_path, "wb") as log:

@@ -9,14 +9,9 @@ import pytest
 from export.blip import export_blip
 from export.clip import export_clip
 from export.random_checkpoints import build_blip, build_clip
-from export.triton_repo import Serving
 from local_servers.milvus_server import MilvusServer
 from local_servers.tritonserver import TritonServer
-
-# What the tests serve: the python-backend flavour (the bundled Triton has no onnxruntime backend).
-# A 30 ms batching window: tiny models run faster than an aio client issues requests, so a short window
-# would sometimes catch one request at a time and the batching assertions would depend on timing.
-TEST_SERVING = Serving(flavour="python", gpu=False, max_batch_size=16, queue_delay_us=30000, threads=1)
+from tests.support.references import TEST_SERVING
 
 
 @pytest.fixture(scope="session")

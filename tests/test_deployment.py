@@ -208,10 +208,31 @@ def test_kubernetes_objects_agree_with_each_other_and_with_the_gateway(manifests
     job = manifests[("Job", "index-images")]["spec"]["template"]["spec"]["containers"][0]
     key_ref = next(e for e in job["env"] if e["name"] == "IMAGE_SEARCH_API_KEY")["valueFrom"]["secretKeyRef"]
     assert key_ref["key"] in manifests[("Secret", key_ref["name"])]["stringData"]
-    # Triton and Milvus addresses
-    host, port = config["GATEWAY_TRITON_URL"].split(":")
+    # Triton and Milvus addresses: the gateway resolves a headless Service, so it reaches every Triton pod
+    target = config["GATEWAY_TRITON_URL"]
+    assert target.startswith("dns:///"), target
+    host, port = target.removeprefix("dns:///").split(":")
     service = manifests[("Service", host)]
+    assert service["spec"]["clusterIP"] == "None"
     assert {"name": "grpc", "port": int(port), "targetPort": "grpc"} in service["spec"]["ports"]
+    assert service["spec"]["selector"].items() <= pod_labels(manifests, "triton").items()
+    # Triton waits for what the export Job installs and loads the three models by name (a scan would take
+    # the export's staging folders for models), one model (engine build) at a time
+    triton_pod = manifests[("Deployment", "triton")]["spec"]["template"]["spec"]
+    triton_args = container(manifests, "triton")["args"]
+    loaded = {a.removeprefix("--load-model=") for a in triton_args if a.startswith("--load-model=")}
+    assert {"--model-control-mode=explicit", "--model-load-thread-count=1"} <= set(triton_args)
+    assert loaded == {"clip_image", "clip_text", "blip_caption"}
+    (wait,) = triton_pod["initContainers"]
+    assert all(f"/models/{name}/export.json" in " ".join(wait["command"]) for name in loaded)
+    mounts = {m["mountPath"]: m["name"] for m in container(manifests, "triton")["volumeMounts"]}
+    volumes = {v["name"]: v for v in manifests[("Deployment", "triton")]["spec"]["template"]["spec"]["volumes"]}
+    claim = volumes[mounts["/trt-cache"]]["persistentVolumeClaim"]["claimName"]  # the export's trt_engine_cache_path
+    assert ("PersistentVolumeClaim", claim) in manifests
+    hpa_metrics = {m["pods"]["metric"]["name"] for m in manifests[("HorizontalPodAutoscaler", "triton")]["spec"]["metrics"]}
+    rules = manifests[("ConfigMap", "prometheus-adapter-rules")]["data"]["config.yaml"]
+    assert hpa_metrics == {"triton_clip_image_queue_time_us", "triton_clip_text_queue_time_us"}
+    assert all(f"as: {m}" in rules for m in hpa_metrics) and "delta(" not in rules and "rate(" in rules
     assert config["GATEWAY_MILVUS_URI"] == "http://milvus:19530"  # Helm release "milvus" (k8s/milvus/values.yaml)
     # selectors select the pods they mean
     for kind, name, target in (("Service", "gateway", "gateway"), ("Service", "triton", "triton"),
@@ -270,3 +291,23 @@ def test_overlays_size_the_tiers_differently():
     assert prod[("HorizontalPodAutoscaler", "gateway")]["spec"]["minReplicas"] == 3
     assert "maxUnavailable" in dev[("PodDisruptionBudget", "gateway")]["spec"]
     assert prod[("Deployment", "gateway")]["spec"]["template"]["spec"]["topologySpreadConstraints"]
+
+
+@pytest.mark.integration  # asks the package registry
+def test_the_triton_images_onnxruntime_gpu_is_built_for_its_cuda_major():
+    """A CUDA 13 onnxruntime-gpu on a CUDA 12 Triton image loads no CUDA provider: every GPU session
+    would fall back to the CPU (now refused at start). The wheel's own metadata names its CUDA runtime;
+    pip reads it from the registry without downloading the wheel."""
+    import subprocess
+    import sys
+    import tempfile
+
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    cuda_major = re.search(r"^ARG TRITON_CUDA_MAJOR=(\d+)$", dockerfile, re.MULTILINE).group(1)
+    (pin,) = re.findall(r'"onnxruntime-gpu==([0-9.]+)"', dockerfile)
+    with tempfile.NamedTemporaryFile(suffix=".json") as report:
+        subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run", "--no-deps", "--ignore-installed", "--quiet",
+                        "--report", report.name, f"onnxruntime-gpu=={pin}"], check=True, capture_output=True, timeout=300)
+        requires = json.loads(Path(report.name).read_text())["install"][0]["metadata"]["requires_dist"]
+    runtime = next(r for r in requires if r.startswith("nvidia-cuda-runtime"))
+    assert re.search(rf"~={cuda_major}\.", runtime), (pin, runtime, cuda_major)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
@@ -165,4 +166,70 @@ def test_parity_failure_exits_nonzero_and_keeps_the_installed_model(tmp_path, cl
     message = capsys.readouterr().err
     assert "parity gate refused" in message and "clip_image (fp32): min cosine" in message
     assert (repo / "clip_image" / "1" / "model.onnx").read_bytes() == installed
-    assert sorted(os.listdir(tmp_path)) == ["other", "repo"]  # no staging folder left behind
+    assert sorted(os.listdir(tmp_path)) == ["other", "repo"]
+    assert sorted(os.listdir(repo)) == ["clip_image", "clip_text"]  # no staging folder left behind
+
+
+def test_tensorrt_export_caches_outside_the_repository_with_profiles_warmup_and_cast_first_graphs(tmp_path, clip_checkpoint):
+    """What TensorRT needs on the first GPU host (checked without one): engines cached on their own
+    volume, one profile covering every batch and text length, warm-up so readiness waits for the
+    engine, and uint8 inputs that feed nothing but Cast."""
+    import onnx
+
+    serving = Serving(flavour="onnxruntime", fp16=True, tensorrt=True, max_batch_size=64)
+    export_clip(str(clip_checkpoint), tmp_path / "repo", serving)
+    image = parse((tmp_path / "repo" / "clip_image" / "config.pbtxt").read_text())
+    (trt,) = image.optimization.execution_accelerators.gpu_execution_accelerator
+    assert trt.parameters["trt_engine_cache_path"] == "/trt-cache/clip_image"
+    assert not trt.parameters["trt_engine_cache_path"].startswith(str(tmp_path))
+    assert trt.parameters["trt_timing_cache_enable"] == "1" and trt.parameters["precision_mode"] == "FP16"
+    assert (trt.parameters["trt_profile_min_shapes"], trt.parameters["trt_profile_opt_shapes"],
+            trt.parameters["trt_profile_max_shapes"]) == ("pixels:1x32x32x3", "pixels:64x32x32x3", "pixels:64x32x32x3")
+    assert [(w.batch_size, list(w.inputs["pixels"].dims), w.inputs["pixels"].zero_data) for w in image.model_warmup] == [
+        (1, [32, 32, 3], True), (64, [32, 32, 3], True)]
+    text = parse((tmp_path / "repo" / "clip_text" / "config.pbtxt").read_text())
+    (trt,) = text.optimization.execution_accelerators.gpu_execution_accelerator
+    assert trt.parameters["trt_profile_min_shapes"] == "input_ids:1x16,attention_mask:1x16"
+    assert trt.parameters["trt_profile_max_shapes"] == "input_ids:64x77,attention_mask:64x77"
+    assert [list(w.inputs["input_ids"].dims) for w in text.model_warmup] == [[16], [77]]
+    graph = onnx.load(str(tmp_path / "repo" / "clip_image" / "1" / "model.onnx")).graph
+    consumers = [node.op_type for node in graph.node if "pixels" in node.input]
+    assert consumers == ["Cast"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
+@pytest.mark.parametrize("user", ["root", "image-user"])
+def test_export_installs_into_a_repository_that_is_its_own_filesystem(clip_checkpoint, user):
+    """The repository as compose and Kubernetes mount it: a volume of its own (a rename from outside
+    it fails with EXDEV), written by the images' non-root user (uid 10001), who cannot write the
+    folder above it."""
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as scratch:  # under /tmp, so the image user can read the checkpoint
+        base = Path(scratch)
+        os.chmod(base, 0o755)
+        checkpoint, repository, home = base / "checkpoint", base / "models", base / "home"
+        shutil.copytree(clip_checkpoint, checkpoint)
+        for path in (checkpoint, *checkpoint.rglob("*")):
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        repository.mkdir()
+        home.mkdir()
+        os.chown(home, 10001, 10001)
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256m", "tmpfs", str(repository)], check=True)
+        try:
+            command = [sys.executable, "-m", "export", "clip", "--model", str(checkpoint), "--repository",
+                       str(repository), "--flavour", "python", "--cpu"]
+            if user == "image-user":
+                os.chown(repository, 10001, 10001)
+                command = ["setpriv", "--reuid=10001", "--regid=10001", "--clear-groups", *command]
+            done = subprocess.run(command, env={**os.environ, "HOME": str(home)}, capture_output=True, text=True,
+                                  timeout=600)
+            assert done.returncode == 0, done.stderr[-3000:]
+            assert sorted(p.name for p in repository.iterdir()) == ["clip_image", "clip_text"]  # staging gone
+            owner = (repository / "clip_image" / "1" / "model.onnx").stat().st_uid
+            assert owner == (10001 if user == "image-user" else 0)
+        finally:
+            subprocess.run(["umount", str(repository)], check=True)

@@ -119,3 +119,23 @@ def test_missing_input_is_rejected(triton):
     ids.set_data_from_numpy(np.zeros((1, 77), np.int64))
     with pytest.raises(InferenceServerException, match="attention_mask"):
         client.infer("clip_text", [ids])
+
+
+def test_triton_loads_the_installed_models_and_not_an_exports_staging_folder(clip_checkpoint, tmp_path):
+    """Triton takes every folder of a repository for a model, hidden ones too (a half-assembled
+    .staging-* folder would fail its start): it is told which models to load, those an export installed."""
+    from export.clip import export_clip
+    from export.triton_repo import STAGING_PREFIX, installed_models
+    from local_servers.tritonserver import TritonServer
+    from tests.support.references import TEST_SERVING
+
+    repository = tmp_path / "repository"
+    export_clip(str(clip_checkpoint), repository, TEST_SERVING)
+    half = repository / f"{STAGING_PREFIX}clip_image-x" / "clip_image"
+    (half / "1").mkdir(parents=True)
+    (half / "config.pbtxt").write_text('name: "clip_image"\nbackend: "python"\n')  # no model.py: cannot load
+    assert installed_models(repository) == ["clip_image", "clip_text"]
+    with TritonServer(repository, tmp_path / "triton") as triton:
+        client = grpcclient.InferenceServerClient(triton.grpc_url)
+        assert client.is_model_ready("clip_image") and client.is_model_ready("clip_text")
+        assert {m.name for m in client.get_model_repository_index().models if m.state == "READY"} == {"clip_image", "clip_text"}

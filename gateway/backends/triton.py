@@ -1,6 +1,11 @@
 """Inference on Triton over gRPC (tritonclient aio): one channel, a deadline per call, retries when
 Triton answers UNAVAILABLE; uint8 pixels on the wire. Tokenisation runs here, from the repository's
-tokenizer files, so clients need no hub."""
+tokenizer files, so clients need no hub.
+
+The channel balances round robin over every address its target resolves to: with
+``dns:///triton-pods:8001`` (a headless Kubernetes Service) each Triton pod gets its share, and new
+pods join as DNS shows them. gRPC balances per connection, so behind one ClusterIP address a single
+channel would stay on the pod it first reached."""
 
 from __future__ import annotations
 
@@ -15,6 +20,21 @@ from .metrics import INFERENCE_BATCH, INFERENCE_SECONDS
 from .repository import RepositoryModels
 
 
+def channel_args() -> list[tuple[str, object]]:
+    """tritonclient's own defaults (no message size cap, keep-alive) plus round-robin balancing."""
+    from tritonclient.grpc import KeepAliveOptions
+    from tritonclient.grpc._client import MAX_GRPC_MESSAGE_SIZE
+
+    keepalive = KeepAliveOptions()
+    return [("grpc.max_send_message_length", MAX_GRPC_MESSAGE_SIZE),
+            ("grpc.max_receive_message_length", MAX_GRPC_MESSAGE_SIZE),
+            ("grpc.keepalive_time_ms", keepalive.keepalive_time_ms),
+            ("grpc.keepalive_timeout_ms", keepalive.keepalive_timeout_ms),
+            ("grpc.keepalive_permit_without_calls", keepalive.keepalive_permit_without_calls),
+            ("grpc.http2.max_pings_without_data", keepalive.http2_max_pings_without_data),
+            ("grpc.lb_policy_name", "round_robin")]
+
+
 class TritonInference(RepositoryModels):
     def __init__(self, url: str, repository: Path, captions: bool, caption_settings: GenerationSettings,
                  timeout_s: float = 30.0, retries: int = 2):
@@ -23,7 +43,7 @@ class TritonInference(RepositoryModels):
         super().__init__(repository, captions, caption_settings)
         self.grpc = aioclient
         self.url, self.timeout_s, self.retries = url, timeout_s, retries
-        self.client = aioclient.InferenceServerClient(url)
+        self.client = aioclient.InferenceServerClient(url, channel_args=channel_args())
         self.models = ["clip_image", "clip_text"] + (["blip_caption"] if captions else [])
 
     def _input(self, name: str, array: np.ndarray, datatype: str):

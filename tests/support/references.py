@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from export.triton_repo import Serving
 from gateway.backends.repository import read_model_info
 from gateway.core.images import prepare
 from gateway.runtime.blip_decode import BlipDecoder, CaptionText, GenerationSettings
@@ -16,6 +17,10 @@ from gateway.runtime.onnx_session import create_session
 from gateway.settings import Settings
 
 CAPTION = GenerationSettings(max_new_tokens=8, num_beams=2)  # what test gateways caption with
+# What the tests serve: the python-backend flavour (the bundled Triton has no onnxruntime backend).
+# A 30 ms batching window: tiny models run faster than an aio client issues requests, so a short window
+# would sometimes catch one request at a time and the batching assertions would depend on timing.
+TEST_SERVING = Serving(flavour="python", gpu=False, max_batch_size=16, queue_delay_us=30000, threads=1)
 # what the gateway derives from an upload, per operation: (BLIP pixels, stored-record products)
 PURPOSES = {"search": (False, False), "embed": (True, False), "index": (True, True)}
 
