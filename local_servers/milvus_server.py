@@ -14,7 +14,7 @@ import signal
 import subprocess
 from pathlib import Path
 
-from local_servers.processes import free_ports, wait_until_ready
+from local_servers.processes import free_ports, start_server, wait_until_ready
 
 BINARY = Path(os.environ.get("MILVUS_SERVER_BIN", Path(__file__).parents[1] / ".venv-milvus" / "bin" / "milvus-server"))
 
@@ -35,8 +35,7 @@ class MilvusServer:
     def start(self) -> MilvusServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         with open(self.data_dir / "server.log", "ab") as log:
-            self.process = subprocess.Popen([str(BINARY), "--data", str(self.data_dir), "--proxy-port", str(self.port)],
-                                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            self.process = start_server([str(BINARY), "--data", str(self.data_dir), "--proxy-port", str(self.port)], log)
         try:
             wait_until_ready(self.process, self._answers, self.startup_timeout,
                              f"milvus-server (log: {self.data_dir}/server.log)", interval=1)

@@ -13,6 +13,23 @@ import urllib.request
 from collections.abc import Callable
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGKILL when the parent dies (Linux PR_SET_PDEATHSIG), however the
+    parent ends, SIGKILL included."""
+    import ctypes
+
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def start_server(command: list[str], log, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """A server process in its own process group (stop_group takes its children too) that dies with
+    this process. Start servers from the main thread: the kernel counts the thread that forked as
+    the parent."""
+    return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                            preexec_fn=_die_with_parent)
+
+
 def free_ports(count: int) -> list[int]:
     sockets = [socket.socket() for _ in range(count)]
     try:

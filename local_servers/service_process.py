@@ -12,7 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from local_servers.processes import answers_200, free_ports, stop_group, wait_until_ready
+from local_servers.processes import answers_200, free_ports, start_server, stop_group, wait_until_ready
 
 
 class ServiceProcess:
@@ -31,8 +31,7 @@ class ServiceProcess:
     def start(self) -> ServiceProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen(self.command, env={**os.environ, **self.env}, stdout=log,
-                                            stderr=subprocess.STDOUT, start_new_session=True)
+            self.process = start_server(self.command, log, {**os.environ, **self.env})
         try:
             wait_until_ready(self.process, answers_200(self.url + self.ready_path, timeout=5), self.startup_timeout,
                              f"{self.command} (log: {self.log_path})", interval=0.5)

@@ -24,7 +24,7 @@ from importlib.util import find_spec
 from pathlib import Path
 
 from export.triton_repo import installed_models
-from local_servers.processes import answers_200, free_ports, stop_group, wait_until_ready
+from local_servers.processes import answers_200, free_ports, start_server, stop_group, wait_until_ready
 
 
 def _pytriton_root() -> Path:
@@ -89,8 +89,7 @@ class TritonServer:
             *self.extra_args,
         ]
         with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=self._env(),
-                                            start_new_session=True)
+            self.process = start_server(command, log, self._env())
         try:
             self._wait_ready()
         except BaseException:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,16 @@ from export.random_checkpoints import build_blip, build_clip
 from local_servers.milvus_server import MilvusServer
 from local_servers.tritonserver import TritonServer
 from tests.support.references import TEST_SERVING
+
+
+def pytest_configure(config) -> None:
+    """A run ended by SIGTERM (a timeout, a cancelled job) unwinds like Ctrl-C: pytest runs every
+    fixture's teardown, so the servers the fixtures started are stopped (and die with this process
+    in any case, local_servers.processes.start_server)."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, interrupt)
 
 
 @pytest.fixture(scope="session")

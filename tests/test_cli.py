@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 
+import httpx
 import pytest
 from PIL import Image
 
@@ -120,3 +121,35 @@ def test_index_and_query_through_a_running_gateway(model_repository, folders, tm
         assert capsys.readouterr().out.splitlines()[1].endswith("chelsea.jpg")
         assert main(["--url", server.url, "query", "--k", "0", "x"]) == 2
         assert "error: k must be in 1..1000" in capsys.readouterr().err  # the gateway's 400
+
+
+def test_the_embedded_cli_refuses_a_lite_file_a_running_gateway_holds(model_repository, folders, tmp_path, capsys,
+                                                                      monkeypatch):
+    """Two processes must never write one Milvus Lite file: the CLI stops with what to do instead,
+    writes nothing, and the same folder indexes fine through the gateway."""
+    from local_servers.service_process import gateway_process
+
+    photos, _ = folders
+    with gateway_process(model_repository, tmp_path / "gw", caption_beams=1, caption_max_new_tokens=4) as gateway:
+        database = gateway.env["GATEWAY_MILVUS_URI"]
+        monkeypatch.setenv("GATEWAY_MODEL_REPOSITORY", str(model_repository))
+        monkeypatch.setenv("GATEWAY_MILVUS_URI", database)
+        assert main(["index", str(photos)]) == 2
+        err = capsys.readouterr().err
+        assert f"the Milvus Lite file {database} is in use by another process" in err and "--url" in err
+        assert httpx.get(f"{gateway.url}/v1/images").json()["total"] == 0
+        assert main(["--url", gateway.url, "index", str(photos), "--no-captions"]) == 0
+        assert counts(capsys.readouterr().out)["indexed"] == 6
+        assert httpx.get(f"{gateway.url}/v1/images").json()["total"] == 6
+
+
+def test_results_html_shows_stored_thumbnails_for_images_indexed_through_the_api(model_repository, tmp_path, capsys):
+    settings = settings_for(model_repository, str(tmp_path / "gw.db"))
+    with LiveServer(create_app(settings)) as server:
+        files = [("files", (f"{n}.jpg", encode(Image.fromarray(photo_array(n)).convert("RGB"), "JPEG"), "image/jpeg"))
+                 for n in ORIGINALS[:3]]
+        assert httpx.post(f"{server.url}/v1/images", files=files, timeout=120).status_code == 200
+        out = tmp_path / "results.html"
+        assert main(["--url", server.url, "query", "photo", "--k", "3", "--out", str(out)]) == 0
+    page = out.read_text()
+    assert page.count('<img src="data:image/jpeg;base64,') == 3 and "no thumbnail" not in page

@@ -47,6 +47,29 @@ def is_lite(uri: str) -> bool:
     return "://" not in uri
 
 
+def lite_file_in_use(uri: str) -> bool:
+    """Whether another process holds this Milvus Lite file. milvus-lite takes a POSIX lock on
+    ``.<name>.lock`` beside it; a second process would otherwise fail to open it, retry, and write
+    nothing its owner sees. (A server this process already runs for the file is not "another".)"""
+    import fcntl
+
+    from milvus_lite.server_manager import server_manager_instance
+
+    path = Path(uri).absolute().resolve()
+    if str(path) in server_manager_instance._servers:
+        return False
+    lock = path.parent / f".{path.name}.lock"
+    if not lock.exists():
+        return False
+    with open(lock, "a") as fh:  # this process holds no lock on it, so closing this releases nothing else
+        try:
+            fcntl.lockf(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        fcntl.lockf(fh, fcntl.LOCK_UN)
+    return False
+
+
 def check_ids(ids: list[str]) -> None:
     if not all(is_image_id(i) for i in ids):
         raise ServiceError(ErrorKind.INVALID_REQUEST, "image ids are 32 lowercase hex digits")
@@ -95,6 +118,11 @@ class MilvusStore:
 
         if self.lite:
             Path(self.uri).parent.mkdir(parents=True, exist_ok=True)
+            if lite_file_in_use(self.uri):
+                raise ServiceError(ErrorKind.MISCONFIGURED, (
+                    f"the Milvus Lite file {self.uri} is in use by another process (a running gateway?), and two"
+                    " processes must never write one Lite file: talk to that gateway instead (image-search --url"
+                    " http://localhost:8000 ...), or stop it first"))
         self.client = MilvusClient(self.uri, token=self.token, timeout=max(self.timeout_s, STARTUP_DEADLINE_S))
         if self.client.has_collection(self.name):
             self._check_dimension()

@@ -26,6 +26,8 @@ class Client(Protocol):
 
     async def search_text(self, query: str, k: int, conditions: list[Condition]) -> list[TextHit]: ...
 
+    async def thumbnail(self, image_id: str) -> bytes | None: ...
+
     async def close(self) -> None: ...
 
 
@@ -46,6 +48,14 @@ class EmbeddedClient:
 
     async def search_text(self, query: str, k: int, conditions: list[Condition]) -> list[TextHit]:
         return await self.service.search_text(query, k, conditions)
+
+    async def thumbnail(self, image_id: str) -> bytes | None:
+        try:
+            return await self.service.thumbnail(image_id)
+        except ServiceError as exc:
+            if exc.kind is ErrorKind.NOT_FOUND:
+                return None
+            raise
 
     async def close(self) -> None:
         await self.service.close()
@@ -105,6 +115,10 @@ class HttpClient:
                                     json={"query": query, "k": k, "filters": [c.model_dump() for c in conditions]})
         return [TextHit(record_of(hit), hit["score"], hit["clip_score"], hit["caption_match"])
                 for hit in response.json()["results"]]
+
+    async def thumbnail(self, image_id: str) -> bytes | None:
+        response = await self._call("GET", f"/v1/images/{image_id}/thumbnail", missing_ok=True)
+        return response.content if response.status_code == 200 else None
 
     async def close(self) -> None:
         await self.client.aclose()

@@ -11,7 +11,8 @@ from ..core.records import Hit
 THUMBNAIL_SIZE = 192
 
 
-def thumbnail_uri(source: str) -> str | None:
+def local_thumbnail(source: str) -> bytes | None:
+    """A JPEG thumbnail of the indexed file, when it is on this disk."""
     from PIL import Image
 
     try:
@@ -19,17 +20,18 @@ def thumbnail_uri(source: str) -> str | None:
             image.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE))
             buffer = io.BytesIO()
             image.convert("RGB").save(buffer, "JPEG", quality=80)
-        return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
+        return buffer.getvalue()
     except (OSError, ValueError):
         return None
 
 
-def results_html(title: str, hits: list[Hit]) -> str:
-    """A self-contained gallery (thumbnails inlined): opens from disk, no server needed."""
+def results_html(title: str, hits: list[Hit], thumbnails: dict[str, bytes | None]) -> str:
+    """A self-contained gallery (thumbnails inlined, by image id): opens from disk, no server needed."""
     cards = []
     for rank, hit in enumerate(hits, 1):
-        uri = thumbnail_uri(hit.record.source)
-        image = f'<img src="{uri}" alt="">' if uri else '<div class="missing">no local file</div>'
+        jpeg = thumbnails.get(hit.record.id)
+        uri = "data:image/jpeg;base64," + base64.b64encode(jpeg).decode() if jpeg else None
+        image = f'<img src="{uri}" alt="">' if uri else '<div class="missing">no thumbnail</div>'
         cards.append(f'<figure>{image}<figcaption><b>#{rank}</b> score {hit.score:.4f}<br>{html.escape(hit.record.caption)}'
                      f'<br><small>{html.escape(hit.record.source)}</small></figcaption></figure>')
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title><style>

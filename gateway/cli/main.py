@@ -27,7 +27,7 @@ from ..core.filters import validate
 from ..core.metadata import parse_metadata
 from ..settings import Settings
 from .clients import Client, EmbeddedClient, HttpClient
-from .gallery import print_table, results_html
+from .gallery import local_thumbnail, print_table, results_html
 from .indexing import index_folder
 
 
@@ -125,7 +125,10 @@ async def query_command(client: Client, args: argparse.Namespace) -> int:
     else:
         raise UsageError("give a query text or --image PATH")
     print_table(hits)
-    args.out.write_text(results_html(title, hits))
+    # the file itself where it is on this disk, else the thumbnail stored at index time (uploads through the API)
+    thumbnails = {hit.record.id: local_thumbnail(hit.record.source) or await client.thumbnail(hit.record.id)
+                  for hit in hits}
+    args.out.write_text(results_html(title, hits, thumbnails))
     print(f"wrote {args.out}")
     return 0
 
