@@ -107,3 +107,29 @@ def test_with_api_keys_the_page_asks_for_one_and_then_searches_with_thumbnails(m
         page.wait_for_function("() => [...document.querySelectorAll('.result img')].every(i => i.complete && i.naturalWidth > 0)")
         assert page.evaluate("sessionStorage.getItem('api-key')") == key
         page.close()
+
+
+def test_docs_and_redoc_render_with_the_network_blocked(page, site):
+    """Air-gapped clusters: every request that does not go to the gateway itself is refused."""
+    url = site[0]
+    outside: list[str] = []
+
+    def only_the_gateway(route):
+        if route.request.url.startswith(url):
+            route.continue_()
+        else:
+            outside.append(route.request.url)
+            route.abort()
+
+    context = page.context.browser.new_context()
+    docs = context.new_page()
+    docs.route("**/*", only_the_gateway)
+    docs.goto(url + "/docs")
+    expect(docs.locator(".swagger-ui .info .title")).to_contain_text("image-search gateway")
+    expect(docs.locator(".opblock-summary-path").first).to_be_visible()
+    docs.goto(url + "/redoc")
+    expect(docs.locator("h1").first).to_contain_text("image-search gateway")
+    # nothing the pages need leaves the gateway: ReDoc's footer asks for its vendor's logo, an image whose
+    # absence changes nothing
+    assert [u for u in outside if not u.endswith("/redoc/logo-mini.svg")] == []
+    context.close()

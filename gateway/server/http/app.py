@@ -19,7 +19,7 @@ from ..logging import REQUEST_ID
 from ..metrics import REQUEST_SECONDS
 from .access import AccessMiddleware, with_security_schemes
 from .errors import error_response, install_error_handlers
-from .routes import compat, images, operations, page, search
+from .routes import compat, docs, images, operations, page, search
 
 log = logging.getLogger("gateway")
 ROUTERS = (page.router, compat.router, images.router, search.router)
@@ -45,13 +45,14 @@ def create_app(settings: Settings | None = None, service: ImageSearchService | N
 
     # Response models are serialised by pydantic-core (Rust) straight to JSON bytes: FastAPI now
     # deprecates ORJSONResponse, which that path makes redundant.
-    app = FastAPI(title="image-search gateway", version="0.1.0", lifespan=lifespan,
+    app = FastAPI(title="image-search gateway", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Caption, embed, index and search images: CLIP + BLIP on Triton or in-process "
                               "ONNX Runtime, vectors in Milvus. Every error is `{\"error\": {code, message, "
                               "request_id}}`.")
     for router in ROUTERS:
         app.include_router(router, max_body_size=settings.max_request_bytes)  # 413 as our JSON error
     app.include_router(operations.router)
+    docs.install(app)  # /docs and /redoc from packaged assets (no CDN)
     access = AccessControl(settings)  # reads the key file now: a broken one fails at start, not per request
     app.openapi = lambda: with_security_schemes(app, access)  # type: ignore[method-assign]
     log.info("access", extra={"fields": {"api_keys": len(access.keys), "anonymous_scopes": sorted(access.anonymous.scopes)}})
