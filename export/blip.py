@@ -27,7 +27,7 @@ from gateway.runtime.preprocess import PixelSpec, preprocess
 from . import onnx_io
 from .clip import PARITY_PHOTOS, parity_photo_bytes
 from .parity import ParityError, compare_embeddings, require
-from .progress import say, step
+from .progress import Progress, say, step
 from .sources import fingerprint
 from .triton_repo import ModelSpec, Serving, StagedModel, Tensor, is_up_to_date
 
@@ -206,6 +206,7 @@ def _export_graphs(staged: StagedModel, model, processor, spec, vision, init, st
     decoder = BlipDecoder(create_session(staged.onnx_file("vision.onnx")), create_session(staged.onnx_file("decoder_init.onnx")),
                           create_session(staged.onnx_file("decoder_step.onnx")), ids)
     checked = 0
+    progress = Progress("[blip_caption] parity captions", len(PARITY_PROMPTS) * len(PARITY_SETTINGS) * len(images))
     with step(f"[blip_caption] parity: generated ids vs model.generate on {len(images)} images"):
         for prompt in PARITY_PROMPTS:
             prompt_ids = processor.tokenizer(prompt, add_special_tokens=False)["input_ids"] if prompt else []
@@ -219,6 +220,7 @@ def _export_graphs(staged: StagedModel, model, processor, spec, vision, init, st
                             f" model.generate for image {PARITY_PHOTOS[i]!r}, prompt {prompt!r}, {settings}:"
                             f"\n  transformers: {w}\n  onnx:         {g}")
                 checked += len(want)
+                progress.advance(len(want))
     say(f"[blip_caption] generated ids identical to model.generate in {checked}/{checked} captions"
         f" (greedy, beam 3, repetition penalty; with and without a prompt)")
     return {"vision": vision_report.as_dict(), "generate_identical": checked}

@@ -36,7 +36,11 @@ def create_app(settings: Settings | None = None, service: ImageSearchService | N
             log.warning("model repository %s: %s (CLIP_MODEL / BLIP_MODEL); serving the repository as it is",
                         settings.model_repository, mismatch)
         await app.state.service.start()
-        log.info("gateway ready", extra={"fields": {"inference": settings.inference_mode, "milvus": settings.milvus_uri}})
+        log.info("gateway ready", extra={"fields": {
+            "url": f"http://{settings.host}:{settings.port}", "inference": settings.inference_mode,
+            **({"triton": settings.triton_url} if settings.inference_mode == "triton" else {}),
+            "milvus": settings.milvus_uri, "collection": settings.collection,
+            "models": app.state.service.inference.info.sources}})
         try:
             yield
         finally:  # uvicorn drains in-flight requests before this runs
