@@ -7,11 +7,17 @@ REPOSITORY ?= model_repository
 
 .PHONY: setup test test-fast serve export triton clean
 
-setup: $(VENV)/.installed
+# `make serve` installs what serving and exporting need (.venv/.serve); `make test` adds the test
+# toolchain: tritonserver, a Milvus server, Playwright with Debian's Chromium, benchmark tools (.venv/.test).
+setup: $(VENV)/.test
 
-$(VENV)/.installed: pyproject.toml constraints.txt
+$(VENV)/.serve: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[export]'
+	touch $@
+
+$(VENV)/.test: $(VENV)/.serve
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[test]'
 	# the page test drives Debian's chromium (Playwright's own browser download cannot run offline);
 	# bench/photos.py takes camera-size photos from Debian's mate-backgrounds (46 MB)
@@ -35,7 +41,7 @@ test-fast: setup
 # Runtime + a Milvus Lite file under data/. GATEWAY_* variables configure it (see gateway/settings.py).
 # CLIP_MODEL / BLIP_MODEL pick the models: given, the export runs (and does nothing when the repository
 # is up to date); not given, a model already in the repository is served as it is (no hub access).
-export: setup
+export: $(VENV)/.serve
 	$(if $(CLIP_MODEL),,test -f $(REPOSITORY)/clip_text/export.json ||) \
 		$(PY) -m export clip $(if $(CLIP_MODEL),--model $(CLIP_MODEL)) --repository $(REPOSITORY) --flavour python --cpu
 	$(if $(BLIP_MODEL),,test -f $(REPOSITORY)/blip_caption/export.json ||) \
@@ -46,7 +52,7 @@ serve: export
 
 # The same repository on the bundled CPU tritonserver (gRPC :8001, HTTP :8010, metrics :8002); in another
 # shell: GATEWAY_INFERENCE_MODE=triton make serve
-triton: export
+triton: export $(VENV)/.test
 	$(PY) -m local_servers.tritonserver --repository $(REPOSITORY)
 
 clean:
