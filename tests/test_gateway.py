@@ -353,3 +353,14 @@ def test_repository_sources_are_checked_against_clip_model_and_blip_model(model_
         f"clip_image was exported from {clip_checkpoint}, not openai/clip-vit-large-patch14",
         f"clip_text was exported from {clip_checkpoint}, not openai/clip-vit-large-patch14"]
     assert Settings(_env_file=None).clip_model == "openai/clip-vit-base-patch32"
+
+
+def test_min_score_returns_exactly_the_brute_force_hits_at_or_above_it(gateway, indexed, model_repository):
+    vectors = stored_vectors(gateway)
+    want = brute_force(expected_embedding(model_repository, PHOTOS["rocket"], "search"), vectors, 5)
+    cut = want[2][1] - 1e-5  # the third score (the store's float32 cosine may differ in the last digits)
+    response = httpx.post(f"{gateway.url}/v1/search/image", data={"k": "5", "min_score": repr(cut)},
+                          files={"file": ("q.jpg", PHOTOS["rocket"], "image/jpeg")}, timeout=60).json()
+    assert [h["id"] for h in response["results"]] == [i for i, s in want if s >= cut]
+    bad = httpx.get(f"{gateway.url}/v1/search/text", params={"q": "rocket", "min_score": "nan"})
+    assert bad.status_code == 400 and bad.json()["error"]["message"] == "min_score must be a finite number"

@@ -22,9 +22,11 @@ class Client(Protocol):
 
     async def index(self, files: list[tuple[str, bytes]], metadata: dict, captions: bool | None) -> list[Indexed]: ...
 
-    async def search_image(self, data: bytes, k: int, conditions: list[Condition]) -> list[Hit]: ...
+    async def search_image(self, data: bytes, k: int, conditions: list[Condition],
+                           min_score: float | None = None) -> list[Hit]: ...
 
-    async def search_text(self, query: str, k: int, conditions: list[Condition]) -> list[TextHit]: ...
+    async def search_text(self, query: str, k: int, conditions: list[Condition],
+                          min_score: float | None = None) -> list[TextHit]: ...
 
     async def thumbnail(self, image_id: str) -> bytes | None: ...
 
@@ -43,11 +45,13 @@ class EmbeddedClient:
     async def index(self, files: list[tuple[str, bytes]], metadata: dict, captions: bool | None) -> list[Indexed]:
         return await self.service.index_images(files, metadata, captions)
 
-    async def search_image(self, data: bytes, k: int, conditions: list[Condition]) -> list[Hit]:
-        return await self.service.search_image(data, k, conditions)
+    async def search_image(self, data: bytes, k: int, conditions: list[Condition],
+                           min_score: float | None = None) -> list[Hit]:
+        return await self.service.search_image(data, k, conditions, min_score)
 
-    async def search_text(self, query: str, k: int, conditions: list[Condition]) -> list[TextHit]:
-        return await self.service.search_text(query, k, conditions)
+    async def search_text(self, query: str, k: int, conditions: list[Condition],
+                          min_score: float | None = None) -> list[TextHit]:
+        return await self.service.search_text(query, k, conditions, min_score)
 
     async def thumbnail(self, image_id: str) -> bytes | None:
         try:
@@ -105,14 +109,18 @@ class HttpClient:
                                     files=[("files", (n, d, "application/octet-stream")) for n, d in files])
         return [Indexed(record_of(image), image["created"]) for image in response.json()["images"]]
 
-    async def search_image(self, data: bytes, k: int, conditions: list[Condition]) -> list[Hit]:
+    async def search_image(self, data: bytes, k: int, conditions: list[Condition],
+                           min_score: float | None = None) -> list[Hit]:
+        form = {"k": str(k), "filter": json.dumps([c.model_dump() for c in conditions]),
+                **({} if min_score is None else {"min_score": repr(min_score)})}
         response = await self._call("POST", "/v1/search/image", files={"file": ("query", data, "application/octet-stream")},
-                                    data={"k": str(k), "filter": json.dumps([c.model_dump() for c in conditions])})
+                                    data=form)
         return [Hit(record_of(hit), hit["score"]) for hit in response.json()["results"]]
 
-    async def search_text(self, query: str, k: int, conditions: list[Condition]) -> list[TextHit]:
-        response = await self._call("POST", "/v1/search/text",
-                                    json={"query": query, "k": k, "filters": [c.model_dump() for c in conditions]})
+    async def search_text(self, query: str, k: int, conditions: list[Condition],
+                          min_score: float | None = None) -> list[TextHit]:
+        response = await self._call("POST", "/v1/search/text", json={
+            "query": query, "k": k, "filters": [c.model_dump() for c in conditions], "min_score": min_score})
         return [TextHit(record_of(hit), hit["score"], hit["clip_score"], hit["caption_match"])
                 for hit in response.json()["results"]]
 

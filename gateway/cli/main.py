@@ -61,6 +61,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     query.add_argument("--query", dest="query_flag", help="same as TEXT (starter-kit flag)")
     query.add_argument("--image", type=Path, help="query by image instead of text")
     query.add_argument("--k", type=int, default=12)
+    query.add_argument("--min-score", type=float, help="only hits scoring at least this (image: CLIP cosine; text: fused score)")
     query.add_argument("--filter", default="[]", help='JSON list of conditions, e.g. [{"field": "metadata.album", "value": "x"}]')
     query.add_argument("--out", type=Path, default=Path("results.html"))
     query.add_argument("--index", "--meta", dest="ignored", help=argparse.SUPPRESS)
@@ -117,10 +118,10 @@ async def query_command(client: Client, args: argparse.Namespace) -> int:
     conditions = validate(json.loads(args.filter))
     text = args.text or args.query_flag
     if args.image:
-        hits = await client.search_image(args.image.read_bytes(), args.k, conditions)
+        hits = await client.search_image(args.image.read_bytes(), args.k, conditions, args.min_score)
         title = f"images like {args.image}"
     elif text:
-        hits = list(await client.search_text(text, args.k, conditions))
+        hits = list(await client.search_text(text, args.k, conditions, args.min_score))
         title = f"“{text}”"
     else:
         raise UsageError("give a query text or --image PATH")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -86,6 +87,12 @@ class ImageSearchService:
             raise invalid("no images given")
 
     @staticmethod
+    def check_min_score(min_score: float | None) -> float | None:
+        if min_score is not None and not math.isfinite(min_score):
+            raise invalid("min_score must be a finite number")
+        return min_score
+
+    @staticmethod
     def check_id(image_id: str) -> str:
         if not is_image_id(image_id):
             raise ServiceError(ErrorKind.INVALID_REQUEST, "image ids are 32 lowercase hex digits")
@@ -142,18 +149,24 @@ class ImageSearchService:
 
     # --- search ------------------------------------------------------------------------------------
 
-    async def search_image(self, data: bytes, k: int, conditions: Sequence[Condition] = ()) -> list[Hit]:
-        """The k stored images most similar to an image (CLIP cosine), among those matching the filter."""
+    async def search_image(self, data: bytes, k: int, conditions: Sequence[Condition] = (),
+                           min_score: float | None = None) -> list[Hit]:
+        """The k stored images most similar to an image (CLIP cosine, -1..1), among those matching the
+        filter and, with ``min_score``, scoring at least that (fewer than k then)."""
         self.check_k(k)
+        self.check_min_score(min_score)
         expression = render(list(conditions))
         (prepared,) = await self._prepare([("query", data)])
         vectors = await self.inference.embed_images(prepared.clip_pixels[None])
-        return [Hit(record, score) for record, score in (await self.store.search(vectors, k, expression))[0]]
+        hits = [Hit(record, score) for record, score in (await self.store.search(vectors, k, expression))[0]]
+        return [h for h in hits if min_score is None or h.score >= min_score]
 
-    async def search_text(self, query: str, k: int, conditions: Sequence[Condition] = ()) -> list[TextHit]:
+    async def search_text(self, query: str, k: int, conditions: Sequence[Condition] = (),
+                          min_score: float | None = None) -> list[TextHit]:
         """Images that match a text: CLIP text->image similarity re-ranked with caption word overlap
-        (gateway.core.text_ranking)."""
+        (gateway.core.text_ranking); ``min_score`` applies to that fused score."""
         self.check_k(k)
+        self.check_min_score(min_score)
         expression = render(list(conditions))
         query = query.strip()
         if not query:
@@ -162,7 +175,8 @@ class ImageSearchService:
             raise invalid(f"the query is longer than {MAX_QUERY_CHARS} characters")
         vectors = await self.inference.embed_texts([query])
         pool = candidate_pool(k, self.caption_weight, self.limits.max_k)
-        return fuse(query, (await self.store.search(vectors, pool, expression))[0], self.caption_weight, k)
+        hits = fuse(query, (await self.store.search(vectors, pool, expression))[0], self.caption_weight, k)
+        return [h for h in hits if min_score is None or h.score >= min_score]
 
     # --- records -----------------------------------------------------------------------------------
 

@@ -155,3 +155,18 @@ def test_request_ids_are_echoed_and_unknown_routes_get_the_error_shape(client):
     assert client.get("/healthz", headers={"x-request-id": "abc"}).headers["x-request-id"] == "abc"
     error(client.get("/nowhere"), 404, "not_found")
     error(client.get("/v1/images/not-an-id"), 422, "invalid_request")
+
+
+def test_min_score_on_every_search_route_and_nan_is_400(client):
+    upload(client, {f"{i}.png": unique_image(30 + i) for i in range(5)})
+    every = client.get("/v1/search/text", params={"q": "dog", "k": 5}).json()["results"]
+    cut = every[1]["score"]
+    for response in (client.get("/v1/search/text", params={"q": "dog", "k": 5, "min_score": cut}),
+                     client.post("/v1/search/text", json={"query": "dog", "k": 5, "min_score": cut})):
+        assert [h["id"] for h in response.json()["results"]] == [h["id"] for h in every if h["score"] >= cut]
+    image = client.post("/v1/search/image", data={"k": "5", "min_score": "0.999999"},
+                        files={"file": ("q.png", unique_image(30), "image/png")}).json()["results"]
+    assert all(h["score"] >= 0.999999 for h in image)
+    assert error(client.get("/v1/search/text", params={"q": "dog", "min_score": "nan"}), 400, "bad_request") == \
+        "min_score must be a finite number"
+    error(client.get("/v1/search/text", params={"q": "dog", "min_score": "high"}), 422, "invalid_request")

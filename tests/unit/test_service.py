@@ -138,3 +138,19 @@ def test_readiness_names_each_dependency():
     assert run(core.readiness()) == {"inference": "ok", "milvus": "ok"}
     core.inference.ready_error = ServiceError(ErrorKind.UNAVAILABLE, "Triton models not ready: clip_image")
     assert run(core.readiness()) == {"inference": "Triton models not ready: clip_image", "milvus": "ok"}
+
+
+def test_min_score_keeps_exactly_the_hits_at_or_above_it():
+    core = service()
+    run(core.index_images([(f"{i}.png", unique_image(40 + i)) for i in range(6)]))
+    query = unique_image(40)
+    every = run(core.search_image(query, 6))
+    threshold = every[2].score  # brute force over the fake store: exact cosines
+    kept = run(core.search_image(query, 6, min_score=threshold))
+    assert [h.record.id for h in kept] == [h.record.id for h in every if h.score >= threshold] and len(kept) >= 3
+    assert run(core.search_image(query, 6, min_score=1.5)) == []
+    texts = run(core.search_text("brightness", 6))
+    assert [h.record.id for h in run(core.search_text("brightness", 6, min_score=texts[1].score))] == \
+        [h.record.id for h in texts if h.score >= texts[1].score]
+    for bad in (float("nan"), float("inf")):
+        assert kind_of(core.search_text("dog", 3, min_score=bad)).message == "min_score must be a finite number"

@@ -103,6 +103,7 @@ class TextSearchRequest(BaseModel):
     query: str = Field(max_length=1000, examples=["man in red jacket"], description="not empty (400 otherwise)")
     k: int = Field(10, description="results to return, 1..GATEWAY_MAX_K (default 1000)")
     filters: list[Condition] = Field(default_factory=list)
+    min_score: float | None = Field(None, description="only hits whose fused score is at least this")
 
 
 class ReadyResponse(BaseModel):

@@ -14,15 +14,18 @@ from ..uploads import read_upload
 
 router = APIRouter(prefix="/v1/search", tags=["search"])
 K_DESCRIPTION = "results to return, 1..GATEWAY_MAX_K (default 1000)"
+MIN_SCORE_IMAGE = "only hits whose CLIP cosine (-1..1) is at least this; fewer than k are returned then"
+MIN_SCORE_TEXT = "only hits whose fused score (CLIP cosine + caption weight x caption match) is at least this"
 
 
 @router.post("/image", openapi_extra=requires("search"), response_model=SearchResponse, responses=ERRORS,
              summary="Images most similar to an uploaded image")
 async def search_by_image(service: Service, file: Annotated[UploadFile, File()],
                           k: Annotated[int, Form(description=K_DESCRIPTION)] = 10,
-                          filter: Annotated[str | None, Form(description="JSON list of conditions")] = None) -> SearchResponse:
+                          filter: Annotated[str | None, Form(description="JSON list of conditions")] = None,
+                          min_score: Annotated[float | None, Form(description=MIN_SCORE_IMAGE)] = None) -> SearchResponse:
     conditions = parse_json(filter)
-    hits = await service.search_image(await read_upload(file, service.limits.max_upload_bytes), k, conditions)
+    hits = await service.search_image(await read_upload(file, service.limits.max_upload_bytes), k, conditions, min_score)
     return SearchResponse(results=[SearchHit.of_hit(h) for h in hits])
 
 
@@ -30,12 +33,13 @@ async def search_by_image(service: Service, file: Annotated[UploadFile, File()],
             summary="Images that match a text")
 async def search_text_get(service: Service, q: Annotated[str, Query(max_length=1000, description="not empty (400 otherwise)")],
                           k: Annotated[int, Query(description=K_DESCRIPTION)] = 10,
-                          filter: Annotated[str | None, Query(description="JSON list of conditions")] = None
+                          filter: Annotated[str | None, Query(description="JSON list of conditions")] = None,
+                          min_score: Annotated[float | None, Query(description=MIN_SCORE_TEXT)] = None
                           ) -> TextSearchResponse:
-    return TextSearchResponse.of(await service.search_text(q, k, parse_json(filter)))
+    return TextSearchResponse.of(await service.search_text(q, k, parse_json(filter), min_score))
 
 
 @router.post("/text", openapi_extra=requires("search"), response_model=TextSearchResponse, responses=ERRORS,
              summary="Images that match a text")
 async def search_text_post(service: Service, body: TextSearchRequest) -> TextSearchResponse:
-    return TextSearchResponse.of(await service.search_text(body.query, body.k, body.filters))
+    return TextSearchResponse.of(await service.search_text(body.query, body.k, body.filters, body.min_score))
