@@ -153,3 +153,17 @@ def test_results_html_shows_stored_thumbnails_for_images_indexed_through_the_api
         assert main(["--url", server.url, "query", "photo", "--k", "3", "--out", str(out)]) == 0
     page = out.read_text()
     assert page.count('<img src="data:image/jpeg;base64,') == 3 and "no thumbnail" not in page
+
+
+def test_the_embedded_cli_outside_the_checkout_names_the_missing_repository_and_the_setting(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+    done = subprocess.run([str(Path(sys.executable).parent / "image-search"), "query", "dog"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert f"the model repository {tmp_path / 'model_repository'} has no clip_image" in done.stderr
+    assert "GATEWAY_MODEL_REPOSITORY" in done.stderr
