@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # CLIP_MODEL / BLIP_MODEL: hub ids or local folders (unset: the defaults in gateway/runtime/checkpoints.py)
 REPOSITORY ?= model_repository
 
-.PHONY: setup test test-fast serve export triton clean
+.PHONY: setup test test-fast serve export triton proto clean
 
 # `make serve` installs what serving and exporting need (.venv/.serve); `make test` adds the test
 # toolchain: tritonserver, a Milvus server, Playwright with Debian's Chromium, benchmark tools (.venv/.test).
@@ -54,6 +54,10 @@ serve: export
 # shell: GATEWAY_INFERENCE_MODE=triton make serve
 triton: export $(VENV)/.test
 	$(PY) -m local_servers.tritonserver --repository $(REPOSITORY)
+
+# Regenerate the gRPC API's Python code after editing gateway/api/image_search.proto (a test checks it is current)
+proto: $(VENV)/.test
+	$(PY) -m grpc_tools.protoc -I. --python_out=. --pyi_out=. --grpc_python_out=. gateway/api/image_search.proto
 
 clean:
 	rm -rf $(VENV) .venv-milvus .cache

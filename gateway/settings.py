@@ -61,12 +61,15 @@ class Settings(BaseSettings):
         "Session", description="Session: each replica reads its own writes at once (3 ms a search on a server); Strong: every"
         " replica sees every acknowledged write, at the cost of a server time tick per read (~200 ms)")
 
-    # HTTP
+    # HTTP (and the address gRPC listens on)
     host: str = "0.0.0.0"
     port: int = Field(8000, ge=1, le=65535)
     forwarded_allow_ips: str = Field("127.0.0.1", description="proxies whose X-Forwarded-For gives the client address")
     shutdown_grace_s: int = Field(30, ge=0, description="how long shutdown waits for in-flight requests")
     log_level: str = "INFO"
+
+    # gRPC (gateway.server.grpc): the same API, keys and limits as HTTP, served by the same process
+    grpc_port: int = Field(50051, ge=0, le=65535, description="gRPC API port (0: no gRPC server)")
 
     # access (gateway.access): keys as JSON lists of ApiKey, inline or in a file (a mounted Secret)
     api_keys: list[ApiKey] = Field(default_factory=list)

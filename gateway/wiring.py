@@ -27,7 +27,8 @@ def build_store(settings: Settings, dim: int) -> MilvusStore:
 
 
 def limits(settings: Settings) -> Limits:
-    return Limits(max_upload_bytes=settings.max_upload_bytes, max_pixels=settings.max_pixels,
+    return Limits(max_upload_bytes=settings.max_upload_bytes, max_request_bytes=settings.max_request_bytes,
+                  max_pixels=settings.max_pixels,
                   max_files_per_request=settings.max_files_per_request, max_k=settings.max_k)
 
 

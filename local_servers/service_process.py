@@ -23,6 +23,7 @@ class ServiceProcess:
         self.command, self.port, self.env, self.log_path = command, port, env, log_path
         self.ready_path, self.startup_timeout = ready_path, startup_timeout
         self.process: subprocess.Popen | None = None
+        self.grpc_url: str | None = None  # host:port of its gRPC API, when it has one
 
     @property
     def url(self) -> str:
@@ -76,8 +77,11 @@ class ServiceProcess:
 def gateway_process(repository: Path, workdir: Path, **settings: str) -> ServiceProcess:
     """`python -m gateway` on the repository with a fresh Milvus Lite file; more GATEWAY_* settings
     as keyword arguments (inference_mode="triton", triton_url=..., captions="false", ...)."""
-    (port,) = free_ports(1)
+    port, grpc_port = free_ports(2)
     env = {"GATEWAY_MODEL_REPOSITORY": str(Path(repository).resolve()), "GATEWAY_PORT": str(port),
+           "GATEWAY_GRPC_PORT": str(grpc_port),
            "GATEWAY_HOST": "127.0.0.1", "GATEWAY_MILVUS_URI": str(Path(workdir).resolve() / "images.db"),
            "GATEWAY_LOG_LEVEL": "WARNING", **{f"GATEWAY_{k.upper()}": str(v) for k, v in settings.items()}}
-    return ServiceProcess([sys.executable, "-m", "gateway"], port, env, Path(workdir) / "gateway.log")
+    process = ServiceProcess([sys.executable, "-m", "gateway"], port, env, Path(workdir) / "gateway.log")
+    process.grpc_url = f"127.0.0.1:{env['GATEWAY_GRPC_PORT']}"
+    return process

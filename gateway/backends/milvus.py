@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from ..core.deadlines import budget
 from ..core.errors import ErrorKind, ServiceError, timeout, unavailable
 from ..core.records import ImageRecord, is_image_id
 from .metrics import STORE_SECONDS
@@ -91,13 +92,14 @@ class MilvusStore:
         """Run a blocking pymilvus call in a thread with a deadline. Every operation here is idempotent
         (reads, and upserts of content-keyed rows), so a transient failure (a dropped connection, a
         GOAWAY) is retried once before it becomes a 503."""
-        start, deadline = time.perf_counter(), deadline or self.timeout_s
+        start = time.perf_counter()
         try:
             for attempt in (1, 2):
+                limit = budget(deadline or self.timeout_s)  # the caller's deadline, when nearer than ours
                 try:
-                    return await asyncio.wait_for(asyncio.to_thread(partial(fn, *args, **kwargs)), deadline)
+                    return await asyncio.wait_for(asyncio.to_thread(partial(fn, *args, **kwargs)), limit)
                 except asyncio.TimeoutError as exc:
-                    raise timeout(f"Milvus did not answer {operation} within {deadline}s") from exc
+                    raise timeout(f"Milvus did not answer {operation} within {limit:.3g}s") from exc
                 except ServiceError:
                     raise
                 except Exception as exc:  # pymilvus raises MilvusException and grpc errors alike

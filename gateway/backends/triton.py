@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..core.deadlines import budget
 from ..core.errors import ErrorKind, ServiceError, timeout, unavailable
 from ..runtime.blip_decode import GenerationSettings
 from .metrics import INFERENCE_BATCH, INFERENCE_SECONDS
@@ -55,14 +56,15 @@ class TritonInference(RepositoryModels):
         from tritonclient.utils import InferenceServerException
 
         for attempt in range(self.retries + 1):
+            limit = budget(self.timeout_s)  # the caller's deadline, when nearer than ours
             try:
                 with INFERENCE_SECONDS.labels(model).time():
-                    result = await self.client.infer(model, inputs, client_timeout=self.timeout_s)
+                    result = await self.client.infer(model, inputs, client_timeout=limit)
                 return result.as_numpy(output)
             except InferenceServerException as exc:
                 status = str(exc.status() or "")
                 if "DEADLINE_EXCEEDED" in status:
-                    raise timeout(f"Triton did not answer {model} within {self.timeout_s}s") from exc
+                    raise timeout(f"Triton did not answer {model} within {limit:.3g}s") from exc
                 if "UNAVAILABLE" in status and attempt < self.retries:
                     await asyncio.sleep(0.2 * 2 ** attempt)
                     continue

@@ -13,7 +13,7 @@ import numpy as np
 
 from ..core.errors import ErrorKind, ServiceError
 from ..core.filters import Condition
-from ..core.records import Hit, ImageRecord, Indexed, TextHit
+from ..core.records import Hit, ImageRecord, Indexed, TextHit, Upload
 from ..core.service import ImageSearchService
 
 
@@ -43,7 +43,7 @@ class EmbeddedClient:
         return bool(await self.service.store.get([image_id]))
 
     async def index(self, files: list[tuple[str, bytes]], metadata: dict, captions: bool | None) -> list[Indexed]:
-        return await self.service.index_images(files, metadata, captions)
+        return await self.service.index_images([Upload(name, data, metadata) for name, data in files], captions)
 
     async def search_image(self, data: bytes, k: int, conditions: list[Condition],
                            min_score: float | None = None) -> list[Hit]:

@@ -34,6 +34,15 @@ class ImageRecord:
 
 
 @dataclass
+class Upload:
+    """One image to index: its bytes, the name it is stored under, the metadata stored with it."""
+
+    name: str
+    data: bytes
+    metadata: dict = field(default_factory=dict)
+
+
+@dataclass
 class Indexed:
     record: ImageRecord
     created: bool  # False: the same bytes were already stored (nothing was written)

@@ -18,7 +18,7 @@ from .images import PreparedImage, prepare
 from .locks import KeyedLocks
 from .metadata import check_metadata
 from .protocols import Inference, VectorStore
-from .records import Embedded, Hit, ImageRecord, Indexed, Page, TextHit, is_image_id
+from .records import Embedded, Hit, ImageRecord, Indexed, Page, TextHit, Upload, is_image_id
 from .text_ranking import candidate_pool, fuse
 
 MAX_QUERY_CHARS = 1000
@@ -29,6 +29,7 @@ class Limits:
     """Every request limit, in one place (transports read them from here to document and pre-check)."""
 
     max_upload_bytes: int = 20 * 1024 * 1024
+    max_request_bytes: int = 64 * 1024 * 1024  # every upload of one request together
     max_pixels: int = 50_000_000
     max_files_per_request: int = 64
     max_k: int = 1000
@@ -121,29 +122,28 @@ class ImageSearchService:
         vectors, captions = await self._embed_and_caption([prepared], self.captions)
         return Embedded(captions[0], vectors[0])
 
-    async def index_images(self, files: list[tuple[str, bytes]], metadata: dict | None = None,
-                           captions: bool | None = None) -> list[Indexed]:
-        """Index (name, bytes) uploads. Same bytes -> same id: images already stored are returned as they
-        are (no inference, no write). New images are embedded and captioned first and written in one
-        upsert at the end, so a failure anywhere writes nothing. ``captions``: None for the service's
-        default, False to skip BLIP for this batch."""
-        self.check_batch(len(files))
-        metadata = check_metadata(metadata or {})
+    async def index_images(self, uploads: Sequence[Upload], captions: bool | None = None) -> list[Indexed]:
+        """Index uploads. Same bytes -> same id: images already stored are returned as they are (no
+        inference, no write). New images are embedded and captioned first and written in one upsert at
+        the end, so a failure anywhere writes nothing. ``captions``: None for the service's default,
+        False to skip BLIP for this batch."""
+        self.check_batch(len(uploads))
+        metadata = [check_metadata(u.metadata) for u in uploads]
         if captions and not self.captions:
             raise invalid("captions are disabled on this gateway (GATEWAY_CAPTIONS=false)")
         captions = self.captions if captions is None else captions
-        prepared = await self._prepare(files, blip=captions, record=True)
+        prepared = await self._prepare([(u.name, u.data) for u in uploads], blip=captions, record=True)
         ids = sorted({p.id for p in prepared})
         async with self.write_locks.hold(ids):  # concurrent uploads of one image: the first writes, the rest find it
             existing = {r.id: r for r in await self.store.get(ids)}
-            fresh = {p.id: (name, p) for (name, _), p in zip(files, prepared) if p.id not in existing}
+            fresh = {p.id: (u, meta, p) for u, meta, p in zip(uploads, metadata, prepared) if p.id not in existing}
             records: dict[str, ImageRecord] = {}
             if fresh:
                 order = list(fresh.values())
-                vectors, texts = await self._embed_and_caption([p for _, p in order], captions)
+                vectors, texts = await self._embed_and_caption([p for _, _, p in order], captions)
                 now = int(time.time())
-                for (name, p), vector, text in zip(order, vectors, texts):
-                    records[p.id] = ImageRecord(p.id, text, name, metadata, now, p.phash, vector, p.thumbnail)
+                for (upload, meta, p), vector, text in zip(order, vectors, texts):
+                    records[p.id] = ImageRecord(p.id, text, upload.name, meta, now, p.phash, vector, p.thumbnail)
                 await self.store.upsert(list(records.values()))
         return [Indexed(existing[p.id], False) if p.id in existing else Indexed(records[p.id], True) for p in prepared]
 

@@ -26,9 +26,9 @@ PURPOSES = {"search": (False, False), "embed": (True, False), "index": (True, Tr
 
 
 def settings_for(repository: Path, milvus_uri: str, **overrides) -> Settings:
-    """A test gateway's settings: short captions, 2 MB uploads, no .env file."""
+    """A test gateway's settings: short captions, 2 MB uploads, no gRPC server unless given a port, no .env file."""
     return Settings(_env_file=None, model_repository=repository, milvus_uri=milvus_uri, caption_beams=CAPTION.num_beams,
-                    caption_max_new_tokens=CAPTION.max_new_tokens, max_upload_bytes=2_000_000, **overrides)
+                    caption_max_new_tokens=CAPTION.max_new_tokens, max_upload_bytes=2_000_000, **{"grpc_port": 0, **overrides})
 
 
 def model_inputs(repository: Path, data: bytes, purpose: str = "embed", exact: bool = False):

@@ -32,7 +32,8 @@ def test_every_row_of_the_readme_error_table_is_what_the_server_answers():
     core = ImageSearchService(FakeInference(), FakeStore(), Limits(max_upload_bytes=10_000))
     keys = [{"name": "reader", "sha256": hash_key(KEY), "scopes": ["search"], "rate_per_s": 0.001, "burst": 1}]
     auth = {"X-API-Key": KEY}
-    with TestClient(create_app(Settings(_env_file=None, api_keys=keys, anonymous_scopes=["search", "write"]), core)) as client:
+    settings = Settings(_env_file=None, grpc_port=0, api_keys=keys, anonymous_scopes=["search", "write"])
+    with TestClient(create_app(settings, core)) as client:
         seen = [
             upload(client, b"not an image"),
             upload(client, unique_image(1), data={"metadata": "[1]"}),

@@ -27,7 +27,7 @@ def core() -> ImageSearchService:
 
 
 def client_for(core: ImageSearchService, **settings) -> TestClient:
-    return TestClient(create_app(Settings(_env_file=None, **settings), core))
+    return TestClient(create_app(Settings(_env_file=None, grpc_port=0, **settings), core))
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import pytest
 
 from gateway.core.errors import ErrorKind, ServiceError
 from gateway.core.filters import validate
-from gateway.core.records import content_id
+from gateway.core.records import Upload, content_id
 from gateway.core.service import ImageSearchService, Limits
 from tests.support.fakes import FakeInference, FakeStore
 from tests.support.images import PHOTO_JPEGS, png_header_only, unique_image
@@ -24,6 +24,10 @@ def run(coroutine):
     return asyncio.run(coroutine)
 
 
+def index(core, files: list[tuple[str, bytes]], metadata: dict | None = None, captions: bool | None = None):
+    return core.index_images([Upload(name, data, metadata or {}) for name, data in files], captions)
+
+
 def kind_of(coroutine) -> ServiceError:
     with pytest.raises(ServiceError) as refused:
         run(coroutine)
@@ -32,12 +36,12 @@ def kind_of(coroutine) -> ServiceError:
 
 def test_index_embeds_captions_and_writes_once_then_the_same_bytes_write_nothing():
     core = service()
-    first = run(core.index_images([("a.png", unique_image(1)), ("b.png", unique_image(2))], {"album": "x"}))
+    first = run(index(core, [("a.png", unique_image(1)), ("b.png", unique_image(2))], {"album": "x"}))
     assert [d.created for d in first] == [True, True] and core.store.upserts == 1
     assert first[0].record.id == content_id(unique_image(1)) and first[0].record.caption.startswith("a picture of")
     assert len(first[0].record.phash) == 16 and first[0].record.thumbnail and first[0].record.metadata == {"album": "x"}
     calls = list(core.inference.calls)
-    again = run(core.index_images([("renamed.png", unique_image(1))], {"ignored": True}))
+    again = run(index(core, [("renamed.png", unique_image(1))], {"ignored": True}))
     assert not again[0].created and again[0].record.source == "a.png" and core.store.upserts == 1
     assert core.inference.calls == calls  # no model ran
 
@@ -45,17 +49,17 @@ def test_index_embeds_captions_and_writes_once_then_the_same_bytes_write_nothing
 def test_a_failing_model_writes_nothing():
     core = service()
     core.inference.fail = ServiceError(ErrorKind.UNAVAILABLE, "Triton is down")
-    refused = kind_of(core.index_images([("a.png", unique_image(3))], {}))
+    refused = kind_of(index(core, [("a.png", unique_image(3))], {}))
     assert refused.kind is ErrorKind.UNAVAILABLE and refused.retry_after == 5
     assert core.store.records == {} and core.store.upserts == 0
 
 
 def test_one_bad_file_fails_the_batch_before_any_model_runs():
     core = service()
-    refused = kind_of(core.index_images([("good.png", unique_image(4)), ("bad.jpg", b"not an image")], {}))
+    refused = kind_of(index(core, [("good.png", unique_image(4)), ("bad.jpg", b"not an image")], {}))
     assert refused.kind is ErrorKind.INVALID_ARGUMENT and refused.code == "invalid_image"
     assert core.inference.calls == [] and core.store.records == {}
-    bomb = kind_of(core.index_images([("bomb.png", png_header_only(60_000, 60_000))], {}))
+    bomb = kind_of(index(core, [("bomb.png", png_header_only(60_000, 60_000))], {}))
     assert bomb.kind is ErrorKind.TOO_LARGE and bomb.code == "image_too_large"
 
 
@@ -63,7 +67,7 @@ def test_concurrent_uploads_of_one_image_make_one_record():
     core = service()
 
     async def main():
-        return await asyncio.gather(*(core.index_images([("same.png", unique_image(5))], {}) for _ in range(6)))
+        return await asyncio.gather(*(index(core, [("same.png", unique_image(5))], {}) for _ in range(6)))
 
     results = run(main())
     assert sum(r[0].created for r in results) == 1 and len(core.store.records) == 1 and core.store.upserts == 1
@@ -71,11 +75,11 @@ def test_concurrent_uploads_of_one_image_make_one_record():
 
 def test_captions_can_be_skipped_per_batch_and_are_refused_when_the_gateway_has_none():
     core = service()
-    (done,) = run(core.index_images([("a.png", unique_image(6))], captions=False))
+    (done,) = run(index(core, [("a.png", unique_image(6))], captions=False))
     assert done.record.caption == "" and ("blip_caption", 1) not in core.inference.calls
     without = service(captions=False)
-    assert kind_of(without.index_images([("a.png", unique_image(7))], captions=True)).kind is ErrorKind.INVALID_ARGUMENT
-    assert run(without.index_images([("a.png", unique_image(7))]))[0].record.caption == ""
+    assert kind_of(index(without, [("a.png", unique_image(7))], captions=True)).kind is ErrorKind.INVALID_ARGUMENT
+    assert run(index(without, [("a.png", unique_image(7))]))[0].record.caption == ""
 
 
 @pytest.mark.parametrize("k", [0, -1, 1001])
@@ -90,7 +94,7 @@ def test_limits_are_the_services_own():
     core = service(max_k=5, max_upload_bytes=100, max_files_per_request=2)
     assert kind_of(core.search_text("dog", 6)).message == "k must be in 1..5"
     assert kind_of(core.search_image(unique_image(9), 1)).kind is ErrorKind.TOO_LARGE
-    assert kind_of(core.index_images([("a", b"x"), ("b", b"y"), ("c", b"z")])).message == "at most 2 files per request"
+    assert kind_of(index(core, [("a", b"x"), ("b", b"y"), ("c", b"z")])).message == "at most 2 files per request"
 
 
 def test_empty_and_overlong_queries_are_invalid():
@@ -101,7 +105,7 @@ def test_empty_and_overlong_queries_are_invalid():
 
 def test_image_search_ranks_by_cosine_and_passes_the_rendered_filter():
     core = service()
-    run(core.index_images([(n, d) for n, d in list(PHOTO_JPEGS.items())[:4]]))
+    run(index(core, [(n, d) for n, d in list(PHOTO_JPEGS.items())[:4]]))
     conditions = validate([{"field": "metadata.album", "value": "x"}])
     hits = run(core.search_image(PHOTO_JPEGS["coffee"], 2, conditions))
     assert hits[0].record.source == "coffee" and hits[0].score > 0.99  # indexed and searched at other scales
@@ -110,7 +114,7 @@ def test_image_search_ranks_by_cosine_and_passes_the_rendered_filter():
 
 def test_text_search_fuses_caption_words_over_clip():
     core = service()
-    run(core.index_images([(f"{i}.png", unique_image(10 + i)) for i in range(5)]))
+    run(index(core, [(f"{i}.png", unique_image(10 + i)) for i in range(5)]))
     query = "brightness"
     hits = run(core.search_text(query, 3))
     vector = core.inference.text_vector(query)
@@ -121,7 +125,7 @@ def test_text_search_fuses_caption_words_over_clip():
 
 def test_reads_deletes_and_pages():
     core = service()
-    done = run(core.index_images([(f"{i}.png", unique_image(20 + i)) for i in range(5)]))
+    done = run(index(core, [(f"{i}.png", unique_image(20 + i)) for i in range(5)]))
     image_id = done[0].record.id
     assert run(core.get(image_id)).source == "0.png" and run(core.thumbnail(image_id))[:2] == b"\xff\xd8"
     page = run(core.list_images(2, 2))
@@ -142,7 +146,7 @@ def test_readiness_names_each_dependency():
 
 def test_min_score_keeps_exactly_the_hits_at_or_above_it():
     core = service()
-    run(core.index_images([(f"{i}.png", unique_image(40 + i)) for i in range(6)]))
+    run(index(core, [(f"{i}.png", unique_image(40 + i)) for i in range(6)]))
     query = unique_image(40)
     every = run(core.search_image(query, 6))
     threshold = every[2].score  # brute force over the fake store: exact cosines

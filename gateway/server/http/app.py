@@ -1,5 +1,5 @@
-"""The FastAPI application: lifespan (the service), middleware (request ids, access, CORS, logs,
-metrics), routers, error handlers."""
+"""The FastAPI application: lifespan (the service, and the gRPC server beside it:
+gateway.server.process), middleware (request ids, access, CORS, logs, metrics), routers, error handlers."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from ...core.service import ImageSearchService
 from ...settings import Settings
-from ...wiring import build_service
 from ..access import AccessControl
 from ..logging import REQUEST_ID
 from ..metrics import REQUEST_SECONDS
+from ..process import serving
 from .access import AccessMiddleware, with_security_schemes
 from .errors import error_response, install_error_handlers
 from .routes import compat, docs, images, operations, page, search
@@ -28,24 +28,13 @@ ROUTERS = (page.router, compat.router, images.router, search.router)
 def create_app(settings: Settings | None = None, service: ImageSearchService | None = None) -> FastAPI:
     """The HTTP API over ``service`` (built from ``settings`` at start-up when not given)."""
     settings = settings or Settings()
+    access = AccessControl(settings)  # reads the key file now: a broken one fails at start, not per request
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        app.state.service = service or build_service(settings)
-        for mismatch in app.state.service.inference.info.mismatched_sources(settings.clip_model, settings.blip_model):
-            log.warning("model repository %s: %s (CLIP_MODEL / BLIP_MODEL); serving the repository as it is",
-                        settings.model_repository, mismatch)
-        await app.state.service.start()
-        log.info("gateway ready", extra={"fields": {
-            "url": f"http://{settings.host}:{settings.port}", "inference": settings.inference_mode,
-            **({"triton": settings.triton_url} if settings.inference_mode == "triton" else {}),
-            "milvus": settings.milvus_uri, "collection": settings.collection,
-            "models": app.state.service.inference.info.sources}})
-        try:
+        async with serving(settings, access, service) as running:  # uvicorn drains HTTP requests before this exits
+            app.state.service, app.state.grpc_port = running.service, running.grpc_port
             yield
-        finally:  # uvicorn drains in-flight requests before this runs
-            await app.state.service.close()
-            log.info("gateway stopped")
 
     # Response models are serialised by pydantic-core (Rust) straight to JSON bytes: FastAPI now
     # deprecates ORJSONResponse, which that path makes redundant.
@@ -57,7 +46,6 @@ def create_app(settings: Settings | None = None, service: ImageSearchService | N
         app.include_router(router, max_body_size=settings.max_request_bytes)  # 413 as our JSON error
     app.include_router(operations.router)
     docs.install(app)  # /docs and /redoc from packaged assets (no CDN)
-    access = AccessControl(settings)  # reads the key file now: a broken one fails at start, not per request
     app.openapi = lambda: with_security_schemes(app, access)  # type: ignore[method-assign]
     log.info("access", extra={"fields": {"api_keys": len(access.keys), "anonymous_scopes": sorted(access.anonymous.scopes)}})
     # innermost first: access control runs inside the request context (request id, metrics, log line)

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, File, Form, Query, Response, UploadFile
 
 from ....core.metadata import parse_metadata
+from ....core.records import Upload
 from ..access import requires
 from ..dependencies import Service
 from ..schemas import ERRORS, NOT_FOUND, EmbeddingFormat, ImageId, ImageList, ImageOut, IndexedImage, IndexResponse
@@ -25,8 +26,8 @@ async def index_images(service: Service, files: Annotated[list[UploadFile], File
                            description="caption with BLIP (default: the gateway's GATEWAY_CAPTIONS); false skips it")] = None
                        ) -> IndexResponse:
     meta = parse_metadata(metadata)
-    uploads = [(f.filename or "", await read_upload(f, service.limits.max_upload_bytes)) for f in files]
-    done = await service.index_images(uploads, meta, captions)
+    uploads = [Upload(f.filename or "", await read_upload(f, service.limits.max_upload_bytes), meta) for f in files]
+    done = await service.index_images(uploads, captions)
     return IndexResponse(images=[IndexedImage.of_indexed(d) for d in done])
 
 
