@@ -4,6 +4,7 @@ through a running gateway."""
 from __future__ import annotations
 
 import re
+from contextlib import contextmanager
 
 import httpx
 import pytest
@@ -11,6 +12,7 @@ from PIL import Image
 
 from gateway.cli.main import main
 from gateway.server.http.app import create_app
+from local_servers.processes import free_ports
 from local_servers.uvicorn_server import LiveServer
 from tests.support.images import encode, photo_array
 from tests.support.references import settings_for
@@ -107,20 +109,32 @@ def test_index_query_resume_and_near_duplicates_embedded(embedded, folders, tmp_
     assert main(["--url", "http://127.0.0.1:1", "export-faiss"]) == 2
 
 
-def test_index_and_query_through_a_running_gateway(model_repository, folders, tmp_path, capsys):
-    photos, variants = folders
-    settings = settings_for(model_repository, str(tmp_path / "gw.db"))
+@contextmanager
+def running_gateway(model_repository, tmp_path):
+    """A gateway with HTTP and gRPC; yields the --url of each transport."""
+    (grpc_port,) = free_ports(1)
+    settings = settings_for(model_repository, str(tmp_path / "gw.db"), grpc_port=grpc_port, host="127.0.0.1")
     with LiveServer(create_app(settings)) as server:
-        # small batches, several in flight: the same outcome as one at a time
-        assert main(["--url", server.url, "index", str(photos), "--batch-size", "2", "--concurrency", "3"]) == 0
+        yield {"http": server.url, "grpc": f"grpc://127.0.0.1:{grpc_port}"}
+
+
+@pytest.mark.parametrize("transport", ["http", "grpc"])
+def test_index_and_query_through_a_running_gateway(model_repository, folders, tmp_path, capsys, transport):
+    photos, variants = folders
+    with running_gateway(model_repository, tmp_path) as urls:
+        url = urls[transport]
+        # small batches, several in flight (gRPC: one stream each): the same outcome as one at a time
+        assert main(["--url", url, "index", str(photos), "--batch-size", "2", "--concurrency", "3",
+                     "--metadata", '{"album": "cli"}']) == 0
         assert counts(capsys.readouterr().out) == {"indexed": 6, "skipped": 0, "near": 0, "failed": 3}
-        assert main(["--url", server.url, "index", str(photos)]) == 0
+        assert main(["--url", url, "index", str(photos)]) == 0
         assert counts(capsys.readouterr().out)["indexed"] == 0
         variant = variants / "chelsea-q30.jpg"
-        assert main(["--url", server.url, "query", "--image", str(variant), "--k", "2", "--out", str(tmp_path / "r.html")]) == 0
+        assert main(["--url", url, "query", "--image", str(variant), "--k", "2", "--out", str(tmp_path / "r.html"),
+                     "--filter", '[{"field": "metadata.album", "value": "cli"}]']) == 0
         assert capsys.readouterr().out.splitlines()[1].endswith("chelsea.jpg")
-        assert main(["--url", server.url, "query", "--k", "0", "x"]) == 2
-        assert "error: k must be in 1..1000" in capsys.readouterr().err  # the gateway's 400
+        assert main(["--url", url, "query", "--k", "0", "x"]) == 2
+        assert "error: k must be in 1..1000" in capsys.readouterr().err  # the gateway's 400 / INVALID_ARGUMENT
 
 
 def test_the_embedded_cli_refuses_a_lite_file_a_running_gateway_holds(model_repository, folders, tmp_path, capsys,
@@ -143,14 +157,15 @@ def test_the_embedded_cli_refuses_a_lite_file_a_running_gateway_holds(model_repo
         assert httpx.get(f"{gateway.url}/v1/images").json()["total"] == 6
 
 
-def test_results_html_shows_stored_thumbnails_for_images_indexed_through_the_api(model_repository, tmp_path, capsys):
-    settings = settings_for(model_repository, str(tmp_path / "gw.db"))
-    with LiveServer(create_app(settings)) as server:
+@pytest.mark.parametrize("transport", ["http", "grpc"])
+def test_results_html_shows_stored_thumbnails_for_images_indexed_through_the_api(model_repository, tmp_path, capsys,
+                                                                                 transport):
+    with running_gateway(model_repository, tmp_path) as urls:
         files = [("files", (f"{n}.jpg", encode(Image.fromarray(photo_array(n)).convert("RGB"), "JPEG"), "image/jpeg"))
                  for n in ORIGINALS[:3]]
-        assert httpx.post(f"{server.url}/v1/images", files=files, timeout=120).status_code == 200
+        assert httpx.post(f"{urls['http']}/v1/images", files=files, timeout=120).status_code == 200
         out = tmp_path / "results.html"
-        assert main(["--url", server.url, "query", "photo", "--k", "3", "--out", str(out)]) == 0
+        assert main(["--url", urls[transport], "query", "photo", "--k", "3", "--out", str(out)]) == 0
     page = out.read_text()
     assert page.count('<img src="data:image/jpeg;base64,') == 3 and "no thumbnail" not in page
 

@@ -15,7 +15,7 @@ import grpc
 import httpx
 import numpy as np
 import pytest
-from google.protobuf import descriptor_pool, json_format, struct_pb2
+from google.protobuf import descriptor_pool, struct_pb2
 from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
@@ -23,8 +23,8 @@ from grpc_status import rpc_status
 
 from gateway.api import image_search_pb2 as pb
 from gateway.api import image_search_pb2_grpc as pb_grpc
+from gateway.api.structs import to_python
 from gateway.server.access import hash_key
-from gateway.server.grpc.messages import integral
 from gateway.server.http.app import create_app
 from local_servers.processes import free_ports
 from local_servers.uvicorn_server import LiveServer
@@ -85,7 +85,7 @@ def http_record(gateway: Gateway, image_id: str) -> dict:
 def as_http(image: pb.Image) -> dict:
     """An Image message in the HTTP API's shape (Struct numbers as JSON gives them)."""
     return {"id": image.id, "caption": image.caption, "source": image.source, "created_at": image.created_at,
-            "phash": image.phash, "metadata": integral(json_format.MessageToDict(image.metadata))}
+            "phash": image.phash, "metadata": to_python(image.metadata)}
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +102,7 @@ def test_reflection_lists_the_services_and_describes_the_api(gateway):
     assert {"grpc.health.v1.Health", "imagesearch.v1.ImageSearch"} <= set(database.get_services())
     service = descriptor_pool.DescriptorPool(database).FindServiceByName("imagesearch.v1.ImageSearch")
     assert {m.name for m in service.methods} == {"EmbedImage", "IndexImages", "SearchImage", "SearchText", "GetImage",
-                                                 "DeleteImage", "ListImages"}
+                                                 "GetThumbnail", "DeleteImage", "ListImages"}
     assert service.methods_by_name["IndexImages"].client_streaming
 
 
@@ -134,6 +134,12 @@ def test_indexed_images_read_the_same_over_both_transports(gateway, indexed, mod
     np.testing.assert_array_equal(np.array(got.embedding, np.float32), np.array(http["embedding"], np.float32))
     np.testing.assert_allclose(got.embedding, expected_embedding(model_repository, PHOTOS["coffee"], "index"), atol=1e-5)
     assert not gateway.stub.GetImage(pb.GetImageRequest(id=coffee.id), timeout=30).embedding
+
+
+def test_thumbnails_are_the_http_routes_bytes(gateway, indexed):
+    image_id = indexed["rocket"].image.id
+    jpeg = gateway.stub.GetThumbnail(pb.GetThumbnailRequest(id=image_id), timeout=30).jpeg
+    assert jpeg[:2] == b"\xff\xd8" and jpeg == httpx.get(f"{gateway.url}/v1/images/{image_id}/thumbnail").content
 
 
 def test_metadata_as_a_struct_is_stored_as_json_would_be(gateway):
@@ -211,6 +217,7 @@ def test_delete_then_not_found(gateway):
 
 @pytest.mark.parametrize("call, request_, code, error_code", [
     ("SearchText", pb.SearchTextRequest(query="dog", k=-1), "INVALID_ARGUMENT", "bad_request"),
+    ("SearchText", pb.SearchTextRequest(query="dog", k=0), "INVALID_ARGUMENT", "bad_request"),
     ("SearchText", pb.SearchTextRequest(query="dog", k=1001), "INVALID_ARGUMENT", "bad_request"),
     ("SearchText", pb.SearchTextRequest(query="   "), "INVALID_ARGUMENT", "bad_request"),
     ("SearchText", pb.SearchTextRequest(query="dog", filters=[pb.Condition(field="metadata.a b",
@@ -325,9 +332,9 @@ def test_one_rate_limit_per_key_across_both_transports(keyed):
 
 @pytest.mark.triton
 def test_client_deadlines_reach_a_stalled_triton(model_repository, triton, tmp_path):
-    """Triton stopped (SIGSTOP): a call with a 1.5 s deadline ends DEADLINE_EXCEEDED at its deadline (the
-    gateway's own Triton timeout is 30 s), and the gateway's Triton call ended with it; the gateway then
-    answers the next call once Triton runs again."""
+    """Triton stopped (SIGSTOP): a call with a 1.5 s deadline gets the gateway's own DEADLINE_EXCEEDED just
+    before that deadline (the gateway's Triton timeout is 30 s: the Triton call was given the caller's
+    deadline); the gateway answers the next call once Triton runs again."""
     server, target = start_gateway(model_repository, str(tmp_path / "images.db"), inference_mode="triton",
                                    triton_url=triton.grpc_url, triton_timeout_s=30)
     with server:
@@ -338,10 +345,12 @@ def test_client_deadlines_reach_a_stalled_triton(model_repository, triton, tmp_p
             start = time.monotonic()
             error = refused(gw.stub.SearchText, pb.SearchTextRequest(query="a stalled call"), timeout=1.5)
             elapsed = time.monotonic() - start
-            assert error.code() == grpc.StatusCode.DEADLINE_EXCEEDED and elapsed < 5
+            # the gateway's own answer (its Triton call ended at the caller's deadline, not after 30 s)
+            assert error.code() == grpc.StatusCode.DEADLINE_EXCEEDED and elapsed < 2
+            assert trailing(error)["error-code"] == "dependency_timeout" and "Triton did not answer" in error.details()
             ended = 'gateway_grpc_seconds_count{code="DEADLINE_EXCEEDED",method="SearchText"} 1.0'
-            while ended not in httpx.get(f"{gw.url}/metrics").text:  # the gateway ends its side of the call too
-                assert time.monotonic() - start < 5, "the gateway's call outlived its deadline"
+            while ended not in httpx.get(f"{gw.url}/metrics").text:  # (recorded just after the reply is sent)
+                assert time.monotonic() - start < 5
                 time.sleep(0.05)
         finally:
             os.kill(triton.process.pid, signal.SIGCONT)

@@ -142,6 +142,18 @@ class GetImageRequest(_message.Message):
     include_embedding: bool
     def __init__(self, id: _Optional[str] = ..., include_embedding: _Optional[bool] = ...) -> None: ...
 
+class GetThumbnailRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...
+
+class Thumbnail(_message.Message):
+    __slots__ = ("jpeg",)
+    JPEG_FIELD_NUMBER: _ClassVar[int]
+    jpeg: bytes
+    def __init__(self, jpeg: _Optional[bytes] = ...) -> None: ...
+
 class DeleteImageRequest(_message.Message):
     __slots__ = ("id",)
     ID_FIELD_NUMBER: _ClassVar[int]

@@ -61,6 +61,11 @@ class ImageSearchStub:
                 request_serializer=gateway_dot_api_dot_image__search__pb2.GetImageRequest.SerializeToString,
                 response_deserializer=gateway_dot_api_dot_image__search__pb2.Image.FromString,
                 _registered_method=True)
+        self.GetThumbnail = channel.unary_unary(
+                '/imagesearch.v1.ImageSearch/GetThumbnail',
+                request_serializer=gateway_dot_api_dot_image__search__pb2.GetThumbnailRequest.SerializeToString,
+                response_deserializer=gateway_dot_api_dot_image__search__pb2.Thumbnail.FromString,
+                _registered_method=True)
         self.DeleteImage = channel.unary_unary(
                 '/imagesearch.v1.ImageSearch/DeleteImage',
                 request_serializer=gateway_dot_api_dot_image__search__pb2.DeleteImageRequest.SerializeToString,
@@ -114,6 +119,13 @@ class ImageSearchServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetThumbnail(self, request, context):
+        """The JPEG thumbnail (at most 192x192 px) stored at index time: GET /v1/images/{id}/thumbnail. Scope: search.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def DeleteImage(self, request, context):
         """Delete a stored image: DELETE /v1/images/{id}. Scope: admin.
         """
@@ -155,6 +167,11 @@ def add_ImageSearchServicer_to_server(servicer, server):
                     servicer.GetImage,
                     request_deserializer=gateway_dot_api_dot_image__search__pb2.GetImageRequest.FromString,
                     response_serializer=gateway_dot_api_dot_image__search__pb2.Image.SerializeToString,
+            ),
+            'GetThumbnail': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetThumbnail,
+                    request_deserializer=gateway_dot_api_dot_image__search__pb2.GetThumbnailRequest.FromString,
+                    response_serializer=gateway_dot_api_dot_image__search__pb2.Thumbnail.SerializeToString,
             ),
             'DeleteImage': grpc.unary_unary_rpc_method_handler(
                     servicer.DeleteImage,
@@ -303,6 +320,33 @@ class ImageSearch:
             '/imagesearch.v1.ImageSearch/GetImage',
             gateway_dot_api_dot_image__search__pb2.GetImageRequest.SerializeToString,
             gateway_dot_api_dot_image__search__pb2.Image.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetThumbnail(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/imagesearch.v1.ImageSearch/GetThumbnail',
+            gateway_dot_api_dot_image__search__pb2.GetThumbnailRequest.SerializeToString,
+            gateway_dot_api_dot_image__search__pb2.Thumbnail.FromString,
             options,
             channel_credentials,
             insecure,

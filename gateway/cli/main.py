@@ -2,6 +2,7 @@
 
     image-search index ./photos --with_captions            # embedded: ONNX in-process, Milvus Lite
     image-search --url http://gw:8000 index ./photos       # through a running gateway
+    image-search --url grpc://gw:50051 index ./photos      # through its gRPC API (one stream per batch)
     image-search query "man in red jacket" --k 12          # prints a table, writes results.html
     image-search query --image ./photos/cat.jpg --k 5
     image-search export-faiss --index_out index.faiss --meta_out meta.json
@@ -28,6 +29,7 @@ from ..core.metadata import parse_metadata
 from ..settings import Settings
 from .clients import Client, EmbeddedClient, HttpClient
 from .gallery import local_thumbnail, print_table, results_html
+from .grpc_client import GrpcClient
 from .indexing import index_folder
 
 
@@ -37,7 +39,8 @@ class UsageError(Exception):
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="image-search", description=(__doc__ or "").split("\n\n")[0])
-    parser.add_argument("--url", help="a running gateway (default: the embedded stack, configured by GATEWAY_* settings)")
+    parser.add_argument("--url", help="a running gateway, http://host:8000 or grpc://host:50051 (default: the embedded"
+                        " stack, configured by GATEWAY_* settings)")
     parser.add_argument("--api-key", default=os.environ.get("IMAGE_SEARCH_API_KEY"),
                         help="the gateway's API key (default: $IMAGE_SEARCH_API_KEY); index needs the write scope")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -97,6 +100,14 @@ async def embedded_client(settings: Settings) -> EmbeddedClient:
     return EmbeddedClient(service)
 
 
+def remote_client(url: str, api_key: str | None) -> Client:
+    if url.startswith("grpc://"):
+        return GrpcClient(url.removeprefix("grpc://").rstrip("/"), api_key)
+    if not url.startswith(("http://", "https://")):
+        raise UsageError(f"--url takes http://, https:// or grpc:// addresses, not {url!r}")
+    return HttpClient(url, api_key)
+
+
 async def index_command(client: Client, args: argparse.Namespace, max_pixels: int) -> int:
     root = args.dir or args.images_dir
     if root is None or not root.is_dir():
@@ -140,7 +151,7 @@ async def run(args: argparse.Namespace) -> int:
     # embedded --no-captions does not even load BLIP; --with_captions loads it whatever GATEWAY_CAPTIONS says
     captions = getattr(args, "captions", None)
     settings = Settings(captions=captions) if captions is not None and not args.url else Settings()
-    client: Client = HttpClient(args.url, args.api_key) if args.url else await embedded_client(settings)
+    client = remote_client(args.url, args.api_key) if args.url else await embedded_client(settings)
     try:
         if args.command == "index":
             return await index_command(client, args, settings.max_pixels)

@@ -55,3 +55,15 @@ def test_every_row_of_the_readme_error_table_is_what_the_server_answers():
         seen.append(client.get("/v1/search/text", params={"q": "dog"}))
         answered = {(r.status_code, r.json()["error"]["code"]) for r in seen}
     assert answered == documented()
+
+
+def test_the_grpc_column_is_the_grpc_transports_table():
+    """Each row's gRPC code is what gateway.server.grpc.errors gives the row's kind; every kind has one."""
+    from gateway.server.grpc.errors import STATUS as GRPC_STATUS
+    from gateway.server.http.errors import STATUS as HTTP_STATUS
+
+    rows = re.findall(r"^\| (\d{3}) \| `([a-z_]+)` \| `([A-Z_]+)` \|", README.read_text(), re.M)
+    assert len(rows) == len(documented())
+    kinds = {status: kind for kind, status in HTTP_STATUS.items() if kind not in (ErrorKind.MISCONFIGURED, ErrorKind.INTERNAL)}
+    assert [(status, code, GRPC_STATUS[kinds[int(status)]].name) for status, code, _ in rows] == rows
+    assert set(GRPC_STATUS) == set(ErrorKind)

@@ -1,5 +1,6 @@
 """The layout the architecture depends on, checked on the source: dependencies point one way
-(server, cli -> wiring -> backends -> core -> runtime), the runtime and the export import no web
+(server, cli -> wiring -> backends -> core -> runtime; the generated gRPC API a leaf; the HTTP and gRPC transports
+apart), the runtime and the export import no web
 framework, Milvus client or metrics, routes reach the service through typed dependencies, and no
 test module imports another."""
 
@@ -22,7 +23,10 @@ FORBIDDEN = {
     "gateway.backends": {"gateway.server", "gateway.cli", "gateway.wiring", "gateway.settings"},
     "gateway.wiring": {"gateway.server", "gateway.cli"},
     "gateway.server": {"gateway.cli"},
+    "gateway.server.http": {"gateway.server.grpc"},  # the transports know the core, not each other
+    "gateway.server.grpc": {"gateway.server.http"},
     "gateway.cli": {"gateway.server"},
+    "gateway.api": {"gateway.core", "gateway.runtime"} | ABOVE_CORE,  # generated code: a leaf the server and clients share
     "export": {"gateway.core", "gateway.backends", "gateway.server", "gateway.cli", "gateway.wiring", "gateway.settings"},
 }
 RUNTIME_THIRD_PARTY = {"numpy", "PIL", "onnxruntime", "tokenizers"}
@@ -98,3 +102,17 @@ def test_bench_and_the_makefile_do_not_reach_into_tests():
     reaches_in = re.compile(r"\b(from|import) tests\b|-m tests\.")
     users = [p.name for p in [*(ROOT / "bench").glob("*.py"), ROOT / "Makefile"] if reaches_in.search(p.read_text())]
     assert users == []
+
+
+def test_the_generated_grpc_code_is_what_the_proto_gives(tmp_path):
+    """gateway/api/*_pb2* are committed: regenerating them from the .proto (make proto) changes nothing."""
+    from grpc_tools import protoc
+
+    proto = "gateway/api/image_search.proto"
+    (tmp_path / "gateway" / "api").mkdir(parents=True)
+    (tmp_path / proto).write_text((ROOT / proto).read_text())
+    include = Path(protoc.__file__).parent / "_proto"
+    assert protoc.main(["protoc", f"-I{tmp_path}", f"-I{include}", f"--python_out={tmp_path}", f"--pyi_out={tmp_path}",
+                        f"--grpc_python_out={tmp_path}", str(tmp_path / proto)]) == 0
+    for name in ("image_search_pb2.py", "image_search_pb2.pyi", "image_search_pb2_grpc.py"):
+        assert (tmp_path / "gateway" / "api" / name).read_text() == (ROOT / "gateway" / "api" / name).read_text(), name

@@ -22,6 +22,9 @@ from .errors import STATUS, trailing_metadata
 from .servicer import SCOPES, SERVICE_NAME
 
 log = logging.getLogger("gateway")
+# Dependencies get the caller's deadline less this, so that the gateway's own DEADLINE_EXCEEDED (with
+# its request id and error code) reaches the caller before the caller's deadline ends the call.
+REPLY_MARGIN_S = 0.05
 
 
 def peer_host(peer: str) -> str:
@@ -48,7 +51,8 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
             start, code, principal = time.perf_counter(), grpc.StatusCode.OK, "refused"
             try:
                 principal = self.access.authorize(headers, peer_host(context.peer()), scope).name
-                with within(context.time_remaining()):
+                left = context.time_remaining()
+                with within(None if left is None else max(0.0, left - REPLY_MARGIN_S)):
                     reply = await behavior(request, context)
                 context.set_trailing_metadata((("x-request-id", request_id),))
                 return reply
@@ -57,7 +61,8 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
                 await self.refuse(context, exc, request_id)
             except asyncio.CancelledError:  # the caller went away or its deadline passed
                 left = context.time_remaining()
-                code = grpc.StatusCode.DEADLINE_EXCEEDED if left is not None and left <= 0 else grpc.StatusCode.CANCELLED
+                expired = left is not None and left <= REPLY_MARGIN_S
+                code = grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED
                 raise
             except grpc.aio.AbortError:
                 raise

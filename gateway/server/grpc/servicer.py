@@ -17,13 +17,13 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ImageSearch"].full_name
 # the scope each method needs (as the HTTP routes: gateway.server.access)
 SCOPES: dict[str, ScopeName] = {
     "EmbedImage": "search", "IndexImages": "write", "SearchImage": "search", "SearchText": "search",
-    "GetImage": "search", "DeleteImage": "admin", "ListImages": "search",
+    "GetImage": "search", "GetThumbnail": "search", "DeleteImage": "admin", "ListImages": "search",
 }
 DEFAULT_K, DEFAULT_PAGE_SIZE = 10, 50
 
 
-def k_of(k: int) -> int:
-    return DEFAULT_K if k == 0 else k
+def k_of(request) -> int:
+    return request.k if request.HasField("k") else DEFAULT_K
 
 
 def min_score_of(request) -> float | None:
@@ -63,17 +63,20 @@ class ImageSearchServicer(pb_grpc.ImageSearchServicer):
         return pb.IndexImagesResponse(images=[indexed_of(d) for d in done])
 
     async def SearchImage(self, request: pb.SearchImageRequest, context) -> pb.SearchImageResponse:
-        hits = await self.service.search_image(request.image, k_of(request.k), conditions_of(request.filters),
+        hits = await self.service.search_image(request.image, k_of(request), conditions_of(request.filters),
                                                min_score_of(request))
         return pb.SearchImageResponse(results=[hit_of(h) for h in hits])
 
     async def SearchText(self, request: pb.SearchTextRequest, context) -> pb.SearchTextResponse:
-        hits = await self.service.search_text(request.query, k_of(request.k), conditions_of(request.filters),
+        hits = await self.service.search_text(request.query, k_of(request), conditions_of(request.filters),
                                               min_score_of(request))
         return pb.SearchTextResponse(results=[text_hit_of(h) for h in hits])
 
     async def GetImage(self, request: pb.GetImageRequest, context) -> pb.Image:
         return image_of(await self.service.get(request.id, with_vector=request.include_embedding), request.include_embedding)
+
+    async def GetThumbnail(self, request: pb.GetThumbnailRequest, context) -> pb.Thumbnail:
+        return pb.Thumbnail(jpeg=await self.service.thumbnail(request.id))
 
     async def DeleteImage(self, request: pb.DeleteImageRequest, context) -> empty_pb2.Empty:
         await self.service.delete(request.id)
