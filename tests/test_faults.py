@@ -12,9 +12,12 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import grpc
 import httpx
 import pytest
 
+from gateway.api import image_search_pb2 as pb
+from gateway.api import image_search_pb2_grpc as pb_grpc
 from gateway.server.http.app import create_app
 from local_servers.processes import free_ports
 from local_servers.tritonserver import TritonServer
@@ -98,30 +101,40 @@ def test_triton_killed_under_load_fails_fast_then_recovers_by_itself(model_repos
 
 
 def test_sigterm_drains_in_flight_requests_then_exits(model_repository, tmp_path):
-    """Requests held 3 s in the micro-batcher are in flight when SIGTERM arrives: each completes with
-    200, no new connection is accepted, the models and the store are closed, and the process ends
-    as terminated by SIGTERM (uvicorn re-raises the signal after draining; Kubernetes reads 143)."""
-    (port,) = free_ports(1)
+    """HTTP requests and gRPC calls held 3 s in the micro-batcher are in flight when SIGTERM arrives:
+    each completes (200, OK), no new connection or call is accepted on either port, the models and the
+    store are closed, and the process ends as terminated by SIGTERM (uvicorn re-raises the signal after
+    draining; Kubernetes reads 143)."""
+    port, grpc_port = free_ports(2)
     env = {**os.environ, "GATEWAY_MODEL_REPOSITORY": str(model_repository), "GATEWAY_MILVUS_URI": str(tmp_path / "images.db"),
-           "GATEWAY_PORT": str(port), "GATEWAY_HOST": "127.0.0.1", "GATEWAY_LOCAL_MAX_DELAY_MS": "3000",
-           "GATEWAY_CAPTION_BEAMS": "1", "GATEWAY_CAPTION_MAX_NEW_TOKENS": "4", "GATEWAY_SHUTDOWN_GRACE_S": "20"}
+           "GATEWAY_PORT": str(port), "GATEWAY_GRPC_PORT": str(grpc_port), "GATEWAY_HOST": "127.0.0.1",
+           "GATEWAY_LOCAL_MAX_DELAY_MS": "3000", "GATEWAY_CAPTION_BEAMS": "1", "GATEWAY_CAPTION_MAX_NEW_TOKENS": "4",
+           "GATEWAY_SHUTDOWN_GRACE_S": "20"}
     url = f"http://127.0.0.1:{port}"
     server = subprocess.Popen([sys.executable, "-m", "gateway"], env=env, cwd=tmp_path, stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE)
+    channel = grpc.insecure_channel(f"127.0.0.1:{grpc_port}")
+    stub = pb_grpc.ImageSearchStub(channel)
     try:
         wait_until(lambda: _answers(f"{url}/readyz"), 120, "the gateway starting")
-        with ThreadPoolExecutor(4) as pool:
+        with ThreadPoolExecutor(6) as pool:
             calls = [pool.submit(httpx.get, f"{url}/v1/search/text", params={"q": f"dog {n}"}, timeout=60) for n in range(2)]
             calls += [pool.submit(httpx.post, f"{url}/embed-image/", files={"file": ("a.jpg", PHOTOS["coins"], "image/jpeg")},
                                   timeout=60) for _ in range(2)]
+            rpcs = [pool.submit(stub.SearchText, pb.SearchTextRequest(query=f"cat {n}"), timeout=60) for n in range(2)]
             time.sleep(1.0)
             server.send_signal(signal.SIGTERM)
             time.sleep(0.5)
             with pytest.raises(httpx.ConnectError):
                 httpx.get(f"{url}/healthz", timeout=5)
+            with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as fresh, pytest.raises(grpc.RpcError) as refused:
+                pb_grpc.ImageSearchStub(fresh).SearchText(pb.SearchTextRequest(query="too late"), timeout=5)
+            assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
             assert [c.result().status_code for c in calls] == [200] * 4
+            assert [len(r.result().results) for r in rpcs] == [0, 0]  # answered (an empty collection)
         assert server.wait(30) == -signal.SIGTERM
     finally:
+        channel.close()
         if server.poll() is None:
             server.kill()
             server.wait()

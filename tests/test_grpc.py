@@ -356,3 +356,17 @@ def test_client_deadlines_reach_a_stalled_triton(model_repository, triton, tmp_p
             os.kill(triton.process.pid, signal.SIGCONT)
         assert len(gw.stub.SearchText(pb.SearchTextRequest(query="after"), timeout=60).results) == 0
         gw.channel.close()
+
+
+def test_an_unreachable_triton_is_unavailable_with_a_retry_delay_and_health_not_serving(model_repository, tmp_path):
+    (nowhere,) = free_ports(1)
+    server, target = start_gateway(model_repository, str(tmp_path / "images.db"), inference_mode="triton",
+                                   triton_url=f"127.0.0.1:{nowhere}", triton_retries=0)
+    with server:
+        gw = Gateway(server, target)
+        health = health_pb2_grpc.HealthStub(gw.channel).Check(health_pb2.HealthCheckRequest(), timeout=30)
+        assert health.status == health_pb2.HealthCheckResponse.NOT_SERVING
+        error = refused(gw.stub.IndexImages, iter(messages({"a.png": unique_image(700)})), timeout=30)
+        assert error.code() == grpc.StatusCode.UNAVAILABLE and trailing(error)["error-code"] == "dependency_unavailable"
+        assert trailing(error)["retry-after"] == "5" and gw.count() == 0
+        gw.channel.close()

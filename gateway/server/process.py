@@ -21,7 +21,13 @@ log = logging.getLogger("gateway")
 @dataclass
 class Serving:
     service: ImageSearchService
-    grpc_port: int | None  # None: no gRPC server
+    grpc: GrpcServer | None
+    grace_s: float
+
+    async def drain(self) -> None:
+        """Stop taking gRPC calls and finish those in flight (HTTP's server drains its own)."""
+        if self.grpc:
+            await self.grpc.stop(self.grace_s)
 
 
 @asynccontextmanager
@@ -44,7 +50,7 @@ async def serving(settings: Settings, access: AccessControl, service: ImageSearc
             **({"grpc": f"{settings.host}:{grpc_server.port}"} if grpc_server else {}),
             **({"triton": settings.triton_url} if settings.inference_mode == "triton" else {}),
             "milvus": settings.milvus_uri, "collection": settings.collection, "models": service.inference.info.sources}})
-        yield Serving(service, grpc_server.port if grpc_server else None)
+        yield Serving(service, grpc_server, settings.shutdown_grace_s)
     finally:
         if grpc_server:
             await grpc_server.stop(settings.shutdown_grace_s)

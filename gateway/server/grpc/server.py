@@ -66,6 +66,7 @@ class GrpcServer:
             [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], self.server)
         self.port = self.server.add_insecure_port(f"{host}:{port}")
         self.watcher: asyncio.Task | None = None
+        self.stopping: asyncio.Future | None = None
 
     async def start(self) -> None:
         await self.server.start()
@@ -80,8 +81,14 @@ class GrpcServer:
             except Exception:  # readiness reports failures as states; anything else must not stop the loop
                 log.exception("gRPC health refresh failed")
 
-    async def stop(self, grace: float) -> None:
-        """NOT_SERVING at once, no new calls, up to ``grace`` seconds for the calls in flight."""
+    def stop(self, grace: float) -> asyncio.Future:
+        """NOT_SERVING at once, no new calls, up to ``grace`` seconds for the calls in flight. Idempotent:
+        a second call waits for the first one's drain."""
+        if self.stopping is None:
+            self.stopping = asyncio.ensure_future(self._stop(grace))
+        return self.stopping
+
+    async def _stop(self, grace: float) -> None:
         if self.watcher:
             self.watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -33,7 +33,7 @@ def create_app(settings: Settings | None = None, service: ImageSearchService | N
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         async with serving(settings, access, service) as running:  # uvicorn drains HTTP requests before this exits
-            app.state.service, app.state.grpc_port = running.service, running.grpc_port
+            app.state.service, app.state.serving = running.service, running
             yield
 
     # Response models are serialised by pydantic-core (Rust) straight to JSON bytes: FastAPI now
