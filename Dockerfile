@@ -30,7 +30,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     GATEWAY_PORT=8000
 WORKDIR /app
 USER 10001
-EXPOSE 8000
+EXPOSE 8000 50051
 HEALTHCHECK --interval=10s --timeout=3s --start-period=120s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=2)"]
 CMD ["python", "-m", "gateway"]

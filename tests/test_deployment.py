@@ -115,8 +115,9 @@ def test_ports_services_and_routes_agree():
     assert milvus and milvus.group(1) in services and milvus.group(2) == "19530"
     # the gateway listens where the image and the port mapping say
     dockerfile = (ROOT / "Dockerfile").read_text()
-    port = gateway_env["GATEWAY_PORT"]
-    assert f"EXPOSE {port}" in dockerfile and services["gateway"]["ports"] == [f"{port}:{port}"]
+    port, grpc_port = gateway_env["GATEWAY_PORT"], gateway_env["GATEWAY_GRPC_PORT"]
+    assert f"EXPOSE {port} {grpc_port}" in dockerfile
+    assert services["gateway"]["ports"] == [f"{port}:{port}", f"{grpc_port}:{grpc_port}"]
     # model repository: mounted where the gateway reads it, and where Triton serves it from
     assert any(v.startswith("./model_repository:" + gateway_env["GATEWAY_MODEL_REPOSITORY"])
                for v in services["gateway"]["volumes"])
@@ -248,10 +249,21 @@ def test_kubernetes_objects_agree_with_each_other_and_with_the_gateway(manifests
     assert {gateway["readinessProbe"]["httpGet"]["path"], gateway["livenessProbe"]["httpGet"]["path"]} <= routes
     for name in ("gateway", "triton"):
         ports = {p["name"] for p in container(manifests, name)["ports"]}
+        numbers = {p["containerPort"] for p in container(manifests, name)["ports"]}
         for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
             if probe in container(manifests, name):
-                assert container(manifests, name)[probe]["httpGet"]["port"] in ports
-    assert container(manifests, "gateway")["ports"][0]["containerPort"] == int(config["GATEWAY_PORT"])
+                check = container(manifests, name)[probe]
+                assert check["httpGet"]["port"] in ports if "httpGet" in check else check["grpc"]["port"] in numbers
+    declared = {p["name"]: p["containerPort"] for p in container(manifests, "gateway")["ports"]}
+    assert declared == {"http": int(config["GATEWAY_PORT"]), "grpc": int(config["GATEWAY_GRPC_PORT"])}
+    # gRPC: the Service and the headless gateway-pods (client-side round robin) carry it, the policy lets it in
+    for service in ("gateway", "gateway-pods"):
+        assert {"name": "grpc", "port": declared["grpc"], "targetPort": "grpc"} in manifests[("Service", service)]["spec"]["ports"]
+        assert manifests[("Service", service)]["spec"]["selector"].items() <= pod_labels(manifests, "gateway").items()
+    assert manifests[("Service", "gateway-pods")]["spec"]["clusterIP"] == "None"
+    assert {"port": declared["grpc"], "protocol": "TCP"} in manifests[("NetworkPolicy", "gateway")]["spec"]["ingress"][0]["ports"]
+    grpc_ingress = manifests[("Ingress", "gateway-grpc")]
+    assert grpc_ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/backend-protocol"] == "GRPC"
     # the indexing Job talks to the gateway Service, which lets it in
     job = manifests[("Job", "index-images")]["spec"]["template"]
     url = job["spec"]["containers"][0]["command"][2]
