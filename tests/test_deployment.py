@@ -258,7 +258,8 @@ def test_kubernetes_objects_agree_with_each_other_and_with_the_gateway(manifests
     assert declared == {"http": int(config["GATEWAY_PORT"]), "grpc": int(config["GATEWAY_GRPC_PORT"])}
     # gRPC: the Service and the headless gateway-pods (client-side round robin) carry it, the policy lets it in
     for service in ("gateway", "gateway-pods"):
-        assert {"name": "grpc", "port": declared["grpc"], "targetPort": "grpc"} in manifests[("Service", service)]["spec"]["ports"]
+        grpc_port = {"name": "grpc", "port": declared["grpc"], "targetPort": "grpc"}
+        assert grpc_port in manifests[("Service", service)]["spec"]["ports"]
         assert manifests[("Service", service)]["spec"]["selector"].items() <= pod_labels(manifests, "gateway").items()
     assert manifests[("Service", "gateway-pods")]["spec"]["clusterIP"] == "None"
     assert {"port": declared["grpc"], "protocol": "TCP"} in manifests[("NetworkPolicy", "gateway")]["spec"]["ingress"][0]["ports"]
