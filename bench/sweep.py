@@ -29,7 +29,6 @@ monkey.patch_all()
 
 import argparse  # noqa: E402
 import json  # noqa: E402
-import platform  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
@@ -44,6 +43,7 @@ from locust.env import Environment  # noqa: E402
 
 from bench import payloads, perf_analyzer, photos  # noqa: E402
 from bench.locustfile import USERS  # noqa: E402
+from bench.machine import machine  # noqa: E402
 from bench.payloads import unique_jpeg  # noqa: E402
 from local_servers.processes import free_ports  # noqa: E402
 from local_servers.service_process import ServiceProcess, gateway_process  # noqa: E402
@@ -148,17 +148,6 @@ def sweep(args: argparse.Namespace) -> dict:
                 for row in rows:
                     print(f"[triton-raw] clip_image c={row['concurrency']}: {row['rps']:.2f} rps", flush=True)
     return results
-
-
-def machine() -> dict:
-    import os
-
-    import psutil
-
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), platform.processor())
-    return {"cpu": model, "cores": os.cpu_count(), "memory_gb": round(psutil.virtual_memory().total / 2 ** 30),
-            "python": platform.python_version(), "date": time.strftime("%Y-%m-%d")}
 
 
 def best(rows: list[dict]) -> dict:

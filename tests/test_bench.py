@@ -76,3 +76,15 @@ def test_decode_benchmark_measures_cost_fidelity_and_near_duplicates(tmp_path):
     assert phone["fidelity"]["clip_pixels_search"]["psnr_db"] > 40 and phone["near_duplicates"]["half_size_bits"] <= 10
     assert results["payloads"]["phone-12mp-portrait-exif"]["size"] == [3024, 4032]  # shown upright
     assert "| phone-12mp (4032x3024" in (tmp_path / "decode.md").read_text()
+
+
+def test_grpc_vs_http_runs_every_scenario_on_both_transports(model_repository, tmp_path):
+    out = tmp_path / "out"
+    run("bench.grpc_vs_http", "--repository", str(model_repository), "--out", str(out), "--levels", "2", "--rounds", "2",
+        "--warmup", "0.5", "--duration", "2", "--seed-batches", "1", "--batch", "2")
+    results = json.loads((out / "grpc-vs-http.json").read_text())
+    cells = {(c["scenario"], c["transport"], c["round"]) for c in results["cells"]}
+    assert cells == {(s, t, r) for s in ("text-search", "image-search", "bulk-index") for t in ("http", "grpc") for r in (0, 1)}
+    assert all(c["failures"] == 0 and c["requests"] > 0 and c["gateway_cpu_ms_per_request"] > 0 for c in results["cells"])
+    assert all(c["items_per_s"] == 2 * c["rps"] for c in results["cells"] if c["scenario"] == "bulk-index")
+    assert (out / "grpc-vs-http.md").read_text().count("| bulk-index | 2 |") == 1
