@@ -88,6 +88,7 @@ class Settings(BaseSettings):
     exact_decode: bool = Field(False, description="decode uploads at full size (as the export's parity gate does)"
                                " instead of at the smallest scale that gives each model twice its input size")
     max_files_per_request: int = Field(64, ge=1)
+    max_embedding_inputs: int = Field(256, ge=1, description="texts and images in one POST /v1/embeddings")
     max_k: int = Field(1000, ge=1)
     caption_weight: float = Field(0.1, ge=0, description="text search: weight of caption word overlap in the score")
 

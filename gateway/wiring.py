@@ -29,7 +29,8 @@ def build_store(settings: Settings, dim: int) -> MilvusStore:
 def limits(settings: Settings) -> Limits:
     return Limits(max_upload_bytes=settings.max_upload_bytes, max_request_bytes=settings.max_request_bytes,
                   max_pixels=settings.max_pixels,
-                  max_files_per_request=settings.max_files_per_request, max_k=settings.max_k)
+                  max_files_per_request=settings.max_files_per_request, max_k=settings.max_k,
+                  max_embedding_inputs=settings.max_embedding_inputs)
 
 
 def build_service(settings: Settings) -> ImageSearchService:

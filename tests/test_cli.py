@@ -133,6 +133,12 @@ def test_index_and_query_through_a_running_gateway(model_repository, folders, tm
         assert main(["--url", url, "query", "--image", str(variant), "--k", "2", "--out", str(tmp_path / "r.html"),
                      "--filter", '[{"field": "metadata.album", "value": "cli"}]']) == 0
         assert capsys.readouterr().out.splitlines()[1].endswith("chelsea.jpg")
+        stored = httpx.get(f"{urls['http']}/v1/images", params={"limit": 100}).json()["images"]
+        chelsea = next(i["id"] for i in stored if i["source"].endswith("chelsea.jpg"))
+        want = httpx.get(f"{urls['http']}/v1/images/{chelsea}/similar", params={"k": 3}).json()["results"]
+        assert main(["--url", url, "query", "--similar-to", chelsea, "--k", "3", "--out", str(tmp_path / "s.html")]) == 0
+        rows = capsys.readouterr().out.splitlines()[1:4]
+        assert [row.split()[-1] for row in rows] == [h["source"] for h in want]
         assert main(["--url", url, "query", "--k", "0", "x"]) == 2
         assert "error: k must be in 1..1000" in capsys.readouterr().err  # the gateway's 400 / INVALID_ARGUMENT
 

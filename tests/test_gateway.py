@@ -364,3 +364,26 @@ def test_min_score_returns_exactly_the_brute_force_hits_at_or_above_it(gateway, 
     assert [h["id"] for h in response["results"]] == [i for i, s in want if s >= cut]
     bad = httpx.get(f"{gateway.url}/v1/search/text", params={"q": "rocket", "min_score": "nan"})
     assert bad.status_code == 400 and bad.json()["error"]["message"] == "min_score must be a finite number"
+
+
+def test_similar_equals_brute_force_over_the_other_stored_vectors(gateway, indexed):
+    vectors = stored_vectors(gateway)
+    own = indexed["coffee"]["id"]
+    others = {i: v for i, v in vectors.items() if i != own}
+    response = httpx.get(f"{gateway.url}/v1/images/{own}/similar", params={"k": 5}).json()["results"]
+    want = brute_force(vectors[own][0], others, 5)
+    assert [h["id"] for h in response] == [i for i, _ in want] and own not in [h["id"] for h in response]
+    np.testing.assert_allclose([h["score"] for h in response], [s for _, s in want], atol=1e-4)
+    # with a filter, a cutoff, and more k than there are matches
+    conditions = [{"field": "metadata.album", "op": "eq", "value": "photos"}]
+    photos = {i: v for i, v in others.items() if v[1]["metadata"].get("album") == "photos"}
+    cut = brute_force(vectors[own][0], photos, 3)[2][1] - 1e-5
+    filtered = httpx.get(f"{gateway.url}/v1/images/{own}/similar",
+                         params={"k": 1000, "filter": json.dumps(conditions)}).json()["results"]
+    assert [h["id"] for h in filtered] == [i for i, _ in brute_force(vectors[own][0], photos, 1000)]
+    cutoff = httpx.get(f"{gateway.url}/v1/images/{own}/similar", params={"k": 5, "min_score": repr(cut),
+                                                                           "filter": json.dumps(conditions)}).json()["results"]
+    assert len(cutoff) == 3
+    missing = httpx.get(f"{gateway.url}/v1/images/{'0' * 32}/similar")
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
+    assert httpx.get(f"{gateway.url}/v1/images/{own}/similar", params={"k": 0}).status_code == 400

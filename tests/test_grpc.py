@@ -101,8 +101,8 @@ def test_reflection_lists_the_services_and_describes_the_api(gateway):
     database = ProtoReflectionDescriptorDatabase(gateway.channel)
     assert {"grpc.health.v1.Health", "imagesearch.v1.ImageSearch"} <= set(database.get_services())
     service = descriptor_pool.DescriptorPool(database).FindServiceByName("imagesearch.v1.ImageSearch")
-    assert {m.name for m in service.methods} == {"EmbedImage", "IndexImages", "SearchImage", "SearchText", "GetImage",
-                                                 "GetThumbnail", "DeleteImage", "ListImages"}
+    assert {m.name for m in service.methods} == {"EmbedImage", "IndexImages", "SearchImage", "SearchSimilar", "SearchText",
+                                                 "GetImage", "GetThumbnail", "DeleteImage", "ListImages"}
     assert service.methods_by_name["IndexImages"].client_streaming
 
 
@@ -185,6 +185,20 @@ def test_searches_equal_the_http_routes(gateway, indexed):
     assert [(h.image.id, h.score, h.clip_score, h.caption_match) for h in text] == \
         [(h["id"], h["score"], h["clip_score"], h["caption_match"]) for h in http_text]
     assert len(text) == 6 and all(h.image.source in PHOTOS for h in text)
+
+
+def test_similar_equals_the_http_route(gateway, indexed):
+    own = indexed["horse"].image.id
+    condition = pb.Condition(field="metadata.year", op="gte", value=struct_pb2.Value(number_value=2024))
+    for request, params in ((pb.SearchSimilarRequest(id=own, k=4), {"k": 4}),
+                            (pb.SearchSimilarRequest(id=own, k=20, filters=[condition], min_score=-0.5),
+                             {"k": 20, "min_score": "-0.5", "filter": json.dumps([{"field": "metadata.year", "op": "gte",
+                                                                                   "value": 2024}])})):
+        hits = gateway.stub.SearchSimilar(request, timeout=30).results
+        http = httpx.get(f"{gateway.url}/v1/images/{own}/similar", params=params).json()["results"]
+        assert [(h.image.id, h.score) for h in hits] == [(h["id"], h["score"]) for h in http] and hits
+    error = refused(gateway.stub.SearchSimilar, pb.SearchSimilarRequest(id="0" * 32), timeout=30)
+    assert error.code() == grpc.StatusCode.NOT_FOUND
 
 
 def test_k_defaults_to_ten_as_over_http(gateway, indexed):

@@ -11,6 +11,7 @@ import io
 import json
 import struct
 
+import grpc
 import httpx
 import numpy as np
 import pytest
@@ -18,8 +19,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageCms
 
+from gateway.api import image_search_pb2 as pb
+from gateway.api import image_search_pb2_grpc as pb_grpc
 from gateway.runtime.preprocess import ImageError, decode_image
 from gateway.server.http.app import create_app
+from local_servers.processes import free_ports
 from local_servers.uvicorn_server import LiveServer
 from tests.support.images import PHOTO_JPEGS as PHOTOS
 from tests.support.images import STORED_AS, adobe_rgb_profile, encode, photo_array, photo_bytes, png_header_only
@@ -29,13 +33,27 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def gateway(model_repository, tmp_path_factory):
-    settings = settings_for(model_repository, str(tmp_path_factory.mktemp("hostile") / "images.db"))
+def served(model_repository, tmp_path_factory):
+    """(HTTP URL, gRPC target) of one gateway."""
+    (grpc_port,) = free_ports(1)
+    settings = settings_for(model_repository, str(tmp_path_factory.mktemp("hostile") / "images.db"), grpc_port=grpc_port,
+                            host="127.0.0.1")
     with LiveServer(create_app(settings)) as server:
         seed = [("files", (f"{n}.jpg", PHOTOS[n], "image/jpeg")) for n in ("astronaut", "coffee", "rocket")]
         response = httpx.post(f"{server.url}/v1/images", files=seed, data={"metadata": '{"album": "seed"}'}, timeout=120)
         assert response.status_code == 200
-        yield server.url
+        yield server.url, f"127.0.0.1:{grpc_port}"
+
+
+@pytest.fixture(scope="module")
+def gateway(served):
+    return served[0]
+
+
+@pytest.fixture(scope="module")
+def stub(served):
+    with grpc.insecure_channel(served[1]) as channel:
+        yield pb_grpc.ImageSearchStub(channel)
 
 
 def snapshot(url: str) -> list[tuple]:
@@ -93,6 +111,23 @@ def test_hostile_files_are_4xx_on_every_route_and_change_nothing(gateway, case):
         response = post_image(gateway, route, f"{case}.jpg", data, content_type)
         assert response.status_code == status, (route, response.text)
         assert set(response.json()) == {"error"} and response.json()["error"]["request_id"]
+    assert snapshot(gateway) == before
+
+
+GRPC_CODES = {400: grpc.StatusCode.INVALID_ARGUMENT, 413: grpc.StatusCode.RESOURCE_EXHAUSTED}
+
+
+@pytest.mark.parametrize("case", [c for c in HOSTILE_FILES if c != "executable-type"])  # (gRPC has no content type)
+def test_hostile_files_over_grpc_get_the_same_code_on_every_method_and_change_nothing(gateway, stub, case):
+    data, _, status = HOSTILE_FILES[case]
+    before = snapshot(gateway)
+    calls = [(stub.IndexImages, iter([pb.IndexImagesRequest(image=data, name=case)])),
+             (stub.EmbedImage, pb.EmbedImageRequest(image=data)), (stub.SearchImage, pb.SearchImageRequest(image=data))]
+    for call, request in calls:
+        with pytest.raises(grpc.RpcError) as refused:
+            call(request, timeout=60)
+        assert refused.value.code() == GRPC_CODES[status], refused.value.details()
+        assert dict(refused.value.trailing_metadata())["x-request-id"]
     assert snapshot(gateway) == before
 
 

@@ -68,6 +68,31 @@ def test_search_by_uploaded_image_finds_it_first(page, site, tmp_path):
     page.wait_for_function("() => [...document.querySelectorAll('.result img')].every(i => i.complete && i.naturalWidth > 0)")
 
 
+def test_min_score_hides_lower_results(page, site):
+    every = httpx.get(f"{site[0]}/v1/search/text", params={"q": "a photo", "k": 3}).json()["results"]
+    cutoff = every[1]["score"]  # the second hit's score: two results at or above it
+    page.fill("#query", "a photo")
+    page.fill("#k", "3")
+    page.fill("#min-score", repr(cutoff))
+    page.click("#text-form button[type=submit]")
+    expect(page.locator("#status")).to_contain_text("2 results for")
+    assert [c.get_attribute("data-id") for c in page.locator(".result").all()] == [h["id"] for h in every[:2]]
+    page.fill("#min-score", "")
+
+
+def test_the_similar_link_shows_the_images_most_like_a_result(page, site):
+    page.fill("#query", "man in red jacket")
+    page.fill("#k", "3")
+    page.click("#text-form button[type=submit]")
+    expect(page.locator(".result")).to_have_count(3)
+    first = page.locator(".result").first.get_attribute("data-id")
+    page.locator(".result .similar").first.click()
+    expect(page.locator("#status")).to_contain_text("2 results for images like")  # the 3 stored, less itself
+    want = httpx.get(f"{site[0]}/v1/images/{first}/similar", params={"k": 3}).json()["results"]
+    assert [c.get_attribute("data-id") for c in page.locator(".result").all()] == [h["id"] for h in want]
+    assert first not in [h["id"] for h in want]
+
+
 def test_adding_images_from_the_page(page, site, tmp_path):
     total = httpx.get(f"{site[0]}/v1/images").json()["total"]
     new, old = tmp_path / "chelsea.png", tmp_path / "coffee.jpg"

@@ -104,6 +104,18 @@ class SearchImageResponse(_message.Message):
     results: _containers.RepeatedCompositeFieldContainer[Hit]
     def __init__(self, results: _Optional[_Iterable[_Union[Hit, _Mapping]]] = ...) -> None: ...
 
+class SearchSimilarRequest(_message.Message):
+    __slots__ = ("id", "k", "filters", "min_score")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    K_FIELD_NUMBER: _ClassVar[int]
+    FILTERS_FIELD_NUMBER: _ClassVar[int]
+    MIN_SCORE_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    k: int
+    filters: _containers.RepeatedCompositeFieldContainer[Condition]
+    min_score: float
+    def __init__(self, id: _Optional[str] = ..., k: _Optional[int] = ..., filters: _Optional[_Iterable[_Union[Condition, _Mapping]]] = ..., min_score: _Optional[float] = ...) -> None: ...
+
 class SearchTextRequest(_message.Message):
     __slots__ = ("query", "k", "filters", "min_score")
     QUERY_FIELD_NUMBER: _ClassVar[int]

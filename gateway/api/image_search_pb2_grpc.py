@@ -51,6 +51,11 @@ class ImageSearchStub:
                 request_serializer=gateway_dot_api_dot_image__search__pb2.SearchImageRequest.SerializeToString,
                 response_deserializer=gateway_dot_api_dot_image__search__pb2.SearchImageResponse.FromString,
                 _registered_method=True)
+        self.SearchSimilar = channel.unary_unary(
+                '/imagesearch.v1.ImageSearch/SearchSimilar',
+                request_serializer=gateway_dot_api_dot_image__search__pb2.SearchSimilarRequest.SerializeToString,
+                response_deserializer=gateway_dot_api_dot_image__search__pb2.SearchImageResponse.FromString,
+                _registered_method=True)
         self.SearchText = channel.unary_unary(
                 '/imagesearch.v1.ImageSearch/SearchText',
                 request_serializer=gateway_dot_api_dot_image__search__pb2.SearchTextRequest.SerializeToString,
@@ -100,6 +105,14 @@ class ImageSearchServicer:
 
     def SearchImage(self, request, context):
         """The k stored images most similar to an image: POST /v1/search/image. Scope: search.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SearchSimilar(self, request, context):
+        """The stored images most like a stored one (its own vector, the image itself excluded; no upload,
+        no model): GET /v1/images/{id}/similar. Scope: search.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -156,6 +169,11 @@ def add_ImageSearchServicer_to_server(servicer, server):
             'SearchImage': grpc.unary_unary_rpc_method_handler(
                     servicer.SearchImage,
                     request_deserializer=gateway_dot_api_dot_image__search__pb2.SearchImageRequest.FromString,
+                    response_serializer=gateway_dot_api_dot_image__search__pb2.SearchImageResponse.SerializeToString,
+            ),
+            'SearchSimilar': grpc.unary_unary_rpc_method_handler(
+                    servicer.SearchSimilar,
+                    request_deserializer=gateway_dot_api_dot_image__search__pb2.SearchSimilarRequest.FromString,
                     response_serializer=gateway_dot_api_dot_image__search__pb2.SearchImageResponse.SerializeToString,
             ),
             'SearchText': grpc.unary_unary_rpc_method_handler(
@@ -265,6 +283,33 @@ class ImageSearch:
             target,
             '/imagesearch.v1.ImageSearch/SearchImage',
             gateway_dot_api_dot_image__search__pb2.SearchImageRequest.SerializeToString,
+            gateway_dot_api_dot_image__search__pb2.SearchImageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SearchSimilar(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/imagesearch.v1.ImageSearch/SearchSimilar',
+            gateway_dot_api_dot_image__search__pb2.SearchSimilarRequest.SerializeToString,
             gateway_dot_api_dot_image__search__pb2.SearchImageResponse.FromString,
             options,
             channel_credentials,

@@ -43,3 +43,7 @@ class RepositoryModels:
         self.info = read_model_info(repository, captions)
         self.tokenize = TextTokenizer(repository / "clip_text", self.info.context_length)
         self.caption_settings = caption_settings
+
+    def count_tokens(self, texts: list[str]) -> int:
+        """CLIP tokens of the texts, start and end markers included (at most the context length each)."""
+        return int(self.tokenize(texts)[1].sum())

@@ -28,6 +28,9 @@ class Client(Protocol):
     async def search_text(self, query: str, k: int, conditions: list[Condition],
                           min_score: float | None = None) -> list[TextHit]: ...
 
+    async def similar(self, image_id: str, k: int, conditions: list[Condition],
+                      min_score: float | None = None) -> list[Hit]: ...
+
     async def thumbnail(self, image_id: str) -> bytes | None: ...
 
     async def close(self) -> None: ...
@@ -52,6 +55,10 @@ class EmbeddedClient:
     async def search_text(self, query: str, k: int, conditions: list[Condition],
                           min_score: float | None = None) -> list[TextHit]:
         return await self.service.search_text(query, k, conditions, min_score)
+
+    async def similar(self, image_id: str, k: int, conditions: list[Condition],
+                      min_score: float | None = None) -> list[Hit]:
+        return await self.service.similar(image_id, k, conditions, min_score)
 
     async def thumbnail(self, image_id: str) -> bytes | None:
         try:
@@ -123,6 +130,13 @@ class HttpClient:
             "query": query, "k": k, "filters": [c.model_dump() for c in conditions], "min_score": min_score})
         return [TextHit(record_of(hit), hit["score"], hit["clip_score"], hit["caption_match"])
                 for hit in response.json()["results"]]
+
+    async def similar(self, image_id: str, k: int, conditions: list[Condition],
+                      min_score: float | None = None) -> list[Hit]:
+        params = {"k": k, "filter": json.dumps([c.model_dump() for c in conditions]),
+                  **({} if min_score is None else {"min_score": repr(min_score)})}
+        response = await self._call("GET", f"/v1/images/{image_id}/similar", params=params)
+        return [Hit(record_of(hit), hit["score"]) for hit in response.json()["results"]]
 
     async def thumbnail(self, image_id: str) -> bytes | None:
         response = await self._call("GET", f"/v1/images/{image_id}/thumbnail", missing_ok=True)

@@ -79,6 +79,12 @@ class GrpcClient:
         reply = await self._call(self.stub.SearchText, request)
         return [TextHit(record_of(hit.image), hit.score, hit.clip_score, hit.caption_match) for hit in reply.results]
 
+    async def similar(self, image_id: str, k: int, conditions: list[Condition],
+                      min_score: float | None = None) -> list[Hit]:
+        request = pb.SearchSimilarRequest(id=image_id, k=k, filters=[condition_of(c) for c in conditions], min_score=min_score)
+        reply = await self._call(self.stub.SearchSimilar, request)
+        return [Hit(record_of(hit.image), hit.score) for hit in reply.results]
+
     async def thumbnail(self, image_id: str) -> bytes | None:
         reply = await self._call(self.stub.GetThumbnail, pb.GetThumbnailRequest(id=image_id), missing_ok=True)
         return reply.jpeg if reply is not None else None

@@ -5,6 +5,7 @@
     image-search --url grpc://gw:50051 index ./photos      # through its gRPC API (one stream per batch)
     image-search query "man in red jacket" --k 12          # prints a table, writes results.html
     image-search query --image ./photos/cat.jpg --k 5
+    image-search query --similar-to 9f2c1e0d4b7a8c6e5f3a2b1c0d9e8f7a   # like a stored image
     image-search export-faiss --index_out index.faiss --meta_out meta.json
 
 The starter kit's flags are accepted where they still mean something: --images_dir,
@@ -63,6 +64,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     query.add_argument("text", nargs="?")
     query.add_argument("--query", dest="query_flag", help="same as TEXT (starter-kit flag)")
     query.add_argument("--image", type=Path, help="query by image instead of text")
+    query.add_argument("--similar-to", metavar="ID", help="images most like a stored one (its id; no upload, no model)")
     query.add_argument("--k", type=int, default=12)
     query.add_argument("--min-score", type=float, help="only hits scoring at least this (image: CLIP cosine; text: fused score)")
     query.add_argument("--filter", default="[]", help='JSON list of conditions, e.g. [{"field": "metadata.album", "value": "x"}]')
@@ -128,14 +130,17 @@ async def index_command(client: Client, args: argparse.Namespace, max_pixels: in
 async def query_command(client: Client, args: argparse.Namespace) -> int:
     conditions = validate(json.loads(args.filter))
     text = args.text or args.query_flag
-    if args.image:
+    if args.similar_to:
+        hits = await client.similar(args.similar_to, args.k, conditions, args.min_score)
+        title = f"images like {args.similar_to}"
+    elif args.image:
         hits = await client.search_image(args.image.read_bytes(), args.k, conditions, args.min_score)
         title = f"images like {args.image}"
     elif text:
         hits = list(await client.search_text(text, args.k, conditions, args.min_score))
         title = f"“{text}”"
     else:
-        raise UsageError("give a query text or --image PATH")
+        raise UsageError("give a query text, --image PATH or --similar-to ID")
     print_table(hits)
     # the file itself where it is on this disk, else the thumbnail stored at index time (uploads through the API)
     thumbnails = {hit.record.id: local_thumbnail(hit.record.source) or await client.thumbnail(hit.record.id)

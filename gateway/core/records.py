@@ -67,6 +67,12 @@ class Embedded:
 
 
 @dataclass
+class Embeddings:
+    vectors: np.ndarray  # (inputs, dim) float32, L2-normalised
+    text_tokens: int  # tokens the texts took (what OpenAI-style usage reports)
+
+
+@dataclass
 class Page:
     records: list[ImageRecord]
     limit: int

@@ -18,7 +18,7 @@ from .images import PreparedImage, prepare
 from .locks import KeyedLocks
 from .metadata import check_metadata
 from .protocols import Inference, VectorStore
-from .records import Embedded, Hit, ImageRecord, Indexed, Page, TextHit, Upload, is_image_id
+from .records import Embedded, Embeddings, Hit, ImageRecord, Indexed, Page, TextHit, Upload, is_image_id
 from .text_ranking import candidate_pool, fuse
 
 MAX_QUERY_CHARS = 1000
@@ -34,6 +34,7 @@ class Limits:
     max_files_per_request: int = 64
     max_k: int = 1000
     max_list_limit: int = 1000
+    max_embedding_inputs: int = 256  # texts and images in one embeddings call
     list_window: int = 16384  # Milvus refuses queries with offset + limit above this
 
 
@@ -94,6 +95,16 @@ class ImageSearchService:
         return min_score
 
     @staticmethod
+    def check_text(text: str, what: str) -> str:
+        """A query text as every text embedding takes it: stripped, not empty, at most MAX_QUERY_CHARS."""
+        text = text.strip()
+        if not text:
+            raise invalid(f"{what} is empty")
+        if len(text) > MAX_QUERY_CHARS:
+            raise invalid(f"{what} is longer than {MAX_QUERY_CHARS} characters")
+        return text
+
+    @staticmethod
     def check_id(image_id: str) -> str:
         if not is_image_id(image_id):
             raise ServiceError(ErrorKind.INVALID_REQUEST, "image ids are 32 lowercase hex digits")
@@ -121,6 +132,26 @@ class ImageSearchService:
         (prepared,) = await self._prepare([("upload", data)], blip=self.captions)
         vectors, captions = await self._embed_and_caption([prepared], self.captions)
         return Embedded(captions[0], vectors[0])
+
+    async def embeddings(self, inputs: Sequence[str | bytes]) -> Embeddings:
+        """CLIP embeddings of texts (str, embedded as text search embeds a query) and images (bytes,
+        embedded as /embed-image/ embeds them, without the caption) in one call, in input order."""
+        if not inputs:
+            raise invalid("input is empty")
+        if len(inputs) > self.limits.max_embedding_inputs:
+            raise ServiceError(ErrorKind.TOO_LARGE, f"at most {self.limits.max_embedding_inputs} inputs per request")
+        texts = {i: self.check_text(item, f"input[{i}]") for i, item in enumerate(inputs) if isinstance(item, str)}
+        images = {i: item for i, item in enumerate(inputs) if isinstance(item, bytes)}
+        prepared = await self._prepare([(f"input[{i}]", data) for i, data in images.items()], blip=self.captions)
+        calls = {}  # input positions -> the model call for them
+        if texts:
+            calls[tuple(texts)] = self.inference.embed_texts(list(texts.values()))
+        if images:
+            calls[tuple(images)] = self.inference.embed_images(np.stack([p.clip_pixels for p in prepared]))
+        vectors = np.empty((len(inputs), self.inference.info.embedding_dim), np.float32)
+        for rows, part in zip(calls, await asyncio.gather(*calls.values())):
+            vectors[list(rows)] = part
+        return Embeddings(vectors, self.inference.count_tokens(list(texts.values())) if texts else 0)
 
     async def index_images(self, uploads: Sequence[Upload], captions: bool | None = None) -> list[Indexed]:
         """Index uploads. Same bytes -> same id: images already stored are returned as they are (no
@@ -168,14 +199,23 @@ class ImageSearchService:
         self.check_k(k)
         self.check_min_score(min_score)
         expression = render(list(conditions))
-        query = query.strip()
-        if not query:
-            raise invalid("the query is empty")
-        if len(query) > MAX_QUERY_CHARS:
-            raise invalid(f"the query is longer than {MAX_QUERY_CHARS} characters")
+        query = self.check_text(query, "the query")
         vectors = await self.inference.embed_texts([query])
         pool = candidate_pool(k, self.caption_weight, self.limits.max_k)
         hits = fuse(query, (await self.store.search(vectors, pool, expression))[0], self.caption_weight, k)
+        return [h for h in hits if min_score is None or h.score >= min_score]
+
+    async def similar(self, image_id: str, k: int, conditions: Sequence[Condition] = (),
+                      min_score: float | None = None) -> list[Hit]:
+        """The k stored images nearest a stored image's own vector (CLIP cosine), the image itself
+        excluded; no model runs. NOT_FOUND for an unknown id."""
+        self.check_k(k)
+        self.check_min_score(min_score)
+        expression = render(list(conditions))
+        record = await self.get(image_id, with_vector=True)
+        assert record.vector is not None
+        found = (await self.store.search(record.vector[None], k + 1, expression))[0]
+        hits = [Hit(other, score) for other, score in found if other.id != image_id][:k]
         return [h for h in hits if min_score is None or h.score >= min_score]
 
     # --- records -----------------------------------------------------------------------------------

@@ -51,6 +51,9 @@ class FakeInference:
         self._check("clip_text", len(texts))
         return np.stack([self.text_vector(t) for t in texts])
 
+    def count_tokens(self, texts: list[str]) -> int:
+        return sum(len(t.split()) + 2 for t in texts)
+
     async def caption(self, pixels: np.ndarray) -> list[str]:
         self._check("blip_caption", len(pixels))
         await asyncio.sleep(0)

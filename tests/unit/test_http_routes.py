@@ -170,3 +170,34 @@ def test_min_score_on_every_search_route_and_nan_is_400(client):
     assert error(client.get("/v1/search/text", params={"q": "dog", "min_score": "nan"}), 400, "bad_request") == \
         "min_score must be a finite number"
     error(client.get("/v1/search/text", params={"q": "dog", "min_score": "high"}), 422, "invalid_request")
+
+
+def test_similar_excludes_the_image_itself_and_runs_no_model(client, core):
+    ids = [i["id"] for i in upload(client, {f"{n}.png": unique_image(900 + n) for n in range(4)})["images"]]
+    calls = list(core.inference.calls)
+    hits = client.get(f"/v1/images/{ids[0]}/similar", params={"k": 10}).json()["results"]
+    assert sorted(h["id"] for h in hits) == sorted(ids[1:]) and core.inference.calls == calls
+    scores = [h["score"] for h in hits]
+    assert scores == sorted(scores, reverse=True)
+    assert len(client.get(f"/v1/images/{ids[0]}/similar", params={"k": 2}).json()["results"]) == 2
+    error(client.get(f"/v1/images/{'a' * 32}/similar"), 404, "not_found")
+    error(client.get(f"/v1/images/{ids[0]}/similar", params={"min_score": "nan"}), 400, "bad_request")
+
+
+def test_embeddings_keep_input_order_and_mix_texts_and_images(client, core):
+    image = "data:image/png;base64," + base64.b64encode(unique_image(950)).decode()
+    body = client.post("/v1/embeddings", json={"input": ["a dog", image, "a cat"], "model": "m"}).json()
+    assert body["object"] == "list" and body["model"] == "m" and [d["index"] for d in body["data"]] == [0, 1, 2]
+    vectors = np.array([d["embedding"] for d in body["data"]], np.float32)
+    np.testing.assert_allclose(vectors[0], core.inference.text_vector("a dog"), atol=1e-6)
+    np.testing.assert_allclose(vectors[2], core.inference.text_vector("a cat"), atol=1e-6)
+    embedded = client.post("/embed-image/", files={"file": ("a.png", unique_image(950), "image/png")}).json()
+    np.testing.assert_allclose(vectors[1], embedded["embedding_vector"], atol=1e-6)
+    assert body["usage"] == {"prompt_tokens": 4 + 4, "total_tokens": 8}  # the fake counts words + 2 a text
+    assert client.post("/v1/embeddings", json={"input": "x"}).json()["model"] == "fake-clip"
+
+
+def test_every_error_carries_openais_type(client):
+    assert client.get("/v1/search/text", params={"q": " "}).json()["error"]["type"] == "invalid_request_error"
+    response = client.post("/v1/embeddings", json={"input": "data:image/png;base64,%%%"})
+    assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_data_uri"

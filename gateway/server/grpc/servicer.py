@@ -16,7 +16,7 @@ from .messages import conditions_of, hit_of, image_of, indexed_of, metadata_of, 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ImageSearch"].full_name
 # the scope each method needs (as the HTTP routes: gateway.server.access)
 SCOPES: dict[str, ScopeName] = {
-    "EmbedImage": "search", "IndexImages": "write", "SearchImage": "search", "SearchText": "search",
+    "EmbedImage": "search", "IndexImages": "write", "SearchImage": "search", "SearchSimilar": "search", "SearchText": "search",
     "GetImage": "search", "GetThumbnail": "search", "DeleteImage": "admin", "ListImages": "search",
 }
 DEFAULT_K, DEFAULT_PAGE_SIZE = 10, 50
@@ -65,6 +65,10 @@ class ImageSearchServicer(pb_grpc.ImageSearchServicer):
     async def SearchImage(self, request: pb.SearchImageRequest, context) -> pb.SearchImageResponse:
         hits = await self.service.search_image(request.image, k_of(request), conditions_of(request.filters),
                                                min_score_of(request))
+        return pb.SearchImageResponse(results=[hit_of(h) for h in hits])
+
+    async def SearchSimilar(self, request: pb.SearchSimilarRequest, context) -> pb.SearchImageResponse:
+        hits = await self.service.similar(request.id, k_of(request), conditions_of(request.filters), min_score_of(request))
         return pb.SearchImageResponse(results=[hit_of(h) for h in hits])
 
     async def SearchText(self, request: pb.SearchTextRequest, context) -> pb.SearchTextResponse:

@@ -19,10 +19,10 @@ from ..metrics import REQUEST_SECONDS
 from ..process import serving
 from .access import AccessMiddleware, with_security_schemes
 from .errors import error_response, install_error_handlers
-from .routes import compat, docs, images, operations, page, search
+from .routes import compat, docs, embeddings, images, operations, page, search
 
 log = logging.getLogger("gateway")
-ROUTERS = (page.router, compat.router, images.router, search.router)
+ROUTERS = (page.router, compat.router, images.router, search.router, embeddings.router)
 
 
 def create_app(settings: Settings | None = None, service: ImageSearchService | None = None) -> FastAPI:

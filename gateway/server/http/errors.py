@@ -1,6 +1,7 @@
-"""Core error kinds -> HTTP status codes, and the one JSON shape every error takes:
+"""Core error kinds -> HTTP status codes, and the one JSON shape every error takes, which is also
+OpenAI's (so its clients read our errors, /v1/embeddings's included):
 
-    {"error": {"code": "image_too_large", "message": "...", "request_id": "..."}}
+    {"error": {"code": "image_too_large", "message": "...", "type": "invalid_request_error", "request_id": "..."}}
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ...core.errors import ErrorKind, ServiceError
@@ -27,9 +28,18 @@ STATUS = {
 }
 
 
+# OpenAI's error types, by kind
+TYPE = {kind: "invalid_request_error" for kind in ErrorKind} | {
+    ErrorKind.UNAUTHENTICATED: "authentication_error", ErrorKind.PERMISSION_DENIED: "permission_error",
+    ErrorKind.RATE_LIMITED: "rate_limit_error", ErrorKind.UNAVAILABLE: "server_error", ErrorKind.TIMEOUT: "server_error",
+    ErrorKind.MISCONFIGURED: "server_error", ErrorKind.INTERNAL: "server_error",
+}
+
+
 class ErrorDetail(BaseModel):
     code: str
     message: str
+    type: str = Field(description="OpenAI's error type: invalid_request_error, authentication_error, ...")
     request_id: str | None = None
 
 
@@ -39,7 +49,7 @@ class ErrorBody(BaseModel):
 
 def error_response(exc: ServiceError) -> JSONResponse:
     ERRORS.labels(exc.code).inc()
-    body = ErrorBody(error=ErrorDetail(code=exc.code, message=exc.message, request_id=REQUEST_ID.get()))
+    body = ErrorBody(error=ErrorDetail(code=exc.code, message=exc.message, type=TYPE[exc.kind], request_id=REQUEST_ID.get()))
     headers = {"Retry-After": str(int(exc.retry_after))} if exc.retry_after else {}
     if exc.kind is ErrorKind.UNAUTHENTICATED:
         headers["WWW-Authenticate"] = "Bearer"
@@ -63,7 +73,8 @@ def install_error_handlers(app: FastAPI) -> None:
         kind = {404: ErrorKind.NOT_FOUND, 413: ErrorKind.TOO_LARGE}.get(exc.status_code)
         if kind is None:
             ERRORS.labels("http_error").inc()
-            body = ErrorBody(error=ErrorDetail(code="http_error", message=str(exc.detail), request_id=REQUEST_ID.get()))
+            body = ErrorBody(error=ErrorDetail(code="http_error", message=str(exc.detail), type="invalid_request_error",
+                                               request_id=REQUEST_ID.get()))
             return JSONResponse(body.model_dump(), status_code=exc.status_code)
         return error_response(ServiceError(kind, str(exc.detail)))
 

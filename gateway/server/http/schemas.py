@@ -22,10 +22,14 @@ ERRORS: dict[int | str, dict] = {code: {"model": ErrorBody, "description": text}
     (503, "Triton or Milvus unavailable (Retry-After set)"), (504, "Triton or Milvus deadline exceeded"),
     (429, "rate limit exceeded (Retry-After set)"))}
 NOT_FOUND: dict[int | str, dict] = {404: {"model": ErrorBody, "description": "no such image"}}
+K_DESCRIPTION = "results to return, 1..GATEWAY_MAX_K (default 1000)"
+MIN_SCORE_IMAGE = "only hits whose CLIP cosine (-1..1) is at least this; fewer than k are returned then"
+MIN_SCORE_TEXT = "only hits whose fused score (CLIP cosine + caption weight x caption match) is at least this"
 
 
 def encode_vector(vector: np.ndarray, fmt: EmbeddingFormat) -> list[float] | str:
-    vector = np.asarray(vector, np.float32)
+    """A list of floats, or base64 of little-endian float32 (what OpenAI's clients decode)."""
+    vector = np.asarray(vector, "<f4")
     return base64.b64encode(vector.tobytes()).decode() if fmt == "base64" else vector.tolist()
 
 

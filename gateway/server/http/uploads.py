@@ -1,12 +1,35 @@
-"""Reading uploaded files: content type checked, never more than the limit read."""
+"""Reading uploaded images: multipart files (content type checked, never more than the limit read)
+and base64 data URIs."""
 
 from __future__ import annotations
 
+import base64
+import binascii
+import re
+
 from fastapi import UploadFile
 
-from ...core.errors import ErrorKind, ServiceError
+from ...core.errors import ErrorKind, ServiceError, invalid
 
 ACCEPTED_TYPES = ("image/", "application/octet-stream")
+
+
+DATA_URI = re.compile(r"data:(image/[A-Za-z0-9.+-]+)?((?:;[A-Za-z0-9=._+-]+)*);base64,", re.I)
+
+
+def image_in_data_uri(text: str, limit: int, name: str) -> bytes | None:
+    """The image of a ``data:image/...;base64,`` URI (None: the text is not one); INVALID_ARGUMENT
+    when it is one that does not decode, TOO_LARGE over ``limit`` bytes."""
+    match = DATA_URI.match(text)
+    if match is None or match.group(1) is None:
+        return None
+    payload = text[match.end():]
+    if len(payload) > (limit + 2) // 3 * 4 + 4:  # checked before decoding
+        raise ServiceError(ErrorKind.TOO_LARGE, f"{name} is larger than {limit:,} bytes")
+    try:
+        return base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise invalid(f"{name} is not valid base64: {exc}", "invalid_data_uri") from None
 
 
 async def read_upload(upload: UploadFile, limit: int) -> bytes:

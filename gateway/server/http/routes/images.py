@@ -6,11 +6,25 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Query, Response, UploadFile
 
+from ....core.filters import parse_json
 from ....core.metadata import parse_metadata
 from ....core.records import Upload
 from ..access import requires
 from ..dependencies import Service
-from ..schemas import ERRORS, NOT_FOUND, EmbeddingFormat, ImageId, ImageList, ImageOut, IndexedImage, IndexResponse
+from ..schemas import (
+    ERRORS,
+    K_DESCRIPTION,
+    MIN_SCORE_IMAGE,
+    NOT_FOUND,
+    EmbeddingFormat,
+    ImageId,
+    ImageList,
+    ImageOut,
+    IndexedImage,
+    IndexResponse,
+    SearchHit,
+    SearchResponse,
+)
 from ..uploads import read_upload
 
 router = APIRouter(prefix="/v1/images", tags=["images"])
@@ -44,6 +58,15 @@ async def get_image(service: Service, image_id: ImageId, include_embedding: bool
             | {c: ERRORS[c] for c in (401, 403, 422, 429, 503)}, summary="The thumbnail stored at index time")
 async def get_thumbnail(service: Service, image_id: ImageId) -> Response:
     return Response(await service.thumbnail(image_id), media_type="image/jpeg", headers={"Cache-Control": "max-age=86400"})
+
+
+@router.get("/{image_id}/similar", openapi_extra=requires("search"), response_model=SearchResponse,
+            responses=ERRORS | NOT_FOUND, summary="Stored images most like a stored one (its own vector: no upload, no model)")
+async def similar_images(service: Service, image_id: ImageId, k: Annotated[int, Query(description=K_DESCRIPTION)] = 10,
+                         filter: Annotated[str | None, Query(description="JSON list of conditions")] = None,
+                         min_score: Annotated[float | None, Query(description=MIN_SCORE_IMAGE)] = None) -> SearchResponse:
+    hits = await service.similar(image_id, k, parse_json(filter), min_score)
+    return SearchResponse(results=[SearchHit.of_hit(h) for h in hits])
 
 
 @router.delete("/{image_id}", openapi_extra=requires("admin"), status_code=204, responses=ERRORS | NOT_FOUND,

@@ -9,13 +9,19 @@ from fastapi import APIRouter, File, Form, Query, UploadFile
 from ....core.filters import parse_json
 from ..access import requires
 from ..dependencies import Service
-from ..schemas import ERRORS, SearchHit, SearchResponse, TextSearchRequest, TextSearchResponse
+from ..schemas import (
+    ERRORS,
+    K_DESCRIPTION,
+    MIN_SCORE_IMAGE,
+    MIN_SCORE_TEXT,
+    SearchHit,
+    SearchResponse,
+    TextSearchRequest,
+    TextSearchResponse,
+)
 from ..uploads import read_upload
 
 router = APIRouter(prefix="/v1/search", tags=["search"])
-K_DESCRIPTION = "results to return, 1..GATEWAY_MAX_K (default 1000)"
-MIN_SCORE_IMAGE = "only hits whose CLIP cosine (-1..1) is at least this; fewer than k are returned then"
-MIN_SCORE_TEXT = "only hits whose fused score (CLIP cosine + caption weight x caption match) is at least this"
 
 
 @router.post("/image", openapi_extra=requires("search"), response_model=SearchResponse, responses=ERRORS,
