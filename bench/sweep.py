@@ -12,6 +12,8 @@ Services:
 
 - baseline: bench/baseline_service.py (PyTorch per request, HF processors, FAISS);
 - gateway-local: the embedded default (ONNX Runtime in-process, micro-batching, Milvus Lite);
+- gateway-local-exact: the same with GATEWAY_EXACT_DECODE=true (uploads decoded at full size), for
+  the cost of reduced-scale decoding's absence in one run (not in the default --services);
 - gateway-triton: the gateway in front of the bundled CPU tritonserver (python-backend flavour);
 - gateway-triton-clip: the same without captions, so /embed-image/ is clip_image only, next to
   perf_analyzer on Triton's clip_image at the same concurrency (the gateway's overhead).
@@ -52,7 +54,7 @@ from local_servers.tritonserver import TritonServer  # noqa: E402
 SCENARIOS = {"embed-image": "EmbedImage", "image-search": "ImageSearch", "text-search": "TextSearch"}
 IMAGE_SCENARIOS = ("embed-image", "image-search")
 DEFAULT_PAYLOAD = "photos"
-SERVICES = ["baseline", "gateway-local", "gateway-triton", "gateway-triton-clip"]
+SERVICES = ["baseline", "gateway-local", "gateway-local-exact", "gateway-triton", "gateway-triton-clip"]
 CAPTION = {"caption_beams": 1, "caption_max_new_tokens": 20}
 
 
@@ -112,6 +114,8 @@ def service(name: str, args: argparse.Namespace, workdir: Path):
             settings.update(inference_mode="triton", triton_url=triton_url, triton_timeout_s=600)
         if name == "gateway-triton-clip":
             settings["captions"] = "false"
+        if name == "gateway-local-exact":
+            settings["exact_decode"] = "true"
         gateway = stack.enter_context(gateway_process(args.repository, workdir / name, **settings))
         yield gateway.url, triton_url, gateway.cpu_seconds
 
@@ -173,6 +177,10 @@ def markdown(results: dict) -> str:
                      + (f", {r['cpu_ms_per_request']:.0f} CPU ms/req" if "cpu_ms_per_request" in r else "")
                      + (f", {r['failures']} failed" if r["failures"] else "") for r in rows]
             lines.append(f"| {name} | " + " | ".join(cells) + f" | {best(rows)['rps']:.2f} |")
+        if "gateway-local-exact" in names and "gateway-local" in names:
+            exact = best(services["gateway-local-exact"][scenario])["rps"]
+            lines.append(f"\ngateway-local / gateway-local-exact (reduced-scale vs full-size decoding), best throughput:"
+                         f" **{best(services['gateway-local'][scenario])['rps'] / exact:.2f}x**")
         if "baseline" in services and scenario in services["baseline"]:
             base = best(services["baseline"][scenario])["rps"]
             for name in names:
@@ -244,7 +252,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="exported here (python flavour, so the bundled Triton serves it too)")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--replot", action="store_true", help="only rewrite sweep.md and the plots from OUT/sweep.json")
-    parser.add_argument("--services", nargs="+", default=SERVICES, choices=SERVICES)
+    parser.add_argument("--services", nargs="+", default=[s for s in SERVICES if s != "gateway-local-exact"], choices=SERVICES)
     parser.add_argument("--scenarios", nargs="+", default=list(SCENARIOS), choices=list(SCENARIOS))
     parser.add_argument("--payloads", nargs="+", default=[DEFAULT_PAYLOAD],
                         choices=[DEFAULT_PAYLOAD, *photos.NAMES], help="what image scenarios upload (bench/photos.py)")

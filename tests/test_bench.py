@@ -14,7 +14,7 @@ import pytest
 pytestmark = [pytest.mark.integration, pytest.mark.triton]
 
 SCENARIOS = {"embed-image", "image-search", "text-search"}  # bench/sweep.py's (importing it would monkey-patch
-SERVICES = {"baseline", "gateway-local", "gateway-triton", "gateway-triton-clip"}  # this process for gevent)
+SERVICES = {"baseline", "gateway-local", "gateway-local-exact", "gateway-triton", "gateway-triton-clip"}  # (gevent)
 
 
 def run(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
@@ -27,11 +27,11 @@ def test_sweep_runs_every_service_scenario_and_perf_analyzer(clip_checkpoint, bl
     out = tmp_path / "out"
     run("bench.sweep", "--clip", str(clip_checkpoint), "--blip", str(blip_checkpoint), "--repository",
         str(tmp_path / "repository"), "--out", str(out), "--levels", "2", "--warmup", "2", "--duration", "4",
-        "--seed-images", "2", "--payloads", "photos", "web-2mp")
+        "--seed-images", "2", "--payloads", "photos", "web-2mp", "--services", *sorted(SERVICES))
     results = json.loads((out / "sweep.json").read_text())
     services = results["services"]
     assert set(services) == SERVICES | {"triton-raw"}
-    for name in ("baseline", "gateway-local", "gateway-triton"):
+    for name in ("baseline", "gateway-local", "gateway-local-exact", "gateway-triton"):
         assert set(services[name]) == SCENARIOS | {"embed-image web-2mp", "image-search web-2mp"}
     rows = [row for name in SERVICES for scenario in services[name].values() for row in scenario]
     assert all(row["failures"] == 0 and row["requests"] > 0 and row["rps"] > 0 and row["cpu_ms_per_request"] > 0
@@ -41,7 +41,7 @@ def test_sweep_runs_every_service_scenario_and_perf_analyzer(clip_checkpoint, bl
     assert 3 * side * side < results["wire_bytes"]["batch 1"]["clip_image"] < 3 * side * side + 300
     report = (out / "sweep.md").read_text()
     assert "gateway-local / baseline, best throughput" in report and "gateway / raw" in report
-    assert "## image-search web-2mp" in report and "CPU ms/req" in report
+    assert "## image-search web-2mp" in report and "CPU ms/req" in report and "reduced-scale vs full-size decoding" in report
     for plot in ("throughput.png", "latency.png"):
         assert (out / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
