@@ -7,15 +7,14 @@ A closed-loop asyncio driver per transport (httpx with one connection per in-fli
 on one channel, HTTP/2): c requests always in flight, a warm-up, then a measured window. Per cell:
 throughput (requests/s; indexing also images/s), p50/p95/p99 latency, the gateway's CPU ms per
 request and the driver's own (what each client stack costs). Indexing sends batches of --batch images
-(bytes never sent before, see fresh_image; no captions: BLIP would hide the transport); image search sends a bench.photos
-payload. The driver runs on the same machine as the gateway: both transports pay for that alike.
+(bytes never sent before: bench.payloads.never_sent; no captions: BLIP would hide the transport);
+image search sends a bench.photos payload. The driver runs on the same machine as the gateway: both transports pay for that alike.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import itertools
 import json
 import statistics
 import tempfile
@@ -27,7 +26,7 @@ import httpx
 import numpy as np
 
 from bench.machine import machine
-from bench.payloads import QUERIES, unique_jpeg
+from bench.payloads import QUERIES, never_sent, unique_jpeg
 from bench.photos import payloads
 from gateway.api import image_search_pb2 as pb
 from gateway.api import image_search_pb2_grpc as pb_grpc
@@ -36,15 +35,6 @@ from local_servers.service_process import gateway_process
 SCENARIOS = ("text-search", "image-search", "bulk-index")
 TRANSPORTS = ("http", "grpc")
 PHOTO_POOL = [unique_jpeg(np.random.default_rng(seed)) for seed in range(32)]  # distinct crops of real photos
-UPLOADS = itertools.count()
-
-
-def fresh_image() -> bytes:
-    """Bytes never sent before, at no cost to the driver: a pooled photo with a counter after its end
-    marker (decoders stop at the marker; the content id, SHA-256 of the bytes, is new, so the gateway
-    runs the models and writes as for any new photo)."""
-    n = next(UPLOADS)
-    return PHOTO_POOL[n % len(PHOTO_POOL)] + n.to_bytes(8, "big")
 
 
 class Transport:
@@ -52,6 +42,7 @@ class Transport:
 
     def __init__(self, name: str, url: str, grpc_target: str, concurrency: int, image: bytes, batch: int):
         self.name, self.image, self.batch = name, image, batch
+        self.rng = np.random.default_rng()
         self.http = httpx.AsyncClient(base_url=url, timeout=600, limits=httpx.Limits(max_connections=concurrency))
         self.channel = grpc.aio.insecure_channel(grpc_target, options=[("grpc.max_send_message_length", 64 * 2**20)])
         self.stub = pb_grpc.ImageSearchStub(self.channel)
@@ -72,7 +63,7 @@ class Transport:
             else:
                 await self.stub.SearchImage(pb.SearchImageRequest(image=self.image, k=10), timeout=600)
             return 1
-        images = [fresh_image() for _ in range(self.batch)]
+        images = [never_sent(PHOTO_POOL[int(self.rng.integers(len(PHOTO_POOL)))]) for _ in range(self.batch)]
         if self.name == "http":
             response = await self.http.post("/v1/images", data={"captions": "false"},
                                             files=[("files", (f"{i}.jpg", d, "image/jpeg")) for i, d in enumerate(images)])

@@ -17,7 +17,7 @@ import numpy as np
 from locust import FastHttpUser, constant, task
 from urllib3 import encode_multipart_formdata
 
-from bench.payloads import QUERIES, query_jpeg, unique_jpeg
+from bench.payloads import QUERIES, query_jpeg, upload_jpeg
 
 
 class GatewayUser(FastHttpUser):
@@ -48,7 +48,7 @@ class GatewayUser(FastHttpUser):
         return self.client.get(f"/v1/search/text?q={query}&k=10", headers=self.headers, name="/v1/search/text")
 
     def index_image(self):
-        with self.upload("/v1/images", "files", unique_jpeg(self.rng), "new.jpg") as response:
+        with self.upload("/v1/images", "files", upload_jpeg(self.rng), "new.jpg") as response:
             if response.status_code == 200:
                 self.indexed.append(response.json()["images"][0]["id"])
         return response

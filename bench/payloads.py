@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 from functools import cache
 
 import numpy as np
@@ -43,6 +44,26 @@ def query_jpeg(rng: np.random.Generator) -> bytes:
     from bench.photos import payloads
 
     return payloads()[QUERY_PAYLOAD]
+
+
+_UPLOADS = itertools.count()
+
+
+def never_sent(data: bytes) -> bytes:
+    """``data`` with a counter after its end marker: bytes never sent before at no cost to the load
+    generator (decoders stop at the marker; the content id, SHA-256 of the bytes, is new, so the
+    gateway decodes, embeds, captions and writes it as it would any new photo)."""
+    return data + next(_UPLOADS).to_bytes(8, "big")
+
+
+def upload_jpeg(rng: np.random.Generator) -> bytes:
+    """What an indexing request uploads: a new crop of a small photo, or the camera-size payload the
+    sweep chose (QUERY_PAYLOAD) made new with never_sent."""
+    if QUERY_PAYLOAD is None:
+        return unique_jpeg(rng)
+    from bench.photos import payloads
+
+    return never_sent(payloads()[QUERY_PAYLOAD])
 
 
 def unique_jpeg(rng: np.random.Generator) -> bytes:

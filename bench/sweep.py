@@ -51,8 +51,10 @@ from local_servers.processes import free_ports  # noqa: E402
 from local_servers.service_process import ServiceProcess, gateway_process  # noqa: E402
 from local_servers.tritonserver import TritonServer  # noqa: E402
 
-SCENARIOS = {"embed-image": "EmbedImage", "image-search": "ImageSearch", "text-search": "TextSearch"}
-IMAGE_SCENARIOS = ("embed-image", "image-search")
+SCENARIOS = {"embed-image": "EmbedImage", "image-search": "ImageSearch", "text-search": "TextSearch",
+             "index-images": "IndexImages"}
+IMAGE_SCENARIOS = ("embed-image", "image-search", "index-images")
+DEFAULT_SCENARIOS = ["embed-image", "image-search", "text-search"]  # index-images on request: it grows the collection
 DEFAULT_PAYLOAD = "photos"
 SERVICES = ["baseline", "gateway-local", "gateway-local-exact", "gateway-triton", "gateway-triton-clip"]
 CAPTION = {"caption_beams": 1, "caption_max_new_tokens": 20}
@@ -253,7 +255,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--replot", action="store_true", help="only rewrite sweep.md and the plots from OUT/sweep.json")
     parser.add_argument("--services", nargs="+", default=[s for s in SERVICES if s != "gateway-local-exact"], choices=SERVICES)
-    parser.add_argument("--scenarios", nargs="+", default=list(SCENARIOS), choices=list(SCENARIOS))
+    parser.add_argument("--scenarios", nargs="+", default=DEFAULT_SCENARIOS, choices=list(SCENARIOS))
     parser.add_argument("--payloads", nargs="+", default=[DEFAULT_PAYLOAD],
                         choices=[DEFAULT_PAYLOAD, *photos.NAMES], help="what image scenarios upload (bench/photos.py)")
     parser.add_argument("--levels", type=int, nargs="+", default=[1, 2, 4, 8])

@@ -27,12 +27,14 @@ def test_sweep_runs_every_service_scenario_and_perf_analyzer(clip_checkpoint, bl
     out = tmp_path / "out"
     run("bench.sweep", "--clip", str(clip_checkpoint), "--blip", str(blip_checkpoint), "--repository",
         str(tmp_path / "repository"), "--out", str(out), "--levels", "2", "--warmup", "2", "--duration", "4",
-        "--seed-images", "2", "--payloads", "photos", "web-2mp", "--services", *sorted(SERVICES))
+        "--seed-images", "2", "--payloads", "photos", "web-2mp", "--services", *sorted(SERVICES),
+        "--scenarios", *sorted(SCENARIOS | {"index-images"}))
     results = json.loads((out / "sweep.json").read_text())
     services = results["services"]
     assert set(services) == SERVICES | {"triton-raw"}
     for name in ("baseline", "gateway-local", "gateway-local-exact", "gateway-triton"):
-        assert set(services[name]) == SCENARIOS | {"embed-image web-2mp", "image-search web-2mp"}
+        assert set(services[name]) == SCENARIOS | {"embed-image web-2mp", "image-search web-2mp", "index-images",
+                                                    "index-images web-2mp"}
     rows = [row for name in SERVICES for scenario in services[name].values() for row in scenario]
     assert all(row["failures"] == 0 and row["requests"] > 0 and row["rps"] > 0 and row["cpu_ms_per_request"] > 0
                for row in rows), rows
