@@ -75,16 +75,18 @@ def test_min_score_hides_lower_results(page, site):
     page.fill("#k", "3")
     page.fill("#min-score", repr(cutoff))
     page.click("#text-form button[type=submit]")
-    expect(page.locator("#status")).to_contain_text("2 results for")
+    # (the whole status: the previous test's "2 results for rocket.jpg" must not pass for this search's)
+    expect(page.locator("#status")).to_have_text("2 results for “a photo”")
     assert [c.get_attribute("data-id") for c in page.locator(".result").all()] == [h["id"] for h in every[:2]]
     page.fill("#min-score", "")
 
 
 def test_the_similar_link_shows_the_images_most_like_a_result(page, site):
+    page.fill("#min-score", "")
     page.fill("#query", "man in red jacket")
     page.fill("#k", "3")
     page.click("#text-form button[type=submit]")
-    expect(page.locator(".result")).to_have_count(3)
+    expect(page.locator("#status")).to_have_text("3 results for “man in red jacket”")
     first = page.locator(".result").first.get_attribute("data-id")
     page.locator(".result .similar").first.click()
     expect(page.locator("#status")).to_contain_text("2 results for images like")  # the 3 stored, less itself
