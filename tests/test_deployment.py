@@ -179,6 +179,8 @@ def test_rendered_manifests_pass_strict_kubernetes_schemas(manifests):
     import kubernetes_validate
 
     for (kind, _name), doc in manifests.items():
+        if doc["apiVersion"].startswith("monitoring.coreos.com/"):
+            continue  # the Prometheus Operator's own kinds: checked against the pods below
         kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
         assert doc["metadata"].get("namespace", "image-search") == "image-search" or kind == "Namespace"
     assert {("Deployment", "gateway"), ("Deployment", "triton"), ("Job", "export-models"), ("Job", "index-images"),
@@ -283,6 +285,20 @@ def test_kubernetes_objects_agree_with_each_other_and_with_the_gateway(manifests
     body = manifests[("Ingress", "gateway")]["metadata"]["annotations"]["nginx.ingress.kubernetes.io/proxy-body-size"]
     assert int(body.rstrip("m")) * 2**20 > Settings.model_fields["max_upload_bytes"].default
     assert container(manifests, "triton")["resources"]["limits"]["nvidia.com/gpu"] == 1
+
+
+def test_pod_monitors_scrape_every_gateway_and_triton_pod_on_its_metrics_port(manifests):
+    """What the Prometheus Operator needs (its CRD's required fields), and that each PodMonitor's
+    selector matches the Deployment's pods and names a container port serving /metrics."""
+    for name in ("gateway", "triton"):
+        monitor = manifests[("PodMonitor", name)]
+        assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+        assert monitor["spec"]["selector"]["matchLabels"].items() <= pod_labels(manifests, name).items()
+        ports = {p["name"] for p in container(manifests, name)["ports"]}
+        for endpoint in monitor["spec"]["podMetricsEndpoints"]:
+            assert endpoint["port"] in ports and endpoint["path"] == "/metrics"
+            assert re.fullmatch(r"\d+s", endpoint["interval"])
+    assert container(manifests, "triton")["ports"][2] == {"name": "metrics", "containerPort": 8002}
 
 
 def test_kubernetes_and_compose_run_the_same_images_and_versions(manifests):
