@@ -56,7 +56,10 @@ class Settings(BaseSettings):
     collection: str = "images"
     index_type: Literal["auto", "FLAT", "IVF_FLAT", "HNSW"] = "auto"  # auto: FLAT on Lite, HNSW on servers
     store_timeout_s: float = Field(10.0, gt=0)
-    hnsw_ef: int = Field(64, ge=1, le=32768, description="HNSW search breadth (at least k): 128 for recall@10 0.98 at 1M")
+    hnsw_ef: int = Field(128, ge=1, le=32768, description="HNSW search breadth (at least k; bench/vector_tier.py)")
+    flush_after_rows: int = Field(10_000, ge=0, description="flush once this many rows were written and writes paused"
+                                  " (bulk loads: sealed segments get indexed now, not after Milvus's idle timeout); 0: never")
+    flush_idle_s: float = Field(5.0, gt=0, description="the pause in writes that counts as the end of a bulk load")
     read_consistency: Literal["Session", "Strong"] = Field(
         "Session", description="Session: each replica reads its own writes at once (3 ms a search on a server); Strong: every"
         " replica sees every acknowledged write, at the cost of a server time tick per read (~200 ms)")
@@ -91,6 +94,8 @@ class Settings(BaseSettings):
     max_embedding_inputs: int = Field(256, ge=1, description="texts and images in one POST /v1/embeddings")
     max_k: int = Field(1000, ge=1)
     caption_weight: float = Field(0.1, ge=0, description="text search: weight of caption word overlap in the score")
+    keyword_search: bool = Field(True, description="text search also finds captions by their words (BM25, fused with"
+                                 " CLIP by reciprocal rank) where Milvus has full-text search (2.5+, Milvus Lite)")
 
     def all_api_keys(self) -> list[ApiKey]:
         from_file = (TypeAdapter(list[ApiKey]).validate_json(self.api_keys_file.read_bytes())

@@ -23,7 +23,8 @@ def build_inference(settings: Settings) -> Inference:
 
 def build_store(settings: Settings, dim: int) -> MilvusStore:
     return MilvusStore(settings.milvus_uri, dim, settings.collection, settings.milvus_token, settings.index_type,
-                       settings.store_timeout_s, settings.hnsw_ef, settings.read_consistency)
+                       settings.store_timeout_s, settings.hnsw_ef, settings.read_consistency, settings.flush_after_rows,
+                       settings.flush_idle_s)
 
 
 def limits(settings: Settings) -> Limits:
@@ -37,4 +38,4 @@ def build_service(settings: Settings) -> ImageSearchService:
     """The service with its backends, not yet started (``await service.start()`` connects the store)."""
     inference = build_inference(settings)
     return ImageSearchService(inference, build_store(settings, inference.info.embedding_dim), limits(settings),
-                              settings.caption_weight, settings.exact_decode)
+                              settings.caption_weight, settings.exact_decode, settings.keyword_search)

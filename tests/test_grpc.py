@@ -183,8 +183,8 @@ def test_searches_equal_the_http_routes(gateway, indexed):
     text = gateway.stub.SearchText(pb.SearchTextRequest(query="a cat on a sofa", k=6, filters=[condition]), timeout=60).results
     http_text = httpx.post(f"{gateway.url}/v1/search/text", json={"query": "a cat on a sofa", "k": 6, "filters": [query]},
                            timeout=60).json()["results"]
-    assert [(h.image.id, h.score, h.clip_score, h.caption_match) for h in text] == \
-        [(h["id"], h["score"], h["clip_score"], h["caption_match"]) for h in http_text]
+    assert [(h.image.id, h.score, h.clip_score, h.caption_match, h.keyword_score, h.rank_score) for h in text] == \
+        [(h["id"], h["score"], h["clip_score"], h["caption_match"], h["keyword_score"], h["rank_score"]) for h in http_text]
     assert len(text) == 6 and all(h.image.source in PHOTOS for h in text)
 
 

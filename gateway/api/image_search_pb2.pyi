@@ -129,16 +129,20 @@ class SearchTextRequest(_message.Message):
     def __init__(self, query: _Optional[str] = ..., k: _Optional[int] = ..., filters: _Optional[_Iterable[_Union[Condition, _Mapping]]] = ..., min_score: _Optional[float] = ...) -> None: ...
 
 class TextHit(_message.Message):
-    __slots__ = ("image", "score", "clip_score", "caption_match")
+    __slots__ = ("image", "score", "clip_score", "caption_match", "keyword_score", "rank_score")
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
     CLIP_SCORE_FIELD_NUMBER: _ClassVar[int]
     CAPTION_MATCH_FIELD_NUMBER: _ClassVar[int]
+    KEYWORD_SCORE_FIELD_NUMBER: _ClassVar[int]
+    RANK_SCORE_FIELD_NUMBER: _ClassVar[int]
     image: Image
     score: float
     clip_score: float
     caption_match: float
-    def __init__(self, image: _Optional[_Union[Image, _Mapping]] = ..., score: _Optional[float] = ..., clip_score: _Optional[float] = ..., caption_match: _Optional[float] = ...) -> None: ...
+    keyword_score: float
+    rank_score: float
+    def __init__(self, image: _Optional[_Union[Image, _Mapping]] = ..., score: _Optional[float] = ..., clip_score: _Optional[float] = ..., caption_match: _Optional[float] = ..., keyword_score: _Optional[float] = ..., rank_score: _Optional[float] = ...) -> None: ...
 
 class SearchTextResponse(_message.Message):
     __slots__ = ("results",)

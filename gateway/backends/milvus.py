@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from functools import partial
 from pathlib import Path
@@ -25,7 +26,9 @@ from .metrics import STORE_SECONDS
 
 log = logging.getLogger("gateway.store")
 FIELDS = ["caption", "source", "metadata", "created_at", "phash"]
+KEYWORDS = "caption_words"  # the BM25 sparse vector Milvus derives from each caption
 STARTUP_DEADLINE_S = 120.0
+MIGRATION_BATCH = 500
 IndexType = Literal["auto", "FLAT", "IVF_FLAT", "HNSW"]
 Consistency = Literal["Session", "Strong"]
 
@@ -71,6 +74,12 @@ def lite_file_in_use(uri: str) -> bool:
     return False
 
 
+def has_full_text(version: str) -> bool:
+    """Whether a Milvus version has BM25 full-text search (functions over analyzed VARCHAR: 2.5+)."""
+    found = re.match(r"v?(\d+)\.(\d+)", version)
+    return found is not None and (int(found[1]), int(found[2])) >= (2, 5)
+
+
 def check_ids(ids: list[str]) -> None:
     if not all(is_image_id(i) for i in ids):
         raise ServiceError(ErrorKind.INVALID_REQUEST, "image ids are 32 lowercase hex digits")
@@ -78,15 +87,27 @@ def check_ids(ids: list[str]) -> None:
 
 class MilvusStore:
     def __init__(self, uri: str, dim: int, collection: str = "images", token: str = "", index_type: IndexType = "auto",
-                 timeout_s: float = 10.0, hnsw_ef: int = 64, read_consistency: Consistency = "Session"):
+                 timeout_s: float = 10.0, hnsw_ef: int = 128, read_consistency: Consistency = "Session",
+                 flush_after_rows: int = 10_000, flush_idle_s: float = 5.0):
+        """``flush_after_rows``, ``flush_idle_s``: once that many rows were written since the last flush,
+        flush when writes have paused that long (0 rows: never; Milvus seals segments itself, later)."""
         self.uri, self.token, self.dim, self.name = uri, token, dim, collection
         self.timeout_s, self.hnsw_ef, self.consistency = timeout_s, hnsw_ef, read_consistency
+        self.flush_after_rows, self.flush_idle_s = flush_after_rows, flush_idle_s
+        self.unflushed_rows, self.last_write = 0, 0.0
+        self.flusher: asyncio.Task | None = None
         self.client: Any = None  # pymilvus.MilvusClient once started
         self.lite = is_lite(uri)
         self.index_type = index_type if index_type != "auto" else ("FLAT" if self.lite else "HNSW")
         # Every read passes this. Strong waits for a server time tick (~200 ms); Session reads at the
         # timestamp of this client's last write, which pymilvus records from each write's reply.
         self.read: dict[str, Any] = {"consistency_level": read_consistency}
+        self.keyword_search = "off: not connected"  # "on", or why captions are not searched by their words
+        self.full_text = False  # whether this Milvus has BM25 full-text search
+
+    @property
+    def searches_keywords(self) -> bool:
+        return self.keyword_search == "on"
 
     async def _call(self, operation: str, fn, *args, deadline: float | None = None, **kwargs):
         """Run a blocking pymilvus call in a thread with a deadline. Every operation here is idempotent
@@ -110,12 +131,23 @@ class MilvusStore:
         finally:
             STORE_SECONDS.labels(operation).observe(time.perf_counter() - start)
 
-    async def start(self) -> None:
+    async def start(self, migrating: bool = False) -> None:
         """Connect, create the collection if needed (index building and loading can take a while on a
-        server), check its dimension, load it."""
-        await self._call("connect", self._connect, deadline=max(self.timeout_s, STARTUP_DEADLINE_S))
+        server), check its dimension, load it. ``migrating``: for `image-search migrate`, which may find
+        an interrupted migration to finish (a gateway refuses to start on one)."""
+        await self._call("connect", self._connect, migrating, deadline=max(self.timeout_s, STARTUP_DEADLINE_S))
 
-    def _connect(self) -> None:
+    @property
+    def staged(self) -> str:
+        return f"{self.name}_migrating"
+
+    def _interrupted_migration(self) -> bool:
+        """A migration stopped after copying the records aside: the collection gone, or already rebuilt
+        with the BM25 field but not yet refilled."""
+        return self.client.has_collection(self.staged) and (
+            not self.client.has_collection(self.name) or KEYWORDS in self._fields())
+
+    def _connect(self, migrating: bool = False) -> None:
         from pymilvus import MilvusClient
 
         if self.lite:
@@ -126,27 +158,51 @@ class MilvusStore:
                     " processes must never write one Lite file: talk to that gateway instead (image-search --url"
                     " http://localhost:8000 ...), or stop it first"))
         self.client = MilvusClient(self.uri, token=self.token, timeout=max(self.timeout_s, STARTUP_DEADLINE_S))
+        # Milvus Lite 2.5.1 has BM25 (checked); a server says its version
+        version = "2.5.1 (Milvus Lite)" if self.lite else self.client.get_server_version()
+        self.full_text = full_text = has_full_text(version)
+        if self._interrupted_migration():
+            self.keyword_search = f"off: an interrupted migration left the records in {self.staged!r}"
+            if migrating:
+                return
+            raise ServiceError(ErrorKind.MISCONFIGURED, (
+                f"an `image-search migrate` of collection {self.name!r} was interrupted and its records are in"
+                f" {self.staged!r}: run `image-search migrate` again to finish it"))
         if self.client.has_collection(self.name):
             self._check_dimension()
         else:
-            self._create()
+            self._create(self.name, full_text)
         self.client.load_collection(self.name)
+        if KEYWORDS in self._fields():
+            self.keyword_search = "on"
+        elif not full_text:
+            self.keyword_search = (f"off: Milvus {version} has no BM25 full-text search (2.5 and later have it);"
+                                   " text search re-ranks CLIP's candidates by caption words")
+        else:
+            self.keyword_search = (f"off: collection {self.name!r} was created before keyword search; run"
+                                   " `image-search migrate` (writes paused) to rebuild it with a BM25 caption field")
+        if not self.searches_keywords:
+            log.warning("keyword search %s", self.keyword_search)
+
+    def _fields(self) -> dict[str, dict]:
+        return {f["name"]: f for f in self.client.describe_collection(self.name)["fields"]}
 
     def _check_dimension(self) -> None:
-        fields = {f["name"]: f for f in self.client.describe_collection(self.name)["fields"]}
+        fields = self._fields()
         have = int(fields.get("vector", {}).get("params", {}).get("dim", -1))
         if have != self.dim:
             raise ServiceError(
                 ErrorKind.MISCONFIGURED, f"collection {self.name!r} at {self.uri} holds {have}-d vectors but the models give"
                 f" {self.dim}-d embeddings: use another GATEWAY_COLLECTION or re-index with the original model")
 
-    def _create(self) -> None:
-        from pymilvus import DataType
+    def _create(self, name: str, full_text: bool) -> None:
+        """A collection with the gateway's schema; ``full_text``: captions analysed into BM25 vectors."""
+        from pymilvus import DataType, Function, FunctionType
 
         schema = self.client.create_schema(auto_id=False, enable_dynamic_field=False)
         schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=64)
         schema.add_field("vector", DataType.FLOAT_VECTOR, dim=self.dim)
-        schema.add_field("caption", DataType.VARCHAR, max_length=4096)
+        schema.add_field("caption", DataType.VARCHAR, max_length=4096, **({"enable_analyzer": True} if full_text else {}))
         schema.add_field("source", DataType.VARCHAR, max_length=1024)
         schema.add_field("metadata", DataType.JSON)
         schema.add_field("created_at", DataType.INT64)
@@ -156,11 +212,95 @@ class MilvusStore:
         params = {"M": 16, "efConstruction": 200} if self.index_type == "HNSW" else (
             {"nlist": 128} if self.index_type == "IVF_FLAT" else {})
         index.add_index("vector", index_type=self.index_type, metric_type="COSINE", params=params)
-        self.client.create_collection(self.name, schema=schema, index_params=index, **self.read)
-        log.info("created collection %s (%d-d, %s)", self.name, self.dim, self.index_type)
+        if full_text:
+            schema.add_field(KEYWORDS, DataType.SPARSE_FLOAT_VECTOR)
+            schema.add_function(Function("caption_bm25", FunctionType.BM25, ["caption"], [KEYWORDS]))
+            index.add_index(KEYWORDS, index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
+        self.client.create_collection(name, schema=schema, index_params=index, **self.read)
+        log.info("created collection %s (%d-d, %s%s)", name, self.dim, self.index_type, ", BM25 captions" * full_text)
+
+    async def migrate(self) -> int:
+        """Rebuild a collection made before keyword search with a BM25 caption field: copy every record
+        (vectors and thumbnails as stored) aside into ``<name>_migrating``, drop the collection, create it
+        again with the field and copy the records back (Milvus Lite cannot rename collections). Returns
+        the records in the rebuilt collection. Writes made meanwhile would be lost: pause writers. Not
+        retried: a run stopped part-way is resumed by the next run (before the drop it starts over;
+        after it, it refills from the copy, and gateways refuse to start until then)."""
+        if self.searches_keywords:
+            return 0
+        if not self.full_text:
+            raise ServiceError(ErrorKind.MISCONFIGURED, f"cannot migrate: keyword search {self.keyword_search}")
+        try:
+            return await asyncio.to_thread(self._migrate)
+        except ServiceError:
+            raise
+        except Exception as exc:
+            raise unavailable(f"migration of {self.name!r} stopped: {exc}; run it again to resume it") from exc
+
+    def _migrate(self) -> int:
+        if not self._interrupted_migration():
+            if self.client.has_collection(self.staged):
+                self.client.drop_collection(self.staged)  # a copy stopped before the drop: start over
+            self._create(self.staged, full_text=False)
+            self._copy(self.name, self.staged)
+            self.client.drop_collection(self.name)
+        elif self.client.has_collection(self.name):
+            self.client.drop_collection(self.name)  # rebuilt but not fully refilled
+        self._create(self.name, full_text=True)
+        copied = self._copy(self.staged, self.name)
+        self.client.drop_collection(self.staged)
+        self.client.load_collection(self.name)
+        self.keyword_search = "on"
+        log.info("migrated collection %s: %d records, BM25 captions on", self.name, copied)
+        return copied
+
+    def _copy(self, source: str, target: str) -> int:
+        """Every record of one collection into another (empty) one, checked by count."""
+        self.client.load_collection(source)
+        iterator = self.client.query_iterator(source, batch_size=MIGRATION_BATCH, filter='id != ""',
+                                              output_fields=["id", *FIELDS, "vector", "thumbnail"],
+                                              consistency_level="Strong")
+        copied = 0
+        try:
+            while page := iterator.next():
+                self.client.insert(target, [{**dict(r), "vector": list(r["vector"])} for r in page])
+                copied += len(page)
+        finally:
+            iterator.close()
+        self.client.flush(target)
+        self.client.load_collection(target)
+        counted = int(self.client.query(target, filter="", output_fields=["count(*)"], consistency_level="Strong")[0]["count(*)"])
+        if counted != copied:
+            raise unavailable(f"migration copied {copied} records into {target!r}, which holds {counted}")
+        return copied
 
     async def upsert(self, records: list[ImageRecord]) -> None:
         await self._call("upsert", self.client.upsert, self.name, [row(r) for r in records])
+        self._written(len(records))
+
+    def _written(self, rows: int) -> None:
+        """Count rows written; after a bulk load, flush. Rows stay in growing segments until Milvus seals
+        them (by size, or after ~10 minutes without writes); a growing segment is searched without the
+        HNSW graph, slower, and with a filter through its interim index, which misses rows (measured:
+        bench/vector_tier.py). A flush seals them now, so they are indexed within minutes."""
+        if not self.flush_after_rows:
+            return
+        self.unflushed_rows += rows
+        self.last_write = time.monotonic()
+        if self.unflushed_rows >= self.flush_after_rows and self.flusher is None:
+            self.flusher = asyncio.create_task(self._flush_when_idle())
+
+    async def _flush_when_idle(self) -> None:
+        try:
+            while (idle := time.monotonic() - self.last_write) < self.flush_idle_s:
+                await asyncio.sleep(self.flush_idle_s - idle)
+            rows, self.unflushed_rows = self.unflushed_rows, 0
+            await self._call("flush", self.client.flush, self.name, deadline=STARTUP_DEADLINE_S)
+            log.info("flushed %s after %d rows written: their segments are sealed and will be indexed", self.name, rows)
+        except ServiceError as exc:
+            log.warning("flush after bulk writes failed (Milvus seals the segments itself, later): %s", exc.message)
+        finally:
+            self.flusher = None
 
     async def get(self, ids: list[str], with_vectors: bool = False) -> list[ImageRecord]:
         check_ids(ids)
@@ -218,9 +358,17 @@ class MilvusStore:
     async def search(self, vectors: np.ndarray, k: int, expression: str = "") -> list[list[tuple[ImageRecord, float]]]:
         params = {"metric_type": "COSINE", "params": {"ef": max(k, self.hnsw_ef)} if self.index_type == "HNSW" else {}}
         hits = await self._call("search", self.client.search, self.name, data=np.asarray(vectors, np.float32).tolist(),
-                                limit=k, filter=expression, output_fields=["id", *FIELDS], search_params=params, **self.read)
+                                anns_field="vector", limit=k, filter=expression, output_fields=["id", *FIELDS],
+                                search_params=params, **self.read)
         return [[(from_entity({**hit["entity"], "id": hit["id"]}), float(hit["distance"])) for hit in row]
                 for row in hits]
+
+    async def search_captions(self, text: str, k: int, expression: str = "") -> list[tuple[ImageRecord, float]]:
+        """The k records whose captions best match the text's words (BM25), with their vectors."""
+        (hits,) = await self._call("keyword search", self.client.search, self.name, data=[text], anns_field=KEYWORDS,
+                                   limit=k, filter=expression, output_fields=["id", *FIELDS, "vector"],
+                                   search_params={"metric_type": "BM25"}, **self.read)
+        return [(from_entity({**hit["entity"], "id": hit["id"]}), float(hit["distance"])) for hit in hits]
 
     async def check_ready(self) -> None:
         if self.client is None:
@@ -228,5 +376,7 @@ class MilvusStore:
         await self._call("ready", self.client.has_collection, self.name)
 
     async def close(self) -> None:
+        if self.flusher is not None:
+            self.flusher.cancel()
         if self.client is not None:
             await asyncio.to_thread(self.client.close)

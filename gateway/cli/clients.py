@@ -128,7 +128,8 @@ class HttpClient:
                           min_score: float | None = None) -> list[TextHit]:
         response = await self._call("POST", "/v1/search/text", json={
             "query": query, "k": k, "filters": [c.model_dump() for c in conditions], "min_score": min_score})
-        return [TextHit(record_of(hit), hit["score"], hit["clip_score"], hit["caption_match"])
+        return [TextHit(record_of(hit), hit["score"], hit["clip_score"], hit["caption_match"], hit["keyword_score"],
+                        hit["rank_score"])
                 for hit in response.json()["results"]]
 
     async def similar(self, image_id: str, k: int, conditions: list[Condition],

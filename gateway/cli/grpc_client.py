@@ -77,7 +77,8 @@ class GrpcClient:
                           min_score: float | None = None) -> list[TextHit]:
         request = pb.SearchTextRequest(query=query, k=k, filters=[condition_of(c) for c in conditions], min_score=min_score)
         reply = await self._call(self.stub.SearchText, request)
-        return [TextHit(record_of(hit.image), hit.score, hit.clip_score, hit.caption_match) for hit in reply.results]
+        return [TextHit(record_of(hit.image), hit.score, hit.clip_score, hit.caption_match, hit.keyword_score, hit.rank_score)
+                for hit in reply.results]
 
     async def similar(self, image_id: str, k: int, conditions: list[Condition],
                       min_score: float | None = None) -> list[Hit]:

@@ -7,6 +7,7 @@
     image-search query --image ./photos/cat.jpg --k 5
     image-search query --similar-to 9f2c1e0d4b7a8c6e5f3a2b1c0d9e8f7a   # like a stored image
     image-search export-faiss --index_out index.faiss --meta_out meta.json
+    image-search migrate      # rebuild a collection made before keyword search (writers paused)
 
 The starter kit's flags are accepted where they still mean something: --images_dir,
 --with_captions, --query, --k (--index_out/--meta_out/--index/--meta are ignored by index and
@@ -73,6 +74,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     export = commands.add_parser("export-faiss", help="write the index as a FAISS file + JSON metadata (embedded stack)")
     export.add_argument("--index_out", type=Path, default=Path("index.faiss"))
     export.add_argument("--meta_out", type=Path, default=Path("meta.json"))
+    commands.add_parser("migrate", help="rebuild the collection with a BM25 caption field for keyword search"
+                        " (embedded stack; pause writers first)")
     return parser.parse_args(argv)
 
 
@@ -92,6 +95,23 @@ async def export_faiss(client: EmbeddedClient, index_out: Path, meta_out: Path) 
              "created_at": r.created_at, "phash": r.phash} for i, r in enumerate(records)]
     meta_out.write_text(json.dumps(meta, ensure_ascii=False, indent=1))
     return len(records)
+
+
+async def migrate(settings: Settings) -> int:
+    """Rebuild the configured collection with a BM25 caption field (no model runs)."""
+    from ..backends.repository import read_model_info
+    from ..wiring import build_store
+
+    store = build_store(settings, read_model_info(settings.model_repository, captions=False).embedding_dim)
+    await store.start(migrating=True)
+    try:
+        if store.searches_keywords:
+            print(f"nothing to do: keyword search is already on for collection {settings.collection!r}")
+        else:
+            print(f"copied {await store.migrate()} records into collection {settings.collection!r}: keyword search on")
+        return 0
+    finally:
+        await store.close()
 
 
 async def embedded_client(settings: Settings) -> EmbeddedClient:
@@ -151,11 +171,13 @@ async def query_command(client: Client, args: argparse.Namespace) -> int:
 
 
 async def run(args: argparse.Namespace) -> int:
-    if args.url and args.command == "export-faiss":
-        raise UsageError("export-faiss reads Milvus directly: drop --url and set GATEWAY_MILVUS_URI instead")
+    if args.url and args.command in ("export-faiss", "migrate"):
+        raise UsageError(f"{args.command} works on Milvus directly: drop --url and set GATEWAY_MILVUS_URI instead")
     # embedded --no-captions does not even load BLIP; --with_captions loads it whatever GATEWAY_CAPTIONS says
     captions = getattr(args, "captions", None)
     settings = Settings(captions=captions) if captions is not None and not args.url else Settings()
+    if args.command == "migrate":
+        return await migrate(settings)
     client = remote_client(args.url, args.api_key) if args.url else await embedded_client(settings)
     try:
         if args.command == "index":
@@ -165,6 +187,7 @@ async def run(args: argparse.Namespace) -> int:
             count = await export_faiss(client, args.index_out, args.meta_out)
             print(f"wrote {count} vectors to {args.index_out} and their metadata to {args.meta_out}")
             return 0
+
         return await query_command(client, args)
     finally:
         await client.close()

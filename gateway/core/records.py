@@ -56,8 +56,12 @@ class Hit:
 
 @dataclass
 class TextHit(Hit):
+    """``score``: clip_score + caption weight * caption_match (what min_score cuts)."""
+
     clip_score: float  # cosine similarity of the text and image embeddings
     caption_match: float  # share of the query's words found in the caption, 0..1
+    keyword_score: float = 0.0  # BM25 of the caption for the query (0: not a keyword hit, or keyword search off)
+    rank_score: float = 0.0  # the order of results: reciprocal rank fusion with keyword search, else score
 
 
 @dataclass

@@ -19,7 +19,7 @@ from .locks import KeyedLocks
 from .metadata import check_metadata
 from .protocols import Inference, VectorStore
 from .records import Embedded, Embeddings, Hit, ImageRecord, Indexed, Page, TextHit, Upload, is_image_id
-from .text_ranking import candidate_pool, fuse
+from .text_ranking import candidate_pool, fuse, hybrid
 
 MAX_QUERY_CHARS = 1000
 
@@ -40,10 +40,11 @@ class Limits:
 
 class ImageSearchService:
     def __init__(self, inference: Inference, store: VectorStore, limits: Limits = Limits(), caption_weight: float = 0.1,
-                 exact_decode: bool = False):
-        """``exact_decode``: decode uploads at full size rather than at the scale their products need."""
+                 exact_decode: bool = False, keyword_search: bool = True):
+        """``exact_decode``: decode uploads at full size rather than at the scale their products need.
+        ``keyword_search``: text search also finds captions by their words, where the store can."""
         self.inference, self.store, self.limits, self.caption_weight = inference, store, limits, caption_weight
-        self.exact_decode = exact_decode
+        self.exact_decode, self.keyword_search = exact_decode, keyword_search
         # Milvus has no unique key: concurrent upserts of one id would leave duplicate rows. Writers of
         # an id take its lock (one process; see the README for several gateway replicas).
         self.write_locks = KeyedLocks()
@@ -69,6 +70,15 @@ class ImageSearchService:
             except ServiceError as exc:
                 checks[name] = exc.message
         return checks
+
+    def features(self) -> dict[str, str]:
+        """What this gateway's searches do beyond CLIP, and why not where they cannot."""
+        keywords = self.store.keyword_search if self.keyword_search else "off: GATEWAY_KEYWORD_SEARCH=false"
+        return {"keyword_search": keywords}
+
+    @property
+    def searches_keywords(self) -> bool:
+        return self.keyword_search and self.store.keyword_search == "on"
 
     # --- checks shared by every transport ----------------------------------------------------------
 
@@ -194,16 +204,24 @@ class ImageSearchService:
 
     async def search_text(self, query: str, k: int, conditions: Sequence[Condition] = (),
                           min_score: float | None = None) -> list[TextHit]:
-        """Images that match a text: CLIP text->image similarity re-ranked with caption word overlap
-        (gateway.core.text_ranking); ``min_score`` applies to that fused score."""
+        """Images that match a text: CLIP text->image similarity re-ranked with caption word overlap and,
+        where the store searches captions by their words, fused with the keyword hits
+        (gateway.core.text_ranking); ``min_score`` applies to the CLIP + caption score."""
         self.check_k(k)
         self.check_min_score(min_score)
         expression = render(list(conditions))
         query = self.check_text(query, "the query")
-        vectors = await self.inference.embed_texts([query])
-        pool = candidate_pool(k, self.caption_weight, self.limits.max_k)
-        hits = fuse(query, (await self.store.search(vectors, pool, expression))[0], self.caption_weight, k)
-        return [h for h in hits if min_score is None or h.score >= min_score]
+        if not self.searches_keywords:
+            vectors = await self.inference.embed_texts([query])
+            pool = candidate_pool(k, self.caption_weight, self.limits.max_k)
+            hits = fuse(query, (await self.store.search(vectors, pool, expression))[0], self.caption_weight, k)
+            return [h for h in hits if min_score is None or h.score >= min_score]
+        pool = candidate_pool(k, 1.0, self.limits.max_k)
+        vectors, keyword_hits = await asyncio.gather(self.inference.embed_texts([query]),
+                                                     self.store.search_captions(query, pool, expression))
+        clip_hits = (await self.store.search(vectors, pool, expression))[0]
+        ranked = hybrid(query, vectors[0], clip_hits, keyword_hits, self.caption_weight)
+        return [h for h in ranked if min_score is None or h.score >= min_score][:k]
 
     async def similar(self, image_id: str, k: int, conditions: Sequence[Condition] = (),
                       min_score: float | None = None) -> list[Hit]:

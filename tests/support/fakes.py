@@ -11,6 +11,7 @@ import numpy as np
 from gateway.core.errors import ServiceError
 from gateway.core.protocols import ModelInfo
 from gateway.core.records import ImageRecord
+from gateway.core.text_ranking import words
 from gateway.runtime.preprocess import PixelSpec
 
 CLIP_SPEC = PixelSpec(16, 16, 16, 3, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
@@ -68,9 +69,11 @@ class FakeInference:
 
 
 class FakeStore:
-    """Records in a dict; exact cosine search. Filter expressions are recorded, not evaluated."""
+    """Records in a dict; exact cosine search; caption search by the number of the query's words a
+    caption holds (once keyword_search is set "on"). Filter expressions are recorded, not evaluated."""
 
     def __init__(self):
+        self.keyword_search = "off: a fake store"
         self.records: dict[str, ImageRecord] = {}
         self.expressions: list[str] = []
         self.upserts = 0
@@ -120,6 +123,14 @@ class FakeStore:
             scored = [(r, float(np.dot(r.vector, query))) for r in self.records.values() if r.vector is not None]
             results.append(sorted(scored, key=lambda s: s[1], reverse=True)[:k])
         return results
+
+    async def search_captions(self, text: str, k: int, expression: str = "") -> list[tuple[ImageRecord, float]]:
+        self._check()
+        assert self.keyword_search == "on", "the service asked a store without keyword search"
+        self.expressions.append(expression)
+        wanted = words(text)
+        scored = [(r, float(len(wanted & words(r.caption)))) for r in self.records.values()]
+        return sorted([s for s in scored if s[1] > 0], key=lambda s: s[1], reverse=True)[:k]
 
     async def check_ready(self) -> None:
         self._check()

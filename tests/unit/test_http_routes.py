@@ -132,7 +132,8 @@ def test_dependency_failures_are_503_with_retry_after_and_504(client, core):
 
 
 def test_readyz_is_red_with_the_reason(client, core):
-    assert client.get("/readyz").json() == {"status": "ready", "checks": {"inference": "ok", "milvus": "ok"}}
+    assert client.get("/readyz").json() == {"status": "ready", "checks": {"inference": "ok", "milvus": "ok"},
+                                            "features": {"keyword_search": "off: a fake store"}}
     core.store.fail = ServiceError(ErrorKind.UNAVAILABLE, "Milvus ready failed: connection refused")
     assert "milvus: Milvus ready failed" in error(client.get("/readyz"), 503, "dependency_unavailable")
 

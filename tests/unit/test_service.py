@@ -158,3 +158,19 @@ def test_min_score_keeps_exactly_the_hits_at_or_above_it():
         [h.record.id for h in texts if h.score >= texts[1].score]
     for bad in (float("nan"), float("inf")):
         assert kind_of(core.search_text("dog", 3, min_score=bad)).message == "min_score must be a finite number"
+
+
+def test_text_search_asks_both_paths_with_one_filter_where_the_store_searches_keywords():
+    core = service()
+    run(index(core, [("a.png", unique_image(30)), ("b.png", unique_image(31))]))
+    assert core.features() == {"keyword_search": "off: a fake store"} and not core.searches_keywords
+    core.store.keyword_search = "on"
+    assert core.features() == {"keyword_search": "on"} and core.searches_keywords
+    caption = next(iter(core.store.records.values())).caption  # "a picture of brightness N"
+    conditions = validate([{"field": "metadata.album", "value": "x"}])
+    core.store.expressions.clear()
+    hits = run(core.search_text(caption.split()[-1], 2, conditions))
+    assert core.store.expressions == ['(metadata["album"] == "x")'] * 2  # the keyword path and CLIP's
+    assert hits[0].keyword_score > 0 and hits[0].record.caption == caption
+    off = ImageSearchService(core.inference, core.store, keyword_search=False)
+    assert off.features() == {"keyword_search": "off: GATEWAY_KEYWORD_SEARCH=false"} and not off.searches_keywords

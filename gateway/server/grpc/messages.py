@@ -40,4 +40,5 @@ def hit_of(hit: Hit) -> pb.Hit:
 
 
 def text_hit_of(hit: TextHit) -> pb.TextHit:
-    return pb.TextHit(image=image_of(hit.record), score=hit.score, clip_score=hit.clip_score, caption_match=hit.caption_match)
+    return pb.TextHit(image=image_of(hit.record), score=hit.score, clip_score=hit.clip_score, caption_match=hit.caption_match,
+                      keyword_score=hit.keyword_score, rank_score=hit.rank_score)

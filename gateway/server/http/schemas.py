@@ -83,12 +83,18 @@ class SearchHit(ImageOut):
 
 
 class TextSearchHit(SearchHit):
-    clip_score: float
+    score: float = Field(description="clip_score + GATEWAY_CAPTION_WEIGHT x caption_match (what min_score cuts)")
+    clip_score: float = Field(description="cosine similarity of the text and image embeddings")
     caption_match: float = Field(description="share of the query's words found in the caption, 0..1")
+    keyword_score: float = Field(description="BM25 of the caption for the query; 0 when not a keyword hit or keyword"
+                                 " search is off (GET /readyz: features.keyword_search)")
+    rank_score: float = Field(description="the order of results: reciprocal rank fusion of the CLIP and keyword"
+                              " rankings with keyword search, else equal to score")
 
     @classmethod
     def of_text_hit(cls, hit: TextHit) -> TextSearchHit:
-        return cls(**SearchHit.of_hit(hit).model_dump(), clip_score=hit.clip_score, caption_match=hit.caption_match)
+        return cls(**SearchHit.of_hit(hit).model_dump(), clip_score=hit.clip_score, caption_match=hit.caption_match,
+                   keyword_score=hit.keyword_score, rank_score=hit.rank_score)
 
 
 class SearchResponse(BaseModel):
@@ -107,9 +113,11 @@ class TextSearchRequest(BaseModel):
     query: str = Field(max_length=1000, examples=["man in red jacket"], description="not empty (400 otherwise)")
     k: int = Field(10, description="results to return, 1..GATEWAY_MAX_K (default 1000)")
     filters: list[Condition] = Field(default_factory=list)
-    min_score: float | None = Field(None, description="only hits whose fused score is at least this")
+    min_score: float | None = Field(None, description="only hits whose score (CLIP cosine + caption weight x caption"
+                                    " match) is at least this")
 
 
 class ReadyResponse(BaseModel):
     status: Literal["ready"]
     checks: dict[str, str]
+    features: dict[str, str] = Field(description='keyword_search: "on", or "off: <why>"')

@@ -26,7 +26,7 @@ async def readyz(service: Service) -> ReadyResponse:
     failed = "; ".join(f"{name}: {state}" for name, state in checks.items() if state != "ok")
     if failed:
         raise ServiceError(ErrorKind.UNAVAILABLE, failed)
-    return ReadyResponse(status="ready", checks=checks)
+    return ReadyResponse(status="ready", checks=checks, features=service.features())
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse)
