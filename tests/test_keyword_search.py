@@ -172,3 +172,18 @@ async def check_migrated(uri: str, dim: int, records: list[ImageRecord]) -> None
         assert {r.id for r, _ in found} == {r.id for r in records if "bicycle" in r.caption}
     finally:
         await store.close()
+
+
+def test_keyword_search_on_an_empty_collection_or_without_captions_finds_nothing_and_fails_nothing(tmp_path):
+    """Found by CI: Milvus Lite refuses a BM25 query while no caption holds a word (average length 0)."""
+    async def scenario() -> None:
+        store = MilvusStore(str(tmp_path / "empty.db"), DIM)
+        service = await service_over(store)
+        assert await service.search_text(QUERY, 5) == []
+        near, _ = chosen_records(FakeInference(dim=DIM).text_vector(QUERY))
+        await store.upsert([ImageRecord(r.id, "", r.source, r.metadata, r.created_at, r.phash, r.vector, "") for r in near])
+        hits = await service.search_text(QUERY, 5)
+        assert len(hits) == 5 and all(h.keyword_score == 0 for h in hits)
+        await store.close()
+
+    asyncio.run(scenario())

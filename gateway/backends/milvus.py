@@ -104,6 +104,7 @@ class MilvusStore:
         self.read: dict[str, Any] = {"consistency_level": read_consistency}
         self.keyword_search = "off: not connected"  # "on", or why captions are not searched by their words
         self.full_text = False  # whether this Milvus has BM25 full-text search
+        self.caption_words = False  # whether any stored caption is not empty (BM25 needs one)
 
     @property
     def searches_keywords(self) -> bool:
@@ -175,6 +176,8 @@ class MilvusStore:
         self.client.load_collection(self.name)
         if KEYWORDS in self._fields():
             self.keyword_search = "on"
+            self.caption_words = bool(self.client.query(self.name, filter='caption != ""', output_fields=["id"], limit=1,
+                                                        **self.read))
         elif not full_text:
             self.keyword_search = (f"off: Milvus {version} has no BM25 full-text search (2.5 and later have it);"
                                    " text search re-ranks CLIP's candidates by caption words")
@@ -276,6 +279,7 @@ class MilvusStore:
 
     async def upsert(self, records: list[ImageRecord]) -> None:
         await self._call("upsert", self.client.upsert, self.name, [row(r) for r in records])
+        self.caption_words = self.caption_words or any(r.caption.strip() for r in records)
         self._written(len(records))
 
     def _written(self, rows: int) -> None:
@@ -365,10 +369,24 @@ class MilvusStore:
 
     async def search_captions(self, text: str, k: int, expression: str = "") -> list[tuple[ImageRecord, float]]:
         """The k records whose captions best match the text's words (BM25), with their vectors."""
-        (hits,) = await self._call("keyword search", self.client.search, self.name, data=[text], anns_field=KEYWORDS,
-                                   limit=k, filter=expression, output_fields=["id", *FIELDS, "vector"],
-                                   search_params={"metric_type": "BM25"}, **self.read)
+        if not self.caption_words:
+            return []  # Milvus refuses BM25 queries while no caption holds a word (see _search_captions)
+        (hits,) = await self._call("keyword search", self._search_captions, text, k, expression)
         return [(from_entity({**hit["entity"], "id": hit["id"]}), float(hit["distance"])) for hit in hits]
+
+    def _search_captions(self, text: str, k: int, expression: str) -> list:
+        from pymilvus import MilvusException
+
+        try:
+            return self.client.search(self.name, data=[text], anns_field=KEYWORDS, limit=k, filter=expression,
+                                      output_fields=["id", *FIELDS, "vector"], search_params={"metric_type": "BM25"},
+                                      **self.read)
+        except MilvusException as exc:
+            # Milvus computes BM25 with the average caption length; with no caption words stored yet (an
+            # empty collection, or captions off) that is 0/0 and it refuses the query: no keyword hits.
+            if "NaN or Inf" in str(exc):
+                return [[]]
+            raise
 
     async def check_ready(self) -> None:
         if self.client is None:
