@@ -172,7 +172,7 @@ async def run(args: argparse.Namespace) -> dict:
     server = MilvusServer(workdir / "milvus").start()
     result: dict = {"machine": machine(), "vectors": args.vectors, "queries": args.queries, "dim": DIM,
                     "thumbnail_bytes": args.thumbnail_bytes, "batch": BATCH, "in_flight_writes": IN_FLIGHT,
-                    "gateway_default_ef": default_ef, "rows": []}
+                    "gateway_default_ef": default_ef, "milvus_config": server.config, "rows": []}
     try:
         # the flush is the benchmark's (the gateway's own comes 5 s after a bulk load: GATEWAY_FLUSH_AFTER_ROWS)
         store = MilvusStore(server.uri, DIM, collection="images", index_type="HNSW", timeout_s=120, flush_after_rows=0)

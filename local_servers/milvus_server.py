@@ -16,16 +16,31 @@ from pathlib import Path
 
 from local_servers.processes import free_ports, start_server, wait_until_ready
 
+SERVICE_CONFIG = Path(__file__).parents[1] / "deploy" / "milvus" / "user.yaml"  # what compose and Helm give Milvus
 BINARY = Path(os.environ.get("MILVUS_SERVER_BIN", Path(__file__).parents[1] / ".venv-milvus" / "bin" / "milvus-server"))
 
 
+def service_config() -> dict[str, object]:
+    """deploy/milvus/user.yaml as dotted keys (the form milvus-server's --extra-config takes)."""
+    import yaml
+
+    def flat(prefix: str, value) -> dict[str, object]:
+        if isinstance(value, dict):
+            return {k: v for key, item in value.items() for k, v in flat(f"{prefix}{key}.", item).items()}
+        return {prefix[:-1]: value}
+
+    return flat("", yaml.safe_load(SERVICE_CONFIG.read_text()))
+
+
 class MilvusServer:
-    def __init__(self, data_dir: Path, startup_timeout: float = 180.0):
+    def __init__(self, data_dir: Path, startup_timeout: float = 180.0, config: dict[str, object] | None = None):
         if not BINARY.exists():
             raise RuntimeError(f"{BINARY} is missing: run `make setup` (it installs milvus==2.3.5 in .venv-milvus)")
         self.data_dir = Path(data_dir)
         (self.port,) = free_ports(1)
         self.startup_timeout = startup_timeout
+        # milvus.yaml settings by dotted key: the service's own (deploy/milvus/user.yaml), then ``config``
+        self.config = {**service_config(), **(config or {})}
         self.process: subprocess.Popen | None = None
 
     @property
@@ -35,7 +50,9 @@ class MilvusServer:
     def start(self) -> MilvusServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         with open(self.data_dir / "server.log", "ab") as log:
-            self.process = start_server([str(BINARY), "--data", str(self.data_dir), "--proxy-port", str(self.port)], log)
+            extra = [arg for key, value in self.config.items() for arg in ("--extra-config", f"{key}={value}")]
+            self.process = start_server([str(BINARY), "--data", str(self.data_dir), "--proxy-port", str(self.port), *extra],
+                                        log)
         try:
             wait_until_ready(self.process, self._answers, self.startup_timeout,
                              f"milvus-server (log: {self.data_dir}/server.log)", interval=1)

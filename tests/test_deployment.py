@@ -338,3 +338,15 @@ def test_the_triton_images_onnxruntime_gpu_is_built_for_its_cuda_major():
         requires = json.loads(Path(report.name).read_text())["install"][0]["metadata"]["requires_dist"]
     runtime = next(r for r in requires if r.startswith("nvidia-cuda-runtime"))
     assert re.search(rf"~={cuda_major}\.", runtime), (pin, runtime, cuda_major)
+
+
+def test_every_milvus_gets_the_services_settings():
+    """deploy/milvus/user.yaml (segment size: search cost grows with the segment count) reaches the
+    compose Milvus, the Helm release and the test server alike."""
+    from local_servers.milvus_server import service_config
+
+    settings = yaml.safe_load((ROOT / "deploy" / "milvus" / "user.yaml").read_text())
+    values = yaml.safe_load((ROOT / "k8s" / "milvus" / "values.yaml").read_text())
+    assert yaml.safe_load(values["extraConfigFiles"]["user.yaml"]) == settings
+    assert "./deploy/milvus/user.yaml:/milvus/configs/user.yaml:ro" in load("docker-compose.yml")["services"]["milvus"]["volumes"]
+    assert service_config() == {"dataCoord.segment.maxSize": settings["dataCoord"]["segment"]["maxSize"]}
