@@ -38,6 +38,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--queue-delay-us", type=int, default=2000, help="dynamic batcher max queue delay")
     parser.add_argument("--instances", type=int, default=1, help="model instances per device")
     parser.add_argument("--threads", type=int, default=0, help="python flavour: onnxruntime threads per instance")
+    parser.add_argument("--decode-memory-mb", type=int, default=4096,
+                        help="blip_caption: keys/values one decode loop may hold per instance (bigger batches decode in"
+                             " several loops)")
     parser.add_argument("--force", action="store_true", help="re-export even when the repository is up to date")
     return parser.parse_args(argv)
 
@@ -47,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     serving = Serving(flavour=args.flavour, max_batch_size=args.max_batch_size,
                       preferred_batch_sizes=tuple(args.preferred_batch_sizes), queue_delay_us=args.queue_delay_us,
                       instances=args.instances, gpu=not args.cpu, tensorrt=args.tensorrt, fp16=args.fp16,
-                      threads=args.threads)
+                      threads=args.threads, decode_memory_mb=args.decode_memory_mb)
     start = time.perf_counter()
     module, function, default_model = FAMILIES[args.family]
     try:

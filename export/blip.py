@@ -2,8 +2,15 @@
 
 optimum cannot export BLIP (optimum#1818), so the graphs are small wrappers exported with torch:
 - vision.onnx:        uint8 pixels (N, S, S, 3) -> image_embeds (N, P, E); normalisation in-graph
-- decoder_init.onnx:  [DEC] + prompt ids, image_embeds -> last logits, self k/v, cross k/v
-- decoder_step.onnx:  one token + past self k/v + cross k/v -> logits, self k/v grown by one
+- decoder_init.onnx:  [DEC] + prompt ids, image_embeds, search inputs -> the first step's best
+                      candidates, self k/v and cross k/v
+- decoder_step.onnx:  one token per row, the sequences so far, search inputs, past self k/v, cross
+                      k/v -> best candidates, self k/v grown by one
+- gather_rows.onnx:   rows of each of 2*layers tensors (beam search: one row per beam at the start,
+                      the beams' reordering at every step), so that they never leave the device
+The search step (log-softmax, repetition penalty, minimum length, top 2*beams) runs inside the
+decoder graphs, so the decode loop keeps every key/value tensor on the device and only the
+candidates come back per token.
 
 The parity gate runs ``model.generate`` (greedy and beam search, with and without a prompt) and
 the numpy decode loop of gateway.runtime.blip_decode on the same images, and refuses the export unless
@@ -31,9 +38,11 @@ from .progress import Progress, say, step
 from .sources import fingerprint
 from .triton_repo import ModelSpec, Serving, StagedModel, Tensor, is_up_to_date
 
-EXPORT_FORMAT = 2
+EXPORT_FORMAT = 3  # 3: search (log-softmax, penalties, top-k) and beam reordering inside the decoder graphs
 MODEL_DIR = Path(__file__).parent
 PARITY_PROMPTS = ["", "a picture of"]
+# the decoder graphs' search inputs after their model inputs (gateway.runtime.blip_decode feeds them)
+SEARCH_INPUTS = ["running_scores", "penalty", "log_probs", "eos_allowed"]
 PARITY_SETTINGS = [GenerationSettings(max_new_tokens=12, num_beams=1),
                    GenerationSettings(max_new_tokens=12, num_beams=3),
                    GenerationSettings(max_new_tokens=8, num_beams=1, repetition_penalty=1.3)]
@@ -62,26 +71,48 @@ def _graphs(model, spec: PixelSpec):
             x = pixels.to(torch.float32).permute(0, 3, 1, 2) * self.scale  # Cast first (TensorRT: uint8 only into Cast)
             return self.vision(pixel_values=(x - self.mean) / self.std).last_hidden_state
 
+    eos = model.config.text_config.sep_token_id
+
+    def search(logits, sequences, running_scores, penalty, log_probs, eos_allowed, candidates):
+        """One step of transformers' search on the device: log-softmax (beam search; greedy keeps the raw
+        logits), repetition penalty over ``sequences``, EOS masked while ``eos_allowed`` is false, each
+        beam's running score added, then the best ``candidates`` of each image over all its beams'
+        tokens. Returns (scores, flat indices beam*vocab + token): all the host needs."""
+        # elementwise work over the whole vocabulary kept to a subtraction and an addition (greedy subtracts 0)
+        scores = logits - log_probs.to(logits.dtype) * torch.logsumexp(logits, dim=-1, keepdim=True)
+        seen = torch.gather(scores, 1, sequences)
+        scores = scores.scatter(1, sequences, torch.where(seen < 0, seen * penalty, seen / penalty))
+        eos_bias = torch.where((torch.arange(scores.shape[-1]) == eos) & ~eos_allowed, float("-inf"), 0.0)
+        scores = scores + eos_bias
+        images, beams = running_scores.shape
+        totals = (scores.reshape(images, beams, -1) + running_scores.unsqueeze(-1)).reshape(images, -1)
+        return torch.topk(totals, candidates, dim=1)
+
     class DecoderInit(torch.nn.Module):
         def __init__(self):
             super().__init__()
             self.decoder = model.text_decoder
 
-        def forward(self, input_ids, image_embeds):
+        def forward(self, input_ids, image_embeds, running_scores, penalty, log_probs, eos_allowed):
             cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
             out = self.decoder(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
                           encoder_hidden_states=image_embeds,
                           encoder_attention_mask=torch.ones(image_embeds.shape[:2], dtype=torch.long),
                           past_key_values=cache, use_cache=True)
             cache = out.past_key_values
-            return (out.logits[:, -1, :], *flat(cache.self_attention_cache), *flat(cache.cross_attention_cache))
+            # every image's beams start identical: the first step runs once per image, its candidates all
+            # come from the first beam (the others start at -1e9), and the decode loop widens the
+            # keys/values to one row per beam on the device (gather_rows.onnx)
+            top_scores, top_index = search(out.logits[:, -1, :], input_ids, running_scores[:, :1], penalty, log_probs,
+                                           eos_allowed, 2 * running_scores.shape[1])
+            return (top_scores, top_index, *flat(cache.self_attention_cache), *flat(cache.cross_attention_cache))
 
     class DecoderStep(torch.nn.Module):
         def __init__(self):
             super().__init__()
             self.decoder = model.text_decoder
 
-        def forward(self, input_ids, *past):
+        def forward(self, input_ids, sequences, running_scores, penalty, log_probs, eos_allowed, *past):
             own, cross = past[:2 * layers], past[2 * layers:]
             cache = EncoderDecoderCache([(own[2 * i], own[2 * i + 1], cross[2 * i], cross[2 * i + 1]) for i in range(layers)])
             batch, patches = cross[0].shape[0], cross[0].shape[2]
@@ -91,7 +122,9 @@ def _graphs(model, spec: PixelSpec):
             out = self.decoder(input_ids=input_ids, attention_mask=mask, encoder_hidden_states=placeholder,
                           encoder_attention_mask=torch.ones(batch, patches, dtype=torch.long),
                           past_key_values=cache, use_cache=True)
-            return (out.logits[:, -1, :], *flat(out.past_key_values.self_attention_cache))
+            top_scores, top_index = search(out.logits[:, -1, :], sequences, running_scores, penalty, log_probs,
+                                           eos_allowed, 2 * running_scores.shape[1])
+            return (top_scores, top_index, *flat(out.past_key_values.self_attention_cache))
 
     return Vision().eval(), DecoderInit().eval(), DecoderStep().eval(), layers
 
@@ -139,7 +172,10 @@ def export_blip(source: str, repository: Path, serving: Serving, force: bool = F
     spec = PixelSpec.from_processor(processor.image_processor)
     text = model.config.text_config
     vision, init, step_graph, layers = _graphs(model, spec)
-    ids = TokenIds(bos=text.bos_token_id, eos=text.sep_token_id, pad=text.pad_token_id, layers=layers)
+    vision_config = model.config.vision_config
+    ids = TokenIds(bos=text.bos_token_id, eos=text.sep_token_id, pad=text.pad_token_id, layers=layers,
+                   vocab=text.vocab_size, kv_bytes=layers * 2 * text.hidden_size * 4,
+                   patches=(vision_config.image_size // vision_config.patch_size) ** 2 + 1)
 
     with tempfile.TemporaryDirectory() as scratch_dir:
         scratch = Path(scratch_dir)
@@ -186,25 +222,36 @@ def _export_graphs(staged: StagedModel, model, processor, spec, vision, init, st
 
     example_embeds = torch.from_numpy(embeds[:2])
     example_ids = torch.tensor([[ids.bos, 1037, 3861]] * 2)  # [DEC] a picture
+    beams = 3
+    example_search = (torch.zeros(2, beams), torch.tensor([1.0]), torch.tensor([True]), torch.tensor([True]))
     self_names, cross_names = kv_names("self", layers), kv_names("cross", layers)
+    rows = {0: "rows"}
+    search_axes = {"running_scores": {0: "batch", 1: "beams"}, "top_scores": {0: "batch", 1: "candidates"},
+                   "top_index": {0: "batch", 1: "candidates"}}
     with step("[blip_caption] exporting decoder_init.onnx and decoder_step.onnx"):
-        batch = {0: "batch"}
         onnx_io.export_module(
-            init, (example_ids, example_embeds), staged.onnx_file("decoder_init.onnx"), ["input_ids", "image_embeds"],
-            ["logits", *self_names, *cross_names],
-            {"input_ids": {0: "batch", 1: "prompt"}, "image_embeds": batch, "logits": batch,
-             **{n: {0: "batch", 2: "prompt"} for n in self_names}, **{n: batch for n in cross_names}})
+            init, (example_ids, example_embeds, *example_search), staged.onnx_file("decoder_init.onnx"),
+            ["input_ids", "image_embeds", *SEARCH_INPUTS], ["top_scores", "top_index", *self_names, *cross_names],
+            {"input_ids": {0: "batch", 1: "prompt"}, "image_embeds": {0: "batch"}, **search_axes,
+             **{n: {0: "batch", 2: "prompt"} for n in self_names}, **{n: {0: "batch"} for n in cross_names}})
         with torch.inference_mode():
-            past = init(example_ids, example_embeds)[1:]
+            widen = torch.arange(2).repeat_interleave(beams)
+            past = [t.index_select(0, widen) for t in init(example_ids, example_embeds, *example_search)[2:]]
         past_names = [f"past_{n}" for n in self_names]
+        tokens = torch.full((2 * beams, 1), 1037)
         onnx_io.export_module(
-            step_graph, (example_ids[:, :1], *past), staged.onnx_file("decoder_step.onnx"),
-            ["input_ids", *past_names, *cross_names], ["logits", *self_names],
-            {"input_ids": batch, "logits": batch, **{n: {0: "batch", 2: "past"} for n in past_names},
-             **{n: batch for n in cross_names}, **{n: {0: "batch", 2: "length"} for n in self_names}})
+            step_graph, (tokens, example_ids.repeat(beams, 1), *example_search, *past),
+            staged.onnx_file("decoder_step.onnx"),
+            ["input_ids", "sequences", *SEARCH_INPUTS, *past_names, *cross_names],
+            ["top_scores", "top_index", *self_names],
+            {"input_ids": rows, "sequences": {0: "rows", 1: "length"}, **search_axes,
+             **{n: {0: "rows", 2: "past"} for n in past_names}, **{n: rows for n in cross_names},
+             **{n: {0: "rows", 2: "length"} for n in self_names}})
+        onnx_io.save_gather_rows(staged.onnx_file("gather_rows.onnx"), 2 * layers)
 
-    decoder = BlipDecoder(create_session(staged.onnx_file("vision.onnx")), create_session(staged.onnx_file("decoder_init.onnx")),
-                          create_session(staged.onnx_file("decoder_step.onnx")), ids)
+    vision_session, init_session, step_session, gather_session = (
+        create_session(staged.onnx_file(f"{name}.onnx")) for name in ("vision", "decoder_init", "decoder_step", "gather_rows"))
+    decoder = BlipDecoder(vision_session, init_session, step_session, gather_session, ids)
     checked = 0
     progress = Progress("[blip_caption] parity captions", len(PARITY_PROMPTS) * len(PARITY_SETTINGS) * len(images))
     with step(f"[blip_caption] parity: generated ids vs model.generate on {len(images)} images"):

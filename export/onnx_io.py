@@ -33,6 +33,23 @@ def export_module(module, example_inputs: tuple, path: Path, input_names: list[s
     return path
 
 
+def save_gather_rows(path: Path, count: int) -> Path:
+    """A graph that takes rows ``rows`` (int64, any length) of ``count`` float32 tensors of any 4-d
+    shape: x_i -> y_i = x_i[rows]. Decode loops use it to pick rows of tensors kept on the device."""
+    from onnx import TensorProto, helper
+
+    shape = ["n", "a", "b", "c"]
+    graph = helper.make_graph(
+        [helper.make_node("Gather", [f"x_{i}", "rows"], [f"y_{i}"], axis=0) for i in range(count)], "gather_rows",
+        [helper.make_tensor_value_info("rows", TensorProto.INT64, ["rows"]),
+         *(helper.make_tensor_value_info(f"x_{i}", TensorProto.FLOAT, shape) for i in range(count))],
+        [helper.make_tensor_value_info(f"y_{i}", TensorProto.FLOAT, ["rows", *shape[1:]]) for i in range(count)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=8)  # opset 17's IR
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, str(path))
+    return path
+
+
 def convert_to_fp16(path: Path) -> Path:
     """Weights and activations in fp16, inputs and outputs unchanged (uint8 pixels, fp32 embeddings)."""
     from onnxruntime.transformers.float16 import convert_float_to_float16

@@ -30,7 +30,8 @@ class TritonPythonModel:
         params = {key: value["string_value"] for key, value in config.get("parameters", {}).items()}
         folder = args["model_repository"]
         device, device_id = triton_instance_device(args)
-        self.decoder = BlipDecoder.from_folder(folder, int(params.get("intra_op_num_threads", "0")), device, device_id)
+        self.decoder = BlipDecoder.from_folder(folder, int(params.get("intra_op_num_threads", "0")), device, device_id,
+                                               int(params.get("decode_memory_mb", "4096")))
         self.text = CaptionText(folder)
         with open(os.path.join(folder, "blip.json")) as fh:
             self.defaults = json.load(fh)["defaults"]

@@ -66,6 +66,9 @@ class Serving:
     tensorrt: bool = False
     fp16: bool = False
     threads: int = 0  # python flavour: onnxruntime intra-op threads per instance (0 = onnxruntime's default)
+    # keys/values one BLIP decode loop may hold per instance (larger batches decode in several loops):
+    # BLIP base holds ~43 MB per image and beam, so 4096 MB is ~32 images at 3 beams
+    decode_memory_mb: int = 4096
     # TensorRT engine and timing caches: a writable volume outside the repository (engines are per GPU
     # model and TensorRT version, built once, then loaded in seconds on every pod start)
     tensorrt_cache: str = "/trt-cache"
@@ -113,6 +116,7 @@ def render_config(spec: ModelSpec, serving: Serving) -> str:
     else:
         config.backend = "python"
         config.parameters["intra_op_num_threads"].string_value = str(serving.threads)
+        config.parameters["decode_memory_mb"].string_value = str(serving.decode_memory_mb)
     return text_format.MessageToString(config)
 
 

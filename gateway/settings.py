@@ -49,6 +49,8 @@ class Settings(BaseSettings):
     captions: bool = Field(True, description="caption images with BLIP when indexing and in /embed-image/")
     caption_beams: int = Field(3, ge=1, le=16)
     caption_max_new_tokens: int = Field(20, ge=1, le=128)
+    caption_memory_mb: int = Field(4096, ge=64, description="in-process BLIP: keys/values one decode loop may hold"
+                                   " (larger batches decode in several loops)")
 
     # vector store
     milvus_uri: str = Field("data/images.db", description="a Milvus Lite file, or http://host:19530 for a server")

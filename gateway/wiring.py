@@ -18,7 +18,7 @@ def build_inference(settings: Settings) -> Inference:
         return TritonInference(settings.triton_url, settings.model_repository, settings.captions, caption,
                                settings.triton_timeout_s, settings.triton_retries)
     return LocalInference(settings.model_repository, settings.captions, caption, settings.local_max_batch,
-                          settings.local_max_delay_ms / 1000, settings.local_threads)
+                          settings.local_max_delay_ms / 1000, settings.local_threads, settings.caption_memory_mb)
 
 
 def build_store(settings: Settings, dim: int) -> MilvusStore:

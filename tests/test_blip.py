@@ -53,7 +53,7 @@ def photos(blip_folder):
 def test_export_gate_figures_and_layout(export_reports, blip_folder):
     _, reports = export_reports
     assert reports["generate_identical"] == 30 and reports["vision"]["min_cosine"] >= 0.99999
-    for name in ("vision.onnx", "decoder_init.onnx", "decoder_step.onnx", "model.py"):
+    for name in ("vision.onnx", "decoder_init.onnx", "decoder_step.onnx", "gather_rows.onnx", "model.py"):
         assert (blip_folder / "1" / name).exists()
     runtime = Path(__file__).parents[1] / "gateway" / "runtime"  # copied whole: the repository carries its code
     for source in runtime.glob("*.py"):
@@ -86,6 +86,96 @@ def test_batched_and_single_agree(captioner, photos, settings):
     embeds = decoder.encode(photos[1])
     batched = decoder.generate(embeds, [], settings)
     assert batched == [decoder.generate(embeds[i:i + 1], [], settings)[0] for i in range(len(embeds))]
+
+
+class RecordingBinding:
+    """A real IOBinding that writes down what crosses between numpy and ONNX Runtime."""
+
+    def __init__(self, binding, log: list):
+        self.binding, self.log, self.outputs = binding, log, []
+
+    def bind_cpu_input(self, name, array):
+        self.log.append(("numpy in", name, array.nbytes))
+        self.binding.bind_cpu_input(name, array)
+
+    def bind_ortvalue_input(self, name, value):
+        self.log.append(("kept in", name, value.data_ptr()))
+        self.binding.bind_ortvalue_input(name, value.value if isinstance(value, RecordingValue) else value)
+
+    def bind_output(self, name, *device):
+        self.outputs.append(name)
+        self.binding.bind_output(name, *device)
+
+    def get_outputs(self):
+        return [RecordingValue(name, value, self.log) for name, value in zip(self.outputs, self.binding.get_outputs())]
+
+
+class RecordingValue:
+    def __init__(self, name, value, log):
+        self.name, self.value, self.log = name, value, log
+        log.append(("kept out", name, value.data_ptr()))
+
+    def data_ptr(self):
+        return self.value.data_ptr()
+
+    def numpy(self):
+        array = self.value.numpy()
+        self.log.append(("numpy out", self.name, array.nbytes))
+        return array
+
+
+class RecordingSession:
+    def __init__(self, session, runs: list):
+        self.session, self.runs = session, runs
+
+    def io_binding(self):
+        self.runs.append([])
+        return RecordingBinding(self.session.io_binding(), self.runs[-1])
+
+    def run_with_iobinding(self, binding):
+        self.session.run_with_iobinding(binding.binding)
+
+    def run(self, *args, **kwargs):
+        raise AssertionError("the decoder graphs run on IOBinding only: a plain run copies every input")
+
+
+@pytest.mark.parametrize("settings", [SETTINGS[0], SETTINGS[2]], ids=["greedy", "beam4"])
+def test_keys_and_values_stay_in_onnx_runtime_between_steps(captioner, photos, settings):
+    """What crosses between numpy and ONNX Runtime per graph run, measured on the real sessions: no
+    key/value tensor ever (each one bound as an input is an ONNX Runtime output of an earlier run; the
+    cross-attention ones are the very same buffers at every step), and per token only ids, sequences
+    and search inputs go in and the (images, 2*beams) candidates come out."""
+    decoder, text = captioner
+    _, pixels = photos
+    runs: list = []
+    recording = BlipDecoder(decoder.vision, *(RecordingSession(s, runs) for s in (decoder.init, decoder.step,
+                                                                                  decoder.gather_rows)), decoder.ids)
+    embeds = decoder.encode(pixels)
+    ids = recording.generate(embeds, text.prompt_ids("a photo of"), settings)
+    assert ids == decoder.generate(embeds, text.prompt_ids("a photo of"), settings)
+    images, beams = len(pixels), settings.num_beams
+    produced: set[int] = set()
+    cross_bound = []
+    for run in runs:
+        numpy_names = {name for kind, name, _ in run if kind.startswith("numpy")}
+        assert not [name for name in numpy_names if name.startswith(("self_", "past_", "cross_", "x_", "y_"))]
+        kept_in = {name: pointer for kind, name, pointer in run if kind == "kept in"}
+        assert set(kept_in.values()) <= produced  # made by ONNX Runtime, never from a numpy array
+        decoder_run = any(name == "top_index" for _, name, _ in run)
+        if decoder_run:
+            out = {name: size for kind, name, size in run if kind == "numpy out"}
+            assert out == {"top_scores": images * 2 * beams * 4, "top_index": images * 2 * beams * 8}
+            host_in = sum(size for kind, name, size in run if kind == "numpy in" and name != "image_embeds")
+            assert host_in <= images * beams * (8 * (4 + settings.max_new_tokens) + 4) + 16
+            if kept_in:
+                cross_bound.append({name: p for name, p in kept_in.items() if name.startswith("cross_")})
+        else:  # gather_rows: the reordering's row numbers are all that goes in
+            assert numpy_names == {"rows"}
+        produced |= {pointer for kind, name, pointer in run if kind == "kept out" and not name.startswith("top_")}
+    assert len(cross_bound) >= 4 and all(bound == cross_bound[0] for bound in cross_bound)
+    assert len(cross_bound[0]) == 2 * decoder.ids.layers
+    assert sum(1 for run in runs if not any(name == "top_index" for _, name, _ in run)) == \
+        (0 if beams == 1 else 2 + len(cross_bound))  # beams: widen self + cross once, reorder every step
 
 
 def test_invalid_settings_are_refused():
@@ -164,3 +254,16 @@ def test_wrong_decoder_export_is_refused(tmp_path, blip_checkpoint, monkeypatch,
     assert export_cli.main(args) == 1
     assert re.search(r"blip_caption generated different ids than model.generate for image", capsys.readouterr().err)
     assert not (tmp_path / "repo" / "blip_caption").exists()
+
+
+def test_a_batch_past_the_memory_budget_decodes_in_several_loops_with_the_same_ids(captioner, photos, blip_folder):
+    decoder, text = captioner
+    embeds = decoder.encode(photos[1])
+    settings = SETTINGS[1]
+    row = decoder.ids.kv_bytes * (decoder.ids.patches + 2 * (1 + settings.max_new_tokens))
+    small = BlipDecoder.from_folder(blip_folder, memory_mb=2.5 * row * settings.num_beams / 2**20)
+    assert small.images_per_loop(0, settings) == 2 < len(embeds)
+    loops = []
+    small._beam = lambda batch, prompt, s: loops.append(len(batch)) or BlipDecoder._beam(small, batch, prompt, s)
+    assert small.generate(embeds, [], settings) == decoder.generate(embeds, [], settings)
+    assert sum(loops) == len(embeds) and max(loops) == small.images_per_loop(0, settings) and len(loops) > 1

@@ -25,7 +25,7 @@ def _split(arrays: list[np.ndarray], output: np.ndarray) -> list[np.ndarray]:
 
 class LocalInference(RepositoryModels):
     def __init__(self, repository: Path, captions: bool, caption_settings: GenerationSettings, max_batch: int = 16,
-                 max_delay_s: float = 0.005, threads: int = 0):
+                 max_delay_s: float = 0.005, threads: int = 0, caption_memory_mb: int = 4096):
         super().__init__(repository, captions, caption_settings)
         image = create_session(repository / "clip_image" / "1" / "model.onnx", threads=threads)
         text = create_session(repository / "clip_text" / "1" / "model.onnx", threads=threads)
@@ -42,7 +42,7 @@ class LocalInference(RepositoryModels):
         self.texts = MicroBatcher("clip_text", embed_texts, max_batch, max_delay_s, rows=lambda item: len(item[0]))
         self.captions: MicroBatcher | None = None
         if captions:
-            decoder = BlipDecoder.from_folder(repository / "blip_caption", threads)
+            decoder = BlipDecoder.from_folder(repository / "blip_caption", threads, memory_mb=caption_memory_mb)
             caption_text = CaptionText(repository / "blip_caption")
             self.captions = MicroBatcher("blip_caption", lambda items: caption_requests(decoder, caption_text, items),
                                          max_batch, max_delay_s, rows=lambda item: len(item[0]))

@@ -1,14 +1,24 @@
-"""BLIP captioning on three ONNX graphs with a numpy decode loop (greedy and beam search).
+"""BLIP captioning on three ONNX graphs with a host-side decode loop (greedy and beam search) that
+keeps every key/value tensor on the device.
 
 Used as is by the Triton ``blip_caption`` model (the export copies the runtime package beside its
 model.py) and by the gateway's in-process backend, so both produce the same captions. Only numpy,
 onnxruntime and tokenizers are needed: no PyTorch, no transformers.
 
-Graphs (written by ``python -m export blip``):
+Graphs (written by ``python -m export blip``), N images, B beams, R = N*B rows:
 - vision:  pixels uint8 (N, S, S, 3) -> image_embeds (N, P, E)
-- init:    input_ids (N, T0), image_embeds -> logits (N, V), self_k/v_i (N, H, T0, d), cross_k/v_i (N, H, P, d)
-- step:    input_ids (N, 1), past_self_k/v_i, cross_k/v_i -> logits (N, V), self_k/v_i (N, H, T+1, d)
-Cross-attention keys and values are computed once per image and reused for every token.
+- init:    input_ids (N, T0), image_embeds, search inputs -> top_scores/top_index (N, 2B),
+           self_k/v_i (N, H, T0, d), cross_k/v_i (N, H, P, d)
+- step:    input_ids (R, 1), sequences (R, T), search inputs, past_self_k/v_i, cross_k/v_i
+           -> top_scores/top_index (N, 2B), self_k/v_i (R, H, T+1, d)
+- gather_rows: rows (M,), x_i -> y_i = x_i[rows] (beam search only: one row per beam after init,
+           each step's reordering of the self k/v)
+Search inputs: running_scores (N, B), penalty (1,), log_probs (1,) bool, eos_allowed (1,) bool.
+The graphs do the per-token search work (log-softmax, repetition penalty, minimum length, each
+beam's score added, top 2B per image), so the keys and values live in ONNX Runtime values on the
+session's device (IOBinding): cross-attention keys/values are computed once per image and never
+copied back, self-attention ones are fed back as the previous step's outputs, and per token only
+the token ids, the sequences (and for beams the reordering) go in and (N, 2B) candidates come out.
 
 The search follows transformers' ``generate`` (v5) operation for operation: same logits
 processors (repetition penalty, minimum new tokens), same greedy padding of finished rows, same
@@ -22,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 
 from .onnx_session import Device, create_session
 
@@ -53,24 +64,9 @@ class TokenIds:
     eos: int  # [SEP]
     pad: int  # [PAD]
     layers: int
-
-
-def log_softmax(x: np.ndarray) -> np.ndarray:
-    shifted = x - x.max(axis=-1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
-
-
-def apply_processors(scores: np.ndarray, sequences: np.ndarray, prompt_len: int, ids: TokenIds,
-                     settings: GenerationSettings) -> np.ndarray:
-    """transformers' RepetitionPenaltyLogitsProcessor and MinNewTokensLengthLogitsProcessor."""
-    if settings.repetition_penalty != 1.0:
-        rows = np.arange(len(scores))[:, None]
-        seen = scores[rows, sequences]
-        scores[rows, sequences] = np.where(seen < 0, seen * settings.repetition_penalty,
-                                           seen / settings.repetition_penalty).astype(scores.dtype)
-    if sequences.shape[1] - prompt_len < settings.min_new_tokens:
-        scores[:, ids.eos] = -np.inf
-    return scores
+    vocab: int
+    kv_bytes: int  # bytes of keys + values one row holds per position (all layers, fp32)
+    patches: int  # cross-attention positions (image patches + 1)
 
 
 def topk_desc(x: np.ndarray, k: int) -> np.ndarray:
@@ -81,84 +77,141 @@ def topk_desc(x: np.ndarray, k: int) -> np.ndarray:
 
 
 class BlipDecoder:
-    def __init__(self, vision, init, step, ids: TokenIds):
-        self.vision, self.init, self.step, self.ids = vision, init, step, ids
-        layers = range(ids.layers)
-        self.self_names = [f"self_{kv}_{i}" for i in layers for kv in "kv"]
-        self.cross_names = [f"cross_{kv}_{i}" for i in layers for kv in "kv"]
+    def __init__(self, vision, init, step, gather_rows, ids: TokenIds, device: Device = "cpu", device_id: int = 0,
+                 memory_mb: float = 4096):
+        self.vision, self.init, self.step, self.gather_rows, self.ids = vision, init, step, gather_rows, ids
+        self.memory_bytes = int(memory_mb * 2**20)  # keys/values one decode loop may hold on its device
+        self.device, self.device_id = device, device_id
+        self.self_names = [f"self_{kv}_{i}" for i in range(ids.layers) for kv in "kv"]
+        self.cross_names = [f"cross_{kv}_{i}" for i in range(ids.layers) for kv in "kv"]
 
     @classmethod
-    def from_folder(cls, folder: Path, threads: int = 0, device: Device = "cpu", device_id: int = 0) -> BlipDecoder:
+    def from_folder(cls, folder: Path, threads: int = 0, device: Device = "cpu", device_id: int = 0,
+                    memory_mb: float = 4096) -> BlipDecoder:
         """From a blip_caption model folder: blip.json beside config.pbtxt, the graphs in 1/."""
         meta = json.loads((Path(folder) / "blip.json").read_text())
-        vision, init, step = (create_session(Path(folder) / "1" / f"{name}.onnx", device, device_id, threads)
-                              for name in ("vision", "decoder_init", "decoder_step"))
-        return cls(vision, init, step, TokenIds(meta["bos"], meta["eos"], meta["pad"], meta["layers"]))
+        if "kv_bytes" not in meta:
+            raise ValueError(f"{folder} was exported for an older decode loop (before export format 3): export it again"
+                             " (python -m export blip --force, or make serve / make triton)")
+        vision, init, step, gather_rows = (create_session(Path(folder) / "1" / f"{name}.onnx", device, device_id, threads)
+                                           for name in ("vision", "decoder_init", "decoder_step", "gather_rows"))
+        fields = ("bos", "eos", "pad", "layers", "vocab", "kv_bytes", "patches")
+        return cls(vision, init, step, gather_rows, TokenIds(**{f: meta[f] for f in fields}), device, device_id, memory_mb)
 
     def encode(self, pixels: np.ndarray) -> np.ndarray:
         return self.vision.run(None, {"pixels": pixels})[0]
 
-    def _start(self, image_embeds: np.ndarray, prompt: list[int]):
-        input_ids = np.tile(np.array([[self.ids.bos, *prompt]], np.int64), (len(image_embeds), 1))
-        outputs = self.init.run(None, {"input_ids": input_ids, "image_embeds": image_embeds})
-        n = len(self.self_names)
-        return input_ids, outputs[0], outputs[1:1 + n], outputs[1 + n:]
+    def _bound_run(self, session, host: dict[str, np.ndarray], kept: dict[str, ort.OrtValue], host_out: list[str],
+                   kept_out: list[str]) -> tuple[list[np.ndarray], list[ort.OrtValue]]:
+        """One graph run on IOBinding: ``host`` arrays are bound as inputs (ONNX Runtime copies them to the
+        device), ``kept`` values are already there and bound as they are; ``host_out`` come back to the
+        host, the ``kept_out`` outputs stay on the device for the next run."""
+        binding = session.io_binding()
+        for name, array in host.items():
+            binding.bind_cpu_input(name, array)
+        for name, value in kept.items():
+            binding.bind_ortvalue_input(name, value)
+        for name in host_out:
+            binding.bind_output(name, "cpu")
+        for name in kept_out:
+            binding.bind_output(name, self.device, self.device_id)
+        session.run_with_iobinding(binding)
+        values = binding.get_outputs()
+        return [value.numpy() for value in values[:len(host_out)]], values[len(host_out):]
 
-    def _next(self, tokens: np.ndarray, self_kv: list, cross_kv: list):
-        feed = {"input_ids": tokens.reshape(-1, 1).astype(np.int64)}
-        feed.update({f"past_{name}": kv for name, kv in zip(self.self_names, self_kv)})
-        feed.update(dict(zip(self.cross_names, cross_kv)))
-        outputs = self.step.run(None, feed)
-        return outputs[0], outputs[1:]
+    def _run(self, session, host: dict[str, np.ndarray], kept: dict[str, ort.OrtValue], kept_out: list[str]
+             ) -> tuple[np.ndarray, np.ndarray, list[ort.OrtValue]]:
+        """A decoder graph: its candidates to the host, its keys/values kept on the device."""
+        (top_scores, top_index), kept_values = self._bound_run(session, host, kept, ["top_scores", "top_index"],
+                                                               kept_out)
+        return top_scores, top_index, kept_values
+
+    def _rows(self, values: list[ort.OrtValue], rows: np.ndarray) -> list[ort.OrtValue]:
+        """values[i][rows] for each, on the device."""
+        _, picked = self._bound_run(self.gather_rows, {"rows": rows.astype(np.int64)},
+                                    {f"x_{i}": value for i, value in enumerate(values)}, [],
+                                    [f"y_{i}" for i in range(len(values))])
+        return picked
+
+    @staticmethod
+    def _search_inputs(running_scores: np.ndarray, log_probs: bool, eos_allowed: bool,
+                       settings: GenerationSettings) -> dict[str, np.ndarray]:
+        return {"running_scores": np.ascontiguousarray(running_scores, np.float32),
+                "penalty": np.array([settings.repetition_penalty], np.float32),
+                "log_probs": np.array([log_probs]), "eos_allowed": np.array([eos_allowed])}
+
+    def _start(self, image_embeds: np.ndarray, prompt: list[int], running_scores: np.ndarray, log_probs: bool,
+               settings: GenerationSettings):
+        """The prompt through the decoder: the first candidates, the self k/v and the cross k/v (on the device)."""
+        input_ids = np.tile(np.array([[self.ids.bos, *prompt]], np.int64), (len(image_embeds), 1))
+        host = {"input_ids": input_ids, "image_embeds": np.ascontiguousarray(image_embeds),
+                **self._search_inputs(running_scores, log_probs, settings.min_new_tokens == 0, settings)}
+        scores, index, kv = self._run(self.init, host, {}, self.self_names + self.cross_names)
+        n = len(self.self_names)
+        return input_ids, scores, index, kv[:n], dict(zip(self.cross_names, kv[n:]))
+
+    def _next(self, tokens: np.ndarray, sequences: np.ndarray, running_scores: np.ndarray, log_probs: bool,
+              prompt_len: int, settings: GenerationSettings, self_kv: list, cross_kv: dict):
+        host = {"input_ids": tokens.reshape(-1, 1).astype(np.int64),
+                "sequences": np.ascontiguousarray(sequences, np.int64),
+                **self._search_inputs(running_scores, log_probs,
+                                      sequences.shape[1] - prompt_len >= settings.min_new_tokens, settings)}
+        kept = {**{f"past_{name}": value for name, value in zip(self.self_names, self_kv)}, **cross_kv}
+        return self._run(self.step, host, kept, self.self_names)
+
+    def images_per_loop(self, prompt_len: int, settings: GenerationSettings) -> int:
+        """How many images one decode loop takes within the memory budget: per beam row the cross k/v, and
+        the self k/v at full length twice (a step's input and output are alive together); at least one."""
+        row = self.ids.kv_bytes * (self.ids.patches + 2 * (1 + prompt_len + settings.max_new_tokens))
+        return max(1, self.memory_bytes // (row * settings.num_beams))
 
     def generate(self, image_embeds: np.ndarray, prompt: list[int], settings: GenerationSettings) -> list[list[int]]:
-        """Token ids ([DEC] + prompt + generated, no padding) for each image, all with one prompt."""
-        if settings.num_beams == 1:
-            return self._greedy(image_embeds, prompt, settings)
-        return self._beam(image_embeds, prompt, settings)
+        """Token ids ([DEC] + prompt + generated, no padding) for each image, all with one prompt; in as
+        many decode loops as the memory budget needs."""
+        run = self._greedy if settings.num_beams == 1 else self._beam
+        size = self.images_per_loop(len(prompt), settings)
+        return [ids for start in range(0, len(image_embeds), size)
+                for ids in run(image_embeds[start:start + size], prompt, settings)]
 
     def _greedy(self, image_embeds, prompt, settings) -> list[list[int]]:
-        sequences, logits, self_kv, cross_kv = self._start(image_embeds, prompt)
+        batch = len(image_embeds)
+        no_scores = np.zeros((batch, 1), np.float32)
+        sequences, _, index, self_kv, cross_kv = self._start(image_embeds, prompt, no_scores, False, settings)
         prompt_len = sequences.shape[1]
-        unfinished = np.ones(len(sequences), bool)
+        unfinished = np.ones(batch, bool)
         for step in range(settings.max_new_tokens):
-            scores = apply_processors(logits.astype(np.float32), sequences, prompt_len, self.ids, settings)
-            tokens = np.where(unfinished, scores.argmax(axis=-1), self.ids.pad)
+            tokens = np.where(unfinished, index[:, 0], self.ids.pad)  # the best candidate is the argmax
             sequences = np.concatenate([sequences, tokens[:, None]], axis=1)
             unfinished &= tokens != self.ids.eos
             if not unfinished.any() or step == settings.max_new_tokens - 1:
                 break
-            logits, self_kv = self._next(tokens, self_kv, cross_kv)
+            _, index, self_kv = self._next(tokens, sequences, no_scores, False, prompt_len, settings, self_kv, cross_kv)
         return [strip_padding(row, self.ids.pad, prompt_len) for row in sequences]
 
     def _beam(self, image_embeds, prompt, settings) -> list[list[int]]:
-        ids, k = self.ids, settings.num_beams
-        start_ids, logits, self_kv, cross_kv = self._start(image_embeds, prompt)
-        # every image's beams start identical: run the first step once per image and repeat it
-        logits = np.repeat(logits, k, axis=0)
-        self_kv = [np.repeat(a, k, axis=0) for a in self_kv]
-        cross_kv = [np.repeat(a, k, axis=0) for a in cross_kv]
-        batch, prompt_len = len(image_embeds), start_ids.shape[1]
+        ids, k, vocab = self.ids, settings.num_beams, self.ids.vocab
+        batch = len(image_embeds)
+        running_scores = np.zeros((batch, k), np.float32)
+        running_scores[:, 1:] = NEG  # the beams start identical: only the first one's candidates count
+        start_ids, top_scores, top, self_kv, cross_kv = self._start(image_embeds, prompt, running_scores, True,
+                                                                    settings)
+        # one row per beam from here on, widened on the device: the beams of an image share its cross k/v
+        # (never reordered), the self k/v follow their beam
+        widen = np.repeat(np.arange(batch), k)
+        self_kv = self._rows(self_kv, widen)
+        cross_kv = dict(zip(cross_kv, self._rows(list(cross_kv.values()), widen)))
+        prompt_len = start_ids.shape[1]
         max_length = prompt_len + settings.max_new_tokens
-        keep = 2 * k  # candidates per image: (1 eos + 1) * beams
-        top_beams = np.arange(keep) < k
+        top_beams = np.arange(2 * k) < k  # candidates per image: (1 eos + 1) * beams
 
         running = np.full((batch, k, max_length), ids.pad, np.int64)
         running[:, :, :prompt_len] = start_ids[:, None, :]
         finished_seqs = running.copy()
-        running_scores = np.zeros((batch, k), np.float32)
-        running_scores[:, 1:] = NEG
         finished_scores = np.full((batch, k), NEG, np.float32)
         is_finished = np.zeros((batch, k), bool)
         improvable = np.ones((batch, 1), bool)
         cur_len = prompt_len
         while True:
-            flat_running = running[:, :, :cur_len].reshape(batch * k, cur_len)
-            log_probs = apply_processors(log_softmax(logits.astype(np.float32)), flat_running, prompt_len, ids, settings)
-            vocab = log_probs.shape[-1]
-            totals = (log_probs.reshape(batch, k, vocab) + running_scores[:, :, None]).reshape(batch, k * vocab)
-            top = topk_desc(totals, keep)
-            top_scores = np.take_along_axis(totals, top, axis=1)
             source_beam, token = top // vocab, top % vocab
             candidates = np.take_along_axis(running, source_beam[:, :, None], axis=1)
             candidates[:, :, cur_len] = token
@@ -187,8 +240,9 @@ class BlipDecoder:
             improvable &= np.any(best_running > worst_finished, axis=-1, keepdims=True)
             if not improvable.any() or hits.all():
                 break
-            self_kv = [a[reorder] for a in self_kv]  # cross k/v: beams of one image share them, no reorder
-            logits, self_kv = self._next(running[:, :, cur_len - 1].reshape(-1), self_kv, cross_kv)
+            top_scores, top, self_kv = self._next(running[:, :, cur_len - 1].reshape(-1),
+                                                  running[:, :, :cur_len].reshape(batch * k, cur_len), running_scores,
+                                                  True, prompt_len, settings, self._rows(self_kv, reorder), cross_kv)
         return [strip_padding(row, ids.pad, prompt_len) for row in finished_seqs[:, 0]]
 
 
