@@ -36,7 +36,9 @@ HEALTHCHECK --interval=10s --timeout=3s --start-period=120s --retries=3 \
 CMD ["python", "-m", "gateway"]
 
 FROM build AS export
-RUN /opt/venv/bin/pip install --constraint constraints.txt ".[export]"
+RUN /opt/venv/bin/pip install --constraint constraints.txt ".[export]" \
+    && mkdir -p /models /hf && chown 10001:10001 /models /hf
+# exports run as this user: a fresh volume mounted at /models or /hf starts owned by it
 USER 10001
 ENTRYPOINT ["/opt/venv/bin/python", "-m", "export"]
 

@@ -350,3 +350,20 @@ def test_every_milvus_gets_the_services_settings():
     assert yaml.safe_load(values["extraConfigFiles"]["user.yaml"]) == settings
     assert "./deploy/milvus/user.yaml:/milvus/configs/user.yaml:ro" in load("docker-compose.yml")["services"]["milvus"]["volumes"]
     assert service_config() == {"dataCoord.segment.maxSize": settings["dataCoord"]["segment"]["maxSize"]}
+
+
+def test_compose_exports_run_as_the_export_images_user_on_volumes_handed_to_it():
+    """The export image runs as a non-root user; a host folder mounted at /models is the host's, so a
+    one-off root step hands exactly the exports' volumes to that user before either export starts."""
+    services = load("docker-compose.yml")["services"]
+    export_stage = (ROOT / "Dockerfile").read_text().split(" AS export\n")[1].split("\nFROM ")[0]
+    user = re.findall(r"^USER (\d+)$", export_stage, re.MULTILINE)[-1]
+    assert user != "0"
+    handover = services["export-volumes"]
+    assert handover["user"] == "root" and handover["entrypoint"][:3] == ["chown", "-R", f"{user}:{user}"]
+    for name in ("export-clip", "export-blip"):
+        service = services[name]
+        assert "user" not in service and service["image"] == handover["image"]  # the image's own user
+        assert service["depends_on"]["export-volumes"] == {"condition": "service_completed_successfully"}
+        assert service["volumes"] == handover["volumes"]
+        assert sorted(volume.split(":")[1] for volume in service["volumes"]) == sorted(handover["entrypoint"][3:])
