@@ -5,13 +5,14 @@ with the GPU named.
     python -m bench.gpu_clip_image --out bench/results                        # full-size ViT-B/32, random weights
     python -m bench.gpu_clip_image --clip openai/clip-vit-base-patch32 --out bench/results
 
-Engines (each when it is installed): `torch-fp16` (the Hugging Face vision tower + projection,
-.half() on CUDA) and `onnxruntime-cuda-fp16` (the export's fp16 clip_image ONNX, uint8 input as
-served, CUDA execution provider with I/O binding). Input: uint8 pixels already on the GPU, so the
-numbers are the model's, not PCIe's. Ceiling: the fp16 dense matmul rate torch reaches on this GPU
-(8192^3 GEMMs), the best a transformer's matmuls can do; utilisation = images/s x FLOPs per image /
-ceiling, with FLOPs counted from the architecture (2 per multiply-add). `--device cpu --size tiny`
-runs the same code on a CPU in fp32 (a smoke test, not a benchmark).
+Engines (both must run: a missing CUDA provider is an error, not a skipped row): `torch-fp16` (the
+Hugging Face vision tower + projection, .half() on CUDA) and `onnxruntime-cuda-fp16` (the export's
+fp16 clip_image ONNX, uint8 input as served, CUDA execution provider with I/O binding). Input:
+uint8 pixels already on the GPU, so the numbers are the model's, not PCIe's. Ceiling: the fp16
+dense matmul rate torch reaches on this GPU (8192^3 GEMMs), the best a transformer's matmuls can
+do; utilisation = images/s x FLOPs per image / ceiling, with FLOPs counted from the architecture
+(2 per multiply-add). `--device cpu --size tiny` runs the same code on a CPU in fp32 (a smoke
+test, not a benchmark).
 """
 
 from __future__ import annotations
@@ -76,12 +77,11 @@ def torch_engine(clip_path: str, device: str, dtype: torch.dtype):
 
 
 def onnx_engine(onnx_path: Path, device: str):
-    import onnxruntime as ort
+    """The served graph in the gateway's own session factory: on a GPU machine without a working CUDA
+    provider it raises (ProviderUnavailable) instead of measuring the CPU under a CUDA label."""
+    from gateway.runtime.onnx_session import create_session
 
-    provider = "CUDAExecutionProvider" if device == "cuda" else "CPUExecutionProvider"
-    if provider not in ort.get_available_providers():
-        return None
-    session = ort.InferenceSession(str(onnx_path), providers=[provider])
+    session = create_session(onnx_path, "cuda" if device == "cuda" else "cpu")
 
     def run(pixels: torch.Tensor):
         binding = session.io_binding()
@@ -123,9 +123,6 @@ def main(argv: list[str] | None = None) -> None:
                f"onnxruntime-{args.device}-{'fp16' if fp16 else 'fp32'}": onnx_engine(onnx_path, args.device)}
     rows = []
     for engine, run in engines.items():
-        if run is None:
-            print(f"{engine}: not installed, skipped", flush=True)
-            continue
         for batch in args.batch_sizes:
             pixels = torch.randint(0, 256, (batch, side, side, 3), dtype=torch.uint8, device=args.device)
             seconds = timed(lambda run=run, pixels=pixels: run(pixels), args.repeats, 3, args.device)
