@@ -1,7 +1,8 @@
 """python -m export {clip,blip} [--model HUB_ID_OR_FOLDER] [--repository model_repository] [--flavour ...]
 
 Writes a Triton model repository from Hugging Face checkpoints. Exits 1, naming the model and the
-figures, when an export fails its parity gate; nothing is installed then.
+figures, when an export fails its parity gate (or the gate's --parity-device cannot run); nothing is
+installed then.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ import time
 from pathlib import Path
 
 from gateway.runtime.checkpoints import DEFAULT_BLIP_MODEL, DEFAULT_CLIP_MODEL
+from gateway.runtime.onnx_session import ProviderUnavailable
 
-from .parity import ParityError
+from .parity import PARITY_DEVICES, ParityError
 from .progress import say
 from .triton_repo import FLAVOURS, Serving
 
@@ -41,8 +43,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--decode-memory-mb", type=int, default=4096,
                         help="blip_caption: keys/values one decode loop may hold per instance (bigger batches decode in"
                              " several loops)")
+    parser.add_argument("--parity-device", choices=PARITY_DEVICES, default="cpu",
+                        help="where the parity gate runs the exported graphs: on a GPU host, cuda (or tensorrt for a"
+                             " --tensorrt export) checks what will serve (TF32 and fp16 arithmetic, TensorRT's engine)")
     parser.add_argument("--force", action="store_true", help="re-export even when the repository is up to date")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.parity_device != "cpu" and args.cpu:
+        parser.error(f"--parity-device {args.parity_device} checks a GPU deployment; this one is --cpu")
+    if args.parity_device == "tensorrt" and not args.tensorrt:
+        parser.error("--parity-device tensorrt checks TensorRT's engine: export with --tensorrt")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,8 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     module, function, default_model = FAMILIES[args.family]
     try:
         export = getattr(importlib.import_module(module), function)
-        export(args.model or default_model, args.repository, serving, force=args.force)
-    except ParityError as exc:
+        export(args.model or default_model, args.repository, serving, force=args.force, parity_device=args.parity_device)
+    except (ParityError, ProviderUnavailable) as exc:  # nothing was installed
         say(f"error: {exc}")
         return 1
     say(f"export finished in {time.perf_counter() - start:.1f}s")

@@ -28,12 +28,12 @@ from pathlib import Path
 import numpy as np
 
 from gateway.runtime.blip_decode import BlipDecoder, GenerationSettings, TokenIds, strip_padding
-from gateway.runtime.onnx_session import create_session
+from gateway.runtime.onnx_session import Device
 from gateway.runtime.preprocess import PixelSpec, preprocess
 
 from . import onnx_io
 from .clip import PARITY_PHOTOS, parity_photo_bytes
-from .parity import ParityError, compare_embeddings, require
+from .parity import ParityError, compare_embeddings, parity_session, precision_on, require
 from .progress import Progress, say, step
 from .sources import fingerprint
 from .triton_repo import ModelSpec, Serving, StagedModel, Tensor, is_up_to_date
@@ -154,8 +154,11 @@ def hf_generate(model, processor, images, prompt: str, settings: GenerationSetti
     return [strip_padding(row.numpy(), pad, prompt_len) for row in out]
 
 
-def export_blip(source: str, repository: Path, serving: Serving, force: bool = False) -> dict:
-    """Export ``source`` (hub id or folder) into ``repository``/blip_caption. Returns parity figures."""
+def export_blip(source: str, repository: Path, serving: Serving, force: bool = False, parity_device: str = "cpu"
+                ) -> dict:
+    """Export ``source`` (hub id or folder) into ``repository``/blip_caption, gated on parity on
+    ``parity_device`` (tensorrt means cuda here: the decode loop is a python model on ONNX Runtime's CUDA
+    provider). Returns parity figures."""
     from transformers import AutoConfig, BlipForConditionalGeneration, BlipProcessor
 
     if serving.fp16:
@@ -197,7 +200,8 @@ def export_blip(source: str, repository: Path, serving: Serving, force: bool = F
         )
         staged = StagedModel(repository, model_spec)
         try:
-            reports = _export_graphs(staged, model, processor, spec, vision, init, step_graph, layers, ids)
+            device: Device = "cpu" if parity_device == "cpu" else "cuda"
+            reports = _export_graphs(staged, model, processor, spec, vision, init, step_graph, layers, ids, device)
             final = staged.install(serving, {"request": request, "parity": reports})
             say(f"[blip_caption] installed {final}")
             return reports
@@ -205,19 +209,21 @@ def export_blip(source: str, repository: Path, serving: Serving, force: bool = F
             staged.discard()
 
 
-def _export_graphs(staged: StagedModel, model, processor, spec, vision, init, step_graph, layers, ids) -> dict:
+def _export_graphs(staged: StagedModel, model, processor, spec, vision, init, step_graph, layers, ids, device: Device
+                   ) -> dict:
     import torch
 
     images, pixels = parity_images(spec)
     with step("[blip_caption] exporting vision.onnx"):
         onnx_io.export_module(vision, (torch.from_numpy(pixels[:2]),), staged.onnx_file("vision.onnx"), ["pixels"],
                               ["image_embeds"], {"pixels": {0: "batch"}, "image_embeds": {0: "batch"}})
-    embeds = create_session(staged.onnx_file("vision.onnx")).run(None, {"pixels": pixels})[0]
+    vision_session = parity_session(staged.onnx_file("vision.onnx"), device)
+    embeds = vision_session.run(None, {"pixels": pixels})[0]
     with torch.inference_mode():
         reference = model.vision_model(pixel_values=processor.image_processor(images=images, return_tensors="pt")
                                        ["pixel_values"]).last_hidden_state.numpy()
     vision_report = require(compare_embeddings("blip_caption/vision", reference.reshape(len(images), -1),
-                                               embeds.reshape(len(images), -1)))
+                                               embeds.reshape(len(images), -1), precision_on(device, False), device))
     say(f"[blip_caption] {vision_report}")
 
     example_embeds = torch.from_numpy(embeds[:2])
@@ -249,9 +255,9 @@ def _export_graphs(staged: StagedModel, model, processor, spec, vision, init, st
              **{n: {0: "rows", 2: "length"} for n in self_names}})
         onnx_io.save_gather_rows(staged.onnx_file("gather_rows.onnx"), 2 * layers)
 
-    vision_session, init_session, step_session, gather_session = (
-        create_session(staged.onnx_file(f"{name}.onnx")) for name in ("vision", "decoder_init", "decoder_step", "gather_rows"))
-    decoder = BlipDecoder(vision_session, init_session, step_session, gather_session, ids)
+    init_session, step_session, gather_session = (
+        parity_session(staged.onnx_file(f"{name}.onnx"), device) for name in ("decoder_init", "decoder_step", "gather_rows"))
+    decoder = BlipDecoder(vision_session, init_session, step_session, gather_session, ids, device)
     checked = 0
     progress = Progress("[blip_caption] parity captions", len(PARITY_PROMPTS) * len(PARITY_SETTINGS) * len(images))
     with step(f"[blip_caption] parity: generated ids vs model.generate on {len(images)} images"):
@@ -270,4 +276,4 @@ def _export_graphs(staged: StagedModel, model, processor, spec, vision, init, st
                 progress.advance(len(want))
     say(f"[blip_caption] generated ids identical to model.generate in {checked}/{checked} captions"
         f" (greedy, beam 3, repetition penalty; with and without a prompt)")
-    return {"vision": vision_report.as_dict(), "generate_identical": checked}
+    return {"vision": vision_report.as_dict(), "generate_identical": checked, "device": device}

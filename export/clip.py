@@ -11,20 +11,19 @@ from __future__ import annotations
 
 import io
 import tempfile
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
-from gateway.runtime.onnx_session import create_session
 from gateway.runtime.preprocess import PixelSpec, preprocess
 from gateway.runtime.text import TEXT_BUCKET, text_length
 
 from . import onnx_io
-from .parity import compare_embeddings, require
+from .parity import compare_embeddings, parity_session, precision_on, require
 from .progress import say, step
 from .sources import fingerprint
-from .triton_repo import ModelSpec, Serving, StagedModel, Tensor, is_up_to_date
+from .triton_repo import ModelSpec, Serving, StagedModel, Tensor, is_up_to_date, tensorrt_options
 
 EXPORT_FORMAT = 3  # bump when the graphs or the repository layout change, so re-runs re-export
 PARITY_TEXTS = [
@@ -93,12 +92,14 @@ def image_parity_inputs(processor, spec: PixelSpec, seed: int = 0):
     return reference, ours
 
 
-def export_clip(source: str, repository: Path, serving: Serving, force: bool = False) -> dict:
-    """Export both towers of ``source`` (hub id or folder) into ``repository``. Returns parity figures."""
+def export_clip(source: str, repository: Path, serving: Serving, force: bool = False, parity_device: str = "cpu"
+                ) -> dict:
+    """Export both towers of ``source`` (hub id or folder) into ``repository``, gated on parity on
+    ``parity_device`` (cpu, cuda, tensorrt). Returns parity figures."""
     import torch
     from transformers import AutoConfig, AutoImageProcessor, AutoTokenizer, CLIPModel
 
-    precision = "fp16" if serving.fp16 else "fp32"
+    parity = Parity(parity_device, precision_on(parity_device, serving.fp16), serving)
     with step(f"[clip] reading checkpoint {source}"):
         config = AutoConfig.from_pretrained(source)
         request = {"source": source, "fingerprint": fingerprint(source, config), "serving": asdict(serving),
@@ -130,7 +131,7 @@ def export_clip(source: str, repository: Path, serving: Serving, force: bool = F
         reports["clip_image"] = _export_tower(
             image_spec, repository, serving, request, image_tower,
             example=(torch.from_numpy(our_pixels[:2]),), feeds=[{"pixels": our_pixels}], reference=reference,
-            dynamic_axes={"pixels": {0: "batch"}, "embeddings": {0: "batch"}}, precision=precision)
+            dynamic_axes={"pixels": {0: "batch"}, "embeddings": {0: "batch"}}, parity=parity)
 
         # --- text tower ----------------------------------------------------------------------
         tokenizer_dir = Path(scratch, "tokenizer")
@@ -155,7 +156,7 @@ def export_clip(source: str, repository: Path, serving: Serving, force: bool = F
             text_spec, repository, serving, request, text_tower, example=(ids[:2], mask[:2]),
             feeds=[{k: v[row:row + 1, :n] for k, v in feed.items()} for row, n in enumerate(lengths)], reference=reference,
             dynamic_axes={"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"},
-                          "embeddings": {0: "batch"}}, precision=precision)
+                          "embeddings": {0: "batch"}}, parity=parity)
     return reports
 
 
@@ -164,20 +165,36 @@ def _write(path: Path, text: str) -> Path:
     return path
 
 
+@dataclass(frozen=True)
+class Parity:
+    """Where the gate runs the exported towers, and the arithmetic it checks there."""
+
+    device: str
+    precision: str
+    serving: Serving
+
+    def session(self, spec: ModelSpec, path: Path, scratch: Path):
+        # TensorRT as deployed (the config's options), its engines built into scratch, not the cache volume
+        options = tensorrt_options(spec, self.serving, str(scratch / "tensorrt" / spec.name))
+        return parity_session(path, self.device, options if self.device == "tensorrt" else None)
+
+
 def _export_tower(spec: ModelSpec, repository: Path, serving: Serving, request: dict, module, example: tuple,
-                  feeds: list[dict], reference: np.ndarray, dynamic_axes: dict, precision: str) -> dict:
+                  feeds: list[dict], reference: np.ndarray, dynamic_axes: dict, parity: Parity) -> dict:
     staged = StagedModel(repository, spec)
     try:
         with step(f"[{spec.name}] exporting ONNX"):
             onnx_io.export_module(module, example, staged.onnx_path, [t.name for t in spec.inputs],
                                   [t.name for t in spec.outputs], dynamic_axes)
-            if precision == "fp16":
+            if serving.fp16:
                 onnx_io.convert_to_fp16(staged.onnx_path)
-        say(f"[{spec.name}] {staged.onnx_path.name}: {onnx_io.megabytes(staged.onnx_path):.1f} MB ({precision})")
-        with step(f"[{spec.name}] parity against PyTorch on {len(reference)} inputs"):
-            session = create_session(staged.onnx_path)
+        say(f"[{spec.name}] {staged.onnx_path.name}: {onnx_io.megabytes(staged.onnx_path):.1f} MB"
+            f" ({'fp16' if serving.fp16 else 'fp32'})")
+        with step(f"[{spec.name}] parity against PyTorch on {len(reference)} inputs, on {parity.device}"), \
+                tempfile.TemporaryDirectory() as scratch:
+            session = parity.session(spec, staged.onnx_path, Path(scratch))
             candidate = np.concatenate([onnx_io.run_in_batches(session, feed, batch_size=2) for feed in feeds])
-            report = compare_embeddings(spec.name, reference, candidate, precision)
+            report = compare_embeddings(spec.name, reference, candidate, parity.precision, parity.device)
             say(f"[{spec.name}] {report}")
             require(report)
         final = staged.install(serving, {"request": request, "parity": report.as_dict()})

@@ -125,28 +125,47 @@ def profile(tensors: tuple[Tensor, ...], batch: int, largest: bool) -> str:
     return ",".join(f"{t.name}:" + "x".join(str(d) for d in (batch, *t.shapes()[largest])) for t in tensors)
 
 
-def add_tensorrt(config: mc.ModelConfig, spec: ModelSpec, serving: Serving) -> None:
-    """The TensorRT accelerator with everything a first deploy needs not to time out: engine and
-    timing caches on the cache volume, one explicit profile covering batch 1..max_batch_size and the
-    dynamic dims' ranges (no rebuild when a larger batch arrives), and warm-up at the smallest and
-    largest shapes, so Triton reports ready only once the engine exists."""
-    trt = config.optimization.execution_accelerators.gpu_execution_accelerator.add(name="tensorrt")
-    cache = f"{serving.tensorrt_cache.rstrip('/')}/{spec.name}"
+def tensorrt_options(spec: ModelSpec, serving: Serving, cache: str) -> dict[str, str]:
+    """ONNX Runtime's TensorRT provider options for ``spec`` (its names): the precision, engine and
+    timing caches in ``cache``, one explicit profile covering batch 1..max_batch_size and the dynamic
+    dims' ranges (no rebuild when a larger batch arrives). Triton's accelerator and the export's parity
+    gate on TensorRT both use them."""
     opt_batch = max(serving.preferred(), default=serving.max_batch_size)
-    trt.parameters.update({
-        "precision_mode": "FP16" if serving.fp16 else "FP32", "max_workspace_size_bytes": str(2 << 30),
+    return {
+        "trt_fp16_enable": "1" if serving.fp16 else "0", "trt_max_workspace_size": str(2 << 30),
         "trt_engine_cache_enable": "1", "trt_engine_cache_path": cache,
         "trt_timing_cache_enable": "1", "trt_timing_cache_path": cache,
         "trt_profile_min_shapes": profile(spec.inputs, 1, largest=False),
         "trt_profile_opt_shapes": profile(spec.inputs, opt_batch, largest=False),
         "trt_profile_max_shapes": profile(spec.inputs, serving.max_batch_size, largest=True),
-    })
+    }
+
+
+def add_tensorrt(config: mc.ModelConfig, spec: ModelSpec, serving: Serving) -> None:
+    """The TensorRT accelerator with everything a first deploy needs not to time out: tensorrt_options
+    with the caches on the cache volume, and warm-up at the smallest and largest shapes, so Triton
+    reports ready only once the engine exists. Triton names two options its own way."""
+    trt = config.optimization.execution_accelerators.gpu_execution_accelerator.add(name="tensorrt")
+    options = tensorrt_options(spec, serving, f"{serving.tensorrt_cache.rstrip('/')}/{spec.name}")
+    precision = "FP16" if options.pop("trt_fp16_enable") == "1" else "FP32"
+    trt.parameters.update({"precision_mode": precision, "max_workspace_size_bytes": options.pop("trt_max_workspace_size"),
+                           **options})
     for batch, largest in ((1, False), (serving.max_batch_size, True)):
         warmup = config.model_warmup.add(name=f"batch-{batch}", batch_size=batch, count=1)
         for tensor in spec.inputs:
             warmup.inputs[tensor.name].data_type = DTYPES[tensor.dtype]
             warmup.inputs[tensor.name].dims.extend(tensor.shapes()[largest])
             warmup.inputs[tensor.name].zero_data = True
+
+
+def configured_tensorrt_options(config_text: str) -> dict[str, str]:
+    """ONNX Runtime's TensorRT provider options from a config.pbtxt that add_tensorrt wrote."""
+    config = text_format.Parse(config_text, mc.ModelConfig())
+    (accelerator,) = config.optimization.execution_accelerators.gpu_execution_accelerator
+    options = dict(accelerator.parameters)
+    options["trt_fp16_enable"] = "1" if options.pop("precision_mode") == "FP16" else "0"
+    options["trt_max_workspace_size"] = options.pop("max_workspace_size_bytes")
+    return options
 
 
 def install_python_model(model_py: Path, version_folder: Path) -> None:

@@ -18,7 +18,7 @@ import export.__main__ as export_cli
 import export.clip as clip_export
 from export.clip import export_clip
 from export.random_checkpoints import build_clip
-from export.triton_repo import ModelSpec, Serving, Tensor, render_config
+from export.triton_repo import ModelSpec, Serving, Tensor, configured_tensorrt_options, render_config, tensorrt_options
 from gateway.runtime.preprocess import PixelSpec, preprocess
 from tests.support.images import photo_bytes
 
@@ -117,14 +117,42 @@ def test_text_embeddings_do_not_depend_on_the_padded_length(model_repository):
 
 def test_native_flavour_config_for_gpus():
     spec = ModelSpec("clip_image", (Tensor("pixels", "uint8", (224, 224, 3)),), (Tensor("embeddings", "float32", (512,)),))
-    config = parse(render_config(spec, Serving(flavour="onnxruntime", max_batch_size=64, instances=2, tensorrt=True,
-                                               fp16=True)))
+    serving = Serving(flavour="onnxruntime", max_batch_size=64, instances=2, tensorrt=True, fp16=True)
+    text = render_config(spec, serving)
+    config = parse(text)
     assert config.backend == "onnxruntime" and config.max_batch_size == 64
     assert config.instance_group[0].kind == mc.ModelInstanceGroup.KIND_GPU and config.instance_group[0].count == 2
     assert list(config.dynamic_batching.preferred_batch_size) == [4, 8, 16, 32, 64]
     (trt,) = config.optimization.execution_accelerators.gpu_execution_accelerator
     assert trt.name == "tensorrt" and trt.parameters["precision_mode"] == "FP16"
     assert not config.parameters  # python-flavour settings stay out of native configs
+    # the parity gate and the GPU check build TensorRT from the same options Triton reads from the config
+    assert configured_tensorrt_options(text) == tensorrt_options(spec, serving, "/trt-cache/clip_image")
+    assert configured_tensorrt_options(text)["trt_fp16_enable"] == "1"
+
+
+@pytest.mark.filterwarnings("ignore:Specified provider")
+@pytest.mark.parametrize("family,device,wanted", [("clip", "tensorrt", "TensorrtExecutionProvider"),
+                                                  ("clip", "cuda", "CUDAExecutionProvider"),
+                                                  ("blip", "cuda", "CUDAExecutionProvider")])
+def test_a_parity_gate_on_a_gpu_that_is_not_here_refuses_the_export(tmp_path, clip_checkpoint, blip_checkpoint, capsys,
+                                                                     family, device, wanted):
+    """The gate on the serving device (a GPU host's export): where that provider does not run, the export
+    fails naming it and installs nothing, rather than passing on the CPU."""
+    checkpoint = clip_checkpoint if family == "clip" else blip_checkpoint
+    gpu = ["--fp16", "--tensorrt"] if family == "clip" else []
+    repo = tmp_path / "repo"
+    assert export_cli.main([family, "--model", str(checkpoint), "--repository", str(repo), *gpu,
+                            "--parity-device", device]) == 1
+    assert f"asked for {wanted} but ONNX Runtime" in capsys.readouterr().err
+    assert not repo.exists() or not [p for p in repo.iterdir()]
+
+
+@pytest.mark.parametrize("flags", [["--parity-device", "tensorrt"], ["--parity-device", "cuda", "--cpu"]])
+def test_a_parity_device_the_deployment_does_not_use_is_refused(tmp_path, clip_checkpoint, flags):
+    with pytest.raises(SystemExit) as exited:
+        export_cli.main(["clip", "--model", str(clip_checkpoint), "--repository", str(tmp_path / "repo"), *flags])
+    assert exited.value.code == 2 and not (tmp_path / "repo").exists()
 
 
 def test_rerun_is_up_to_date_and_force_reexports(tmp_path, clip_checkpoint):
@@ -164,7 +192,7 @@ def test_parity_failure_exits_nonzero_and_keeps_the_installed_model(tmp_path, cl
     monkeypatch.setattr(clip_export, "_towers", lambda model, spec: real_towers(wrong, spec))
     assert export_cli.main(args + ["--force"]) == 1
     message = capsys.readouterr().err
-    assert "parity gate refused" in message and "clip_image (fp32): min cosine" in message
+    assert "parity gate refused" in message and "clip_image (fp32 on cpu): min cosine" in message
     assert (repo / "clip_image" / "1" / "model.onnx").read_bytes() == installed
     assert sorted(os.listdir(tmp_path)) == ["other", "repo"]
     assert sorted(os.listdir(repo)) == ["clip_image", "clip_text"]  # no staging folder left behind

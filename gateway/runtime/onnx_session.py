@@ -21,9 +21,14 @@ class ProviderUnavailable(RuntimeError):
     """The execution provider a session was asked for could not be created."""
 
 
-def providers_for(device: Device, device_id: int = 0) -> list:
+def providers_for(device: Device, device_id: int = 0, tensorrt: dict[str, str] | None = None) -> list:
+    """ONNX Runtime's provider list, the wanted one first. ``tensorrt``: TensorRT provider options
+    (``trt_*``, as ONNX Runtime names them) to put TensorRT in front of CUDA; only on ``cuda``."""
     if device == "cuda":
-        return [("CUDAExecutionProvider", {"device_id": device_id}), "CPUExecutionProvider"]
+        cuda = [("CUDAExecutionProvider", {"device_id": device_id}), "CPUExecutionProvider"]
+        return [("TensorrtExecutionProvider", {"device_id": device_id, **tensorrt}), *cuda] if tensorrt is not None else cuda
+    if tensorrt is not None:
+        raise ValueError("TensorRT runs on a cuda device")
     if device == "cpu":
         return ["CPUExecutionProvider"]
     raise ValueError(f"device must be 'cpu' or 'cuda', not {device!r}")
@@ -36,15 +41,16 @@ def triton_instance_device(args: dict) -> tuple[Device, int]:
 
 
 def create_session(path: Path | str, device: Device = "cpu", device_id: int = 0, threads: int = 0,
-                   inter_op_threads: int = 1) -> ort.InferenceSession:
+                   inter_op_threads: int = 1, tensorrt: dict[str, str] | None = None) -> ort.InferenceSession:
     """An InferenceSession for ``path`` on ``device``; ProviderUnavailable when that device's provider
-    is not the one the session runs on. ``threads``: intra-op threads (0: ONNX Runtime's default,
-    one per physical core of the machine, which on a shared node is rarely what you want)."""
+    (TensorRT's, given ``tensorrt`` options) is not the one the session runs on. ``threads``: intra-op
+    threads (0: ONNX Runtime's default, one per physical core of the machine, which on a shared node is
+    rarely what you want)."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = inter_op_threads
     options.log_severity_level = 3
-    providers = providers_for(device, device_id)
+    providers = providers_for(device, device_id, tensorrt)
     session = ort.InferenceSession(str(path), options, providers=providers)
     wanted = providers[0] if isinstance(providers[0], str) else providers[0][0]
     running = session.get_providers()

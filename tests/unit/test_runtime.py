@@ -35,6 +35,16 @@ def test_a_session_asked_for_cuda_refuses_to_fall_back_to_the_cpu(cast_model):
         create_session(cast_model, device="cuda")
 
 
+@pytest.mark.filterwarnings("ignore:Specified provider")
+def test_a_session_asked_for_tensorrt_refuses_to_fall_back(cast_model):
+    """TensorRT comes first, CUDA behind it: a session without TensorRT's libraries would run on CUDA (or
+    here on the CPU) under a TensorRT label."""
+    with pytest.raises(ProviderUnavailable, match="asked for TensorrtExecutionProvider but ONNX Runtime"):
+        create_session(cast_model, device="cuda", tensorrt={"trt_fp16_enable": "1"})
+    with pytest.raises(ValueError, match="TensorRT runs on a cuda device"):
+        create_session(cast_model, device="cpu", tensorrt={})
+
+
 def test_triton_instances_on_gpus_ask_for_cuda():
     assert triton_instance_device({"model_instance_kind": "GPU", "model_instance_device_id": "1"}) == ("cuda", 1)
     assert triton_instance_device({"model_instance_kind": "CPU", "model_instance_device_id": "0"}) == ("cpu", 0)
