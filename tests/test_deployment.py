@@ -228,6 +228,10 @@ def test_kubernetes_objects_agree_with_each_other_and_with_the_gateway(manifests
     assert loaded == {"clip_image", "clip_text", "blip_caption"}
     (wait,) = triton_pod["initContainers"]
     assert all(f"/models/{name}/export.json" in " ".join(wait["command"]) for name in loaded)
+    # the BLIP python model's ONNX Runtime threads fit the pod's CPU request (0 would take the node's cores)
+    blip = next(c for c in manifests[("Job", "export-models")]["spec"]["template"]["spec"]["containers"]
+                if c["args"][0] == "blip")
+    assert blip["args"][blip["args"].index("--threads") + 1] == container(manifests, "triton")["resources"]["requests"]["cpu"]
     mounts = {m["mountPath"]: m["name"] for m in container(manifests, "triton")["volumeMounts"]}
     volumes = {v["name"]: v for v in manifests[("Deployment", "triton")]["spec"]["template"]["spec"]["volumes"]}
     claim = volumes[mounts["/trt-cache"]]["persistentVolumeClaim"]["claimName"]  # the export's trt_engine_cache_path
