@@ -1,7 +1,7 @@
 """The benchmark harness runs end to end on tiny models (numbers meaningless, plumbing real): the
 sweep starts the seed-style baseline, the gateway in both modes and the real tritonserver, runs
 every locust scenario and perf_analyzer, and writes JSON, Markdown and PNG plots; the vector-search
-benchmark agrees with brute force where it must (FLAT); the GPU script runs its CPU path."""
+benchmark agrees with brute force where it must (FLAT); the GPU scripts run their CPU paths."""
 
 from __future__ import annotations
 
@@ -67,6 +67,23 @@ def test_gpu_script_runs_its_cpu_path(tmp_path):
     result = json.loads(result_file.read_text())
     assert {r["engine"] for r in result["rows"]} == {"torch-fp32", "onnxruntime-cpu-fp32"}
     assert all(r["images_per_s"] > 0 and r["utilisation"] > 0 for r in result["rows"])
+
+
+def test_gpu_check_runs_its_cpu_path(tmp_path):
+    """bench.gpu_check on a CPU: tiny random checkpoints exported and gated, every model timed."""
+    run("bench.gpu_check", "--device", "cpu", "--size", "tiny", "--batch-sizes", "1", "2", "--repeats", "2",
+        "--out", str(tmp_path))
+    result = json.loads((tmp_path / "gpu-check-cpu.json").read_text())
+    gates = result["parity"]
+    assert {r["precision"] for r in gates["clip on cpu"].values()} == {"fp32"}
+    assert all(r["min_cosine"] >= r["threshold"] for r in gates["clip on cpu"].values())
+    assert gates["blip"]["blip_caption"]["generate_identical"] > 0
+    speed = {(r["model"], r["tokens"], r["beams"], r["batch"]) for r in result["speed"]}
+    assert speed == {(model, tokens, beams, batch) for model, tokens, beams in
+                     [("clip_image", None, None), ("clip_text", 16, None), ("clip_text", 77, None),
+                      ("blip_caption", None, 1), ("blip_caption", None, 3)] for batch in (1, 2)}
+    assert all(r["per_s"] > 0 and r["engine"] == "cpu" for r in result["speed"])
+    assert "| blip_caption | cpu |" in (tmp_path / "gpu-check-cpu.md").read_text()
 
 
 def test_decode_benchmark_measures_cost_fidelity_and_near_duplicates(tmp_path):
