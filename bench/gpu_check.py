@@ -58,6 +58,7 @@ def tensorrt_session(repository: Path, name: str, cache: Path):
     """The model's session as Triton's onnxruntime backend makes it: the config's TensorRT options,
     its engines cached in ``cache`` instead of the deployment's volume."""
     options = configured_tensorrt_options((repository / name / "config.pbtxt").read_text())
+    (cache / name).mkdir(parents=True, exist_ok=True)
     options["trt_engine_cache_path"] = options["trt_timing_cache_path"] = str(cache / name)
     return create_session(repository / name / "1" / "model.onnx", "cuda", tensorrt=options)
 

@@ -175,8 +175,11 @@ class Parity:
 
     def session(self, spec: ModelSpec, path: Path, scratch: Path):
         # TensorRT as deployed (the config's options), its engines built into scratch, not the cache volume
-        options = tensorrt_options(spec, self.serving, str(scratch / "tensorrt" / spec.name))
-        return parity_session(path, self.device, options if self.device == "tensorrt" else None)
+        if self.device != "tensorrt":
+            return parity_session(path, self.device)
+        cache = scratch / "tensorrt" / spec.name
+        cache.mkdir(parents=True)
+        return parity_session(path, self.device, tensorrt_options(spec, self.serving, str(cache)))
 
 
 def _export_tower(spec: ModelSpec, repository: Path, serving: Serving, request: dict, module, example: tuple,
