@@ -13,12 +13,13 @@ import sys
 import time
 from pathlib import Path
 
+from gateway.runtime.blip_decode import DECODE_MEMORY_MB
 from gateway.runtime.checkpoints import DEFAULT_BLIP_MODEL, DEFAULT_CLIP_MODEL
 from gateway.runtime.onnx_session import ProviderUnavailable
 
 from .parity import PARITY_DEVICES, ParityError
 from .progress import say
-from .triton_repo import FLAVOURS, Serving
+from .triton_repo import FLAVOURS, TritonOptions
 
 FAMILIES = {"clip": ("export.clip", "export_clip", DEFAULT_CLIP_MODEL),
             "blip": ("export.blip", "export_blip", DEFAULT_BLIP_MODEL)}
@@ -40,7 +41,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--queue-delay-us", type=int, default=2000, help="dynamic batcher max queue delay")
     parser.add_argument("--instances", type=int, default=1, help="model instances per device")
     parser.add_argument("--threads", type=int, default=0, help="python flavour: onnxruntime threads per instance")
-    parser.add_argument("--decode-memory-mb", type=int, default=4096,
+    parser.add_argument("--decode-memory-mb", type=int, default=DECODE_MEMORY_MB,
                         help="blip_caption: keys/values one decode loop may hold per instance (bigger batches decode in"
                              " several loops)")
     parser.add_argument("--parity-device", choices=PARITY_DEVICES, default="cpu",
@@ -57,7 +58,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    serving = Serving(flavour=args.flavour, max_batch_size=args.max_batch_size,
+    serving = TritonOptions(flavour=args.flavour, max_batch_size=args.max_batch_size,
                       preferred_batch_sizes=tuple(args.preferred_batch_sizes), queue_delay_us=args.queue_delay_us,
                       instances=args.instances, gpu=not args.cpu, tensorrt=args.tensorrt, fp16=args.fp16,
                       threads=args.threads, decode_memory_mb=args.decode_memory_mb)

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gateway.runtime.blip_decode import BlipDecoder, GenerationSettings, TokenIds, strip_padding
+from gateway.runtime.blip_decode import BlipDecoder, DecoderSpec, GenerationSettings, strip_padding
 from gateway.runtime.onnx_session import Device
 from gateway.runtime.preprocess import PixelSpec, preprocess
 
@@ -36,7 +36,7 @@ from .clip import PARITY_PHOTOS, parity_photo_bytes
 from .parity import ParityError, compare_embeddings, parity_session, precision_on, require
 from .progress import Progress, say, step
 from .sources import fingerprint
-from .triton_repo import ModelSpec, Serving, StagedModel, Tensor, is_up_to_date
+from .triton_repo import ModelSpec, StagedModel, Tensor, TritonOptions, is_up_to_date
 
 EXPORT_FORMAT = 3  # 3: search (log-softmax, penalties, top-k) and beam reordering inside the decoder graphs
 MODEL_DIR = Path(__file__).parent
@@ -154,7 +154,7 @@ def hf_generate(model, processor, images, prompt: str, settings: GenerationSetti
     return [strip_padding(row.numpy(), pad, prompt_len) for row in out]
 
 
-def export_blip(source: str, repository: Path, serving: Serving, force: bool = False, parity_device: str = "cpu"
+def export_blip(source: str, repository: Path, serving: TritonOptions, force: bool = False, parity_device: str = "cpu"
                 ) -> dict:
     """Export ``source`` (hub id or folder) into ``repository``/blip_caption, gated on parity on
     ``parity_device`` (tensorrt means cuda here: the decode loop is a python model on ONNX Runtime's CUDA
@@ -176,7 +176,7 @@ def export_blip(source: str, repository: Path, serving: Serving, force: bool = F
     text = model.config.text_config
     vision, init, step_graph, layers = _graphs(model, spec)
     vision_config = model.config.vision_config
-    ids = TokenIds(bos=text.bos_token_id, eos=text.sep_token_id, pad=text.pad_token_id, layers=layers,
+    ids = DecoderSpec(bos=text.bos_token_id, eos=text.sep_token_id, pad=text.pad_token_id, layers=layers,
                    vocab=text.vocab_size, kv_bytes=layers * 2 * text.hidden_size * 4,
                    patches=(vision_config.image_size // vision_config.patch_size) ** 2 + 1)
 

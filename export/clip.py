@@ -23,7 +23,7 @@ from . import onnx_io
 from .parity import compare_embeddings, parity_session, precision_on, require
 from .progress import say, step
 from .sources import fingerprint
-from .triton_repo import ModelSpec, Serving, StagedModel, Tensor, is_up_to_date, tensorrt_options
+from .triton_repo import ModelSpec, StagedModel, Tensor, TritonOptions, is_up_to_date, tensorrt_options
 
 EXPORT_FORMAT = 3  # bump when the graphs or the repository layout change, so re-runs re-export
 PARITY_TEXTS = [
@@ -92,7 +92,7 @@ def image_parity_inputs(processor, spec: PixelSpec, seed: int = 0):
     return reference, ours
 
 
-def export_clip(source: str, repository: Path, serving: Serving, force: bool = False, parity_device: str = "cpu"
+def export_clip(source: str, repository: Path, serving: TritonOptions, force: bool = False, parity_device: str = "cpu"
                 ) -> dict:
     """Export both towers of ``source`` (hub id or folder) into ``repository``, gated on parity on
     ``parity_device`` (cpu, cuda, tensorrt). Returns parity figures."""
@@ -171,7 +171,7 @@ class Parity:
 
     device: str
     precision: str
-    serving: Serving
+    serving: TritonOptions
 
     def session(self, spec: ModelSpec, path: Path, scratch: Path):
         # TensorRT as deployed (the config's options), its engines built into scratch, not the cache volume
@@ -182,7 +182,7 @@ class Parity:
         return parity_session(path, self.device, tensorrt_options(spec, self.serving, str(cache)))
 
 
-def _export_tower(spec: ModelSpec, repository: Path, serving: Serving, request: dict, module, example: tuple,
+def _export_tower(spec: ModelSpec, repository: Path, serving: TritonOptions, request: dict, module, example: tuple,
                   feeds: list[dict], reference: np.ndarray, dynamic_axes: dict, parity: Parity) -> dict:
     staged = StagedModel(repository, spec)
     try:

@@ -18,7 +18,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the runtime copied beside this file
-from gateway.runtime.blip_decode import BlipDecoder, CaptionText, GenerationSettings, caption_requests
+from gateway.runtime.blip_decode import DECODE_MEMORY_MB, BlipDecoder, CaptionText, GenerationSettings, caption_requests
 from gateway.runtime.onnx_session import triton_instance_device
 
 OPTIONAL = {"max_new_tokens": int, "num_beams": int, "repetition_penalty": float}
@@ -31,7 +31,7 @@ class TritonPythonModel:
         folder = args["model_repository"]
         device, device_id = triton_instance_device(args)
         self.decoder = BlipDecoder.from_folder(folder, int(params.get("intra_op_num_threads", "0")), device, device_id,
-                                               int(params.get("decode_memory_mb", "4096")))
+                                               int(params.get("decode_memory_mb", DECODE_MEMORY_MB)))
         self.text = CaptionText(folder)
         with open(os.path.join(folder, "blip.json")) as fh:
             self.defaults = json.load(fh)["defaults"]

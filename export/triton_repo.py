@@ -1,6 +1,6 @@
 """Triton model repository layout: config.pbtxt for each flavour, and safe installation of a model.
 
-One ONNX file, two ways to serve it (chosen by ``Serving.flavour``):
+One ONNX file, two ways to serve it (chosen by ``TritonOptions.flavour``):
 - ``onnxruntime``: Triton's native ONNX Runtime backend, GPU instances, optional TensorRT (production);
 - ``python``: the python backend running the same file through onnxruntime (Triton builds without
   the onnxruntime backend, such as the one in the nvidia-pytriton wheel used by the tests).
@@ -26,6 +26,8 @@ from pathlib import Path
 
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
+
+from gateway.runtime.blip_decode import DECODE_MEMORY_MB
 
 FLAVOURS = ("onnxruntime", "python")
 PYTHON_MODEL_SOURCE = Path(__file__).with_name("triton_python_model.py")
@@ -54,7 +56,7 @@ class Tensor:
 
 
 @dataclass(frozen=True)
-class Serving:
+class TritonOptions:
     """How Triton serves a model: the options users tune per deployment."""
 
     flavour: str = "onnxruntime"
@@ -66,9 +68,7 @@ class Serving:
     tensorrt: bool = False
     fp16: bool = False
     threads: int = 0  # python flavour: onnxruntime intra-op threads per instance (0 = onnxruntime's default)
-    # keys/values one BLIP decode loop may hold per instance (larger batches decode in several loops):
-    # BLIP base holds ~43 MB per image and beam, so 4096 MB is ~32 images at 3 beams
-    decode_memory_mb: int = 4096
+    decode_memory_mb: int = DECODE_MEMORY_MB  # keys/values one BLIP decode loop may hold per instance
     # TensorRT engine and timing caches: a writable volume outside the repository (engines are per GPU
     # model and TensorRT version, built once, then loaded in seconds on every pod start)
     tensorrt_cache: str = "/trt-cache"
@@ -93,11 +93,11 @@ class ModelSpec:
     python_model: Path = PYTHON_MODEL_SOURCE  # the python-backend model.py (the runtime package goes beside it)
     python_only: bool = False  # a python model in every flavour (e.g. a decode loop)
 
-    def uses_python(self, serving: Serving) -> bool:
+    def uses_python(self, serving: TritonOptions) -> bool:
         return self.python_only or serving.flavour == "python"
 
 
-def render_config(spec: ModelSpec, serving: Serving) -> str:
+def render_config(spec: ModelSpec, serving: TritonOptions) -> str:
     """config.pbtxt text for one model in the chosen flavour."""
     config = mc.ModelConfig(name=spec.name, max_batch_size=serving.max_batch_size)
     for tensor in spec.inputs:
@@ -125,7 +125,7 @@ def profile(tensors: tuple[Tensor, ...], batch: int, largest: bool) -> str:
     return ",".join(f"{t.name}:" + "x".join(str(d) for d in (batch, *t.shapes()[largest])) for t in tensors)
 
 
-def tensorrt_options(spec: ModelSpec, serving: Serving, cache: str) -> dict[str, str]:
+def tensorrt_options(spec: ModelSpec, serving: TritonOptions, cache: str) -> dict[str, str]:
     """ONNX Runtime's TensorRT provider options for ``spec`` (its names): the precision, engine and
     timing caches in ``cache``, one explicit profile covering batch 1..max_batch_size and the dynamic
     dims' ranges (no rebuild when a larger batch arrives). Triton's accelerator and the export's parity
@@ -141,7 +141,7 @@ def tensorrt_options(spec: ModelSpec, serving: Serving, cache: str) -> dict[str,
     }
 
 
-def add_tensorrt(config: mc.ModelConfig, spec: ModelSpec, serving: Serving) -> None:
+def add_tensorrt(config: mc.ModelConfig, spec: ModelSpec, serving: TritonOptions) -> None:
     """The TensorRT accelerator with everything a first deploy needs not to time out: tensorrt_options
     with the caches on the cache volume, and warm-up at the smallest and largest shapes, so Triton
     reports ready only once the engine exists. Triton names two options its own way."""
@@ -232,7 +232,7 @@ class StagedModel:
     def onnx_file(self, name: str) -> Path:
         return self.folder / "1" / name
 
-    def install(self, serving: Serving, manifest: dict) -> Path:
+    def install(self, serving: TritonOptions, manifest: dict) -> Path:
         (self.folder / "config.pbtxt").write_text(render_config(self.spec, serving))
         if self.spec.uses_python(serving):
             install_python_model(self.spec.python_model, self.folder / "1")

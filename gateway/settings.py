@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import AliasChoices, BaseModel, Field, TypeAdapter
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .runtime.blip_decode import DECODE_MEMORY_MB
 from .runtime.checkpoints import DEFAULT_BLIP_MODEL, DEFAULT_CLIP_MODEL
 
 ScopeName = Literal["search", "write", "admin"]
@@ -49,7 +50,7 @@ class Settings(BaseSettings):
     captions: bool = Field(True, description="caption images with BLIP when indexing and in /embed-image/")
     caption_beams: int = Field(3, ge=1, le=16)
     caption_max_new_tokens: int = Field(20, ge=1, le=128)
-    caption_memory_mb: int = Field(4096, ge=64, description="in-process BLIP: keys/values one decode loop may hold"
+    caption_memory_mb: int = Field(DECODE_MEMORY_MB, ge=64, description="in-process BLIP: keys/values one decode loop may hold"
                                    " (larger batches decode in several loops)")
 
     # vector store
@@ -95,6 +96,8 @@ class Settings(BaseSettings):
     max_files_per_request: int = Field(64, ge=1)
     max_embedding_inputs: int = Field(256, ge=1, description="texts and images in one POST /v1/embeddings")
     max_k: int = Field(1000, ge=1)
+    max_list_limit: int = Field(1000, ge=1, description="largest page of GET /v1/images (limit) and ListImages (page_size)")
+    max_query_chars: int = Field(1000, ge=1, description="longest text search query, or text to embed")
     caption_weight: float = Field(0.1, ge=0, description="text search: weight of caption word overlap in the score")
     keyword_search: bool = Field(True, description="text search also finds captions by their words (BM25, fused with"
                                  " CLIP by reciprocal rank) where Milvus has full-text search (2.5+, Milvus Lite)")

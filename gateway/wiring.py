@@ -1,12 +1,13 @@
 """Settings -> backends -> the service: the one place that reads Settings to build things, for the
-servers and the CLI alike."""
+servers and the CLI alike. Backends take no defaults of their own: every default is a Setting's."""
 
 from __future__ import annotations
 
 from .backends.local import LocalInference
-from .backends.milvus import MilvusStore
+from .backends.milvus import MilvusOptions, MilvusStore
+from .backends.repository import read_model_info
 from .backends.triton import TritonInference
-from .core.protocols import Inference
+from .core.protocols import Inference, VectorStore
 from .core.service import ImageSearchService, Limits
 from .runtime.blip_decode import GenerationSettings
 from .settings import Settings
@@ -16,26 +17,39 @@ def build_inference(settings: Settings) -> Inference:
     caption = GenerationSettings(max_new_tokens=settings.caption_max_new_tokens, num_beams=settings.caption_beams)
     if settings.inference_mode == "triton":
         return TritonInference(settings.triton_url, settings.model_repository, settings.captions, caption,
-                               settings.triton_timeout_s, settings.triton_retries)
-    return LocalInference(settings.model_repository, settings.captions, caption, settings.local_max_batch,
-                          settings.local_max_delay_ms / 1000, settings.local_threads, settings.caption_memory_mb)
+                               timeout_s=settings.triton_timeout_s, retries=settings.triton_retries)
+    return LocalInference(settings.model_repository, settings.captions, caption, max_batch=settings.local_max_batch,
+                          max_delay_s=settings.local_max_delay_ms / 1000, threads=settings.local_threads,
+                          caption_memory_mb=settings.caption_memory_mb)
 
 
 def build_store(settings: Settings, dim: int) -> MilvusStore:
-    return MilvusStore(settings.milvus_uri, dim, settings.collection, settings.milvus_token, settings.index_type,
-                       settings.store_timeout_s, settings.hnsw_ef, settings.read_consistency, settings.flush_after_rows,
-                       settings.flush_idle_s)
+    return MilvusStore(MilvusOptions(
+        uri=settings.milvus_uri, token=settings.milvus_token, collection=settings.collection, index_type=settings.index_type,
+        timeout_s=settings.store_timeout_s, hnsw_ef=settings.hnsw_ef, read_consistency=settings.read_consistency,
+        flush_after_rows=settings.flush_after_rows, flush_idle_s=settings.flush_idle_s), dim)
+
+
+def build_store_for_repository(settings: Settings) -> VectorStore:
+    """The store, for the embedding dimension of the repository's models, without loading them (for
+    admin operations such as `image-search migrate`)."""
+    return build_store(settings, read_model_info(settings.model_repository, captions=False).embedding_dim)
 
 
 def limits(settings: Settings) -> Limits:
     return Limits(max_upload_bytes=settings.max_upload_bytes, max_request_bytes=settings.max_request_bytes,
-                  max_pixels=settings.max_pixels,
-                  max_files_per_request=settings.max_files_per_request, max_k=settings.max_k,
-                  max_embedding_inputs=settings.max_embedding_inputs)
+                  max_pixels=settings.max_pixels, max_files_per_request=settings.max_files_per_request,
+                  max_k=settings.max_k, max_list_limit=settings.max_list_limit,
+                  max_embedding_inputs=settings.max_embedding_inputs, max_query_chars=settings.max_query_chars)
 
 
 def build_service(settings: Settings) -> ImageSearchService:
     """The service with its backends, not yet started (``await service.start()`` connects the store)."""
     inference = build_inference(settings)
-    return ImageSearchService(inference, build_store(settings, inference.info.embedding_dim), limits(settings),
-                              settings.caption_weight, settings.exact_decode, settings.keyword_search)
+    return service_over(settings, inference, build_store(settings, inference.info.embedding_dim))
+
+
+def service_over(settings: Settings, inference: Inference, store: VectorStore) -> ImageSearchService:
+    """The service over given backends, with the settings' limits and options."""
+    return ImageSearchService(inference, store, limits(settings), settings.caption_weight, settings.exact_decode,
+                              settings.keyword_search)

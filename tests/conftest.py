@@ -12,7 +12,7 @@ from export.clip import export_clip
 from export.random_checkpoints import build_blip, build_clip
 from local_servers.milvus_server import MilvusServer
 from local_servers.tritonserver import TritonServer
-from tests.support.references import TEST_SERVING
+from tests.support.references import TEST_TRITON_OPTIONS
 
 
 def pytest_configure(config) -> None:
@@ -38,8 +38,8 @@ def blip_checkpoint(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def export_reports(tmp_path_factory, clip_checkpoint, blip_checkpoint) -> tuple[Path, dict]:
     repository = tmp_path_factory.mktemp("served") / "model_repository"
-    reports = export_clip(str(clip_checkpoint), repository, TEST_SERVING)
-    reports.update(export_blip(str(blip_checkpoint), repository, TEST_SERVING))
+    reports = export_clip(str(clip_checkpoint), repository, TEST_TRITON_OPTIONS)
+    reports.update(export_blip(str(blip_checkpoint), repository, TEST_TRITON_OPTIONS))
     return repository, reports
 
 

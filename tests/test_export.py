@@ -18,7 +18,7 @@ import export.__main__ as export_cli
 import export.clip as clip_export
 from export.clip import export_clip
 from export.random_checkpoints import build_clip
-from export.triton_repo import ModelSpec, Serving, Tensor, configured_tensorrt_options, render_config, tensorrt_options
+from export.triton_repo import ModelSpec, Tensor, TritonOptions, configured_tensorrt_options, render_config, tensorrt_options
 from gateway.runtime.preprocess import PixelSpec, preprocess
 from tests.support.images import photo_bytes
 
@@ -117,7 +117,7 @@ def test_text_embeddings_do_not_depend_on_the_padded_length(model_repository):
 
 def test_native_flavour_config_for_gpus():
     spec = ModelSpec("clip_image", (Tensor("pixels", "uint8", (224, 224, 3)),), (Tensor("embeddings", "float32", (512,)),))
-    serving = Serving(flavour="onnxruntime", max_batch_size=64, instances=2, tensorrt=True, fp16=True)
+    serving = TritonOptions(flavour="onnxruntime", max_batch_size=64, instances=2, tensorrt=True, fp16=True)
     text = render_config(spec, serving)
     config = parse(text)
     assert config.backend == "onnxruntime" and config.max_batch_size == 64
@@ -156,21 +156,21 @@ def test_a_parity_device_the_deployment_does_not_use_is_refused(tmp_path, clip_c
 
 
 def test_rerun_is_up_to_date_and_force_reexports(tmp_path, clip_checkpoint):
-    serving = Serving(flavour="python", gpu=False)
+    serving = TritonOptions(flavour="python", gpu=False)
     assert export_clip(str(clip_checkpoint), tmp_path / "repo", serving)
     onnx_path = tmp_path / "repo" / "clip_image" / "1" / "model.onnx"
     stamp = onnx_path.stat().st_mtime_ns
     assert export_clip(str(clip_checkpoint), tmp_path / "repo", serving) == {}  # nothing to do
     assert onnx_path.stat().st_mtime_ns == stamp
     # other serving options are a different request: re-exported
-    assert export_clip(str(clip_checkpoint), tmp_path / "repo", Serving(flavour="python", gpu=False, max_batch_size=8))
+    assert export_clip(str(clip_checkpoint), tmp_path / "repo", TritonOptions(flavour="python", gpu=False, max_batch_size=8))
     assert "max_batch_size: 8" in (tmp_path / "repo" / "clip_image" / "config.pbtxt").read_text()
     assert export_clip(str(clip_checkpoint), tmp_path / "repo", serving, force=True)
     assert onnx_path.stat().st_mtime_ns != stamp
 
 
 def test_fp16_export_passes_its_gate_and_keeps_io_types(tmp_path, clip_checkpoint):
-    reports = export_clip(str(clip_checkpoint), tmp_path / "repo", Serving(flavour="onnxruntime", fp16=True))
+    reports = export_clip(str(clip_checkpoint), tmp_path / "repo", TritonOptions(flavour="onnxruntime", fp16=True))
     assert reports["clip_image"]["precision"] == "fp16" and reports["clip_image"]["min_cosine"] >= 0.999
     fp16 = session(tmp_path / "repo" / "clip_text" / "1" / "model.onnx")
     assert [i.type for i in fp16.get_inputs()] == ["tensor(int64)", "tensor(int64)"]
@@ -204,7 +204,7 @@ def test_tensorrt_export_caches_outside_the_repository_with_profiles_warmup_and_
     engine, and uint8 inputs that feed nothing but Cast."""
     import onnx
 
-    serving = Serving(flavour="onnxruntime", fp16=True, tensorrt=True, max_batch_size=64)
+    serving = TritonOptions(flavour="onnxruntime", fp16=True, tensorrt=True, max_batch_size=64)
     export_clip(str(clip_checkpoint), tmp_path / "repo", serving)
     image = parse((tmp_path / "repo" / "clip_image" / "config.pbtxt").read_text())
     (trt,) = image.optimization.execution_accelerators.gpu_execution_accelerator

@@ -127,10 +127,10 @@ def test_triton_loads_the_installed_models_and_not_an_exports_staging_folder(cli
     from export.clip import export_clip
     from export.triton_repo import STAGING_PREFIX, installed_models
     from local_servers.tritonserver import TritonServer
-    from tests.support.references import TEST_SERVING
+    from tests.support.references import TEST_TRITON_OPTIONS
 
     repository = tmp_path / "repository"
-    export_clip(str(clip_checkpoint), repository, TEST_SERVING)
+    export_clip(str(clip_checkpoint), repository, TEST_TRITON_OPTIONS)
     half = repository / f"{STAGING_PREFIX}clip_image-x" / "clip_image"
     (half / "1").mkdir(parents=True)
     (half / "config.pbtxt").write_text('name: "clip_image"\nbackend: "python"\n')  # no model.py: cannot load

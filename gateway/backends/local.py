@@ -24,8 +24,9 @@ def _split(arrays: list[np.ndarray], output: np.ndarray) -> list[np.ndarray]:
 
 
 class LocalInference(RepositoryModels):
-    def __init__(self, repository: Path, captions: bool, caption_settings: GenerationSettings, max_batch: int = 16,
-                 max_delay_s: float = 0.005, threads: int = 0, caption_memory_mb: int = 4096):
+    def __init__(self, repository: Path, captions: bool, caption_settings: GenerationSettings, *, max_batch: int,
+                 max_delay_s: float, threads: int, caption_memory_mb: int):
+        """``captions``: load BLIP; the rest as GATEWAY_LOCAL_* and GATEWAY_CAPTION_MEMORY_MB (gateway.settings)."""
         super().__init__(repository, captions, caption_settings)
         image = create_session(repository / "clip_image" / "1" / "model.onnx", threads=threads)
         text = create_session(repository / "clip_text" / "1" / "model.onnx", threads=threads)
@@ -40,11 +41,11 @@ class LocalInference(RepositoryModels):
 
         self.images = MicroBatcher("clip_image", embed_images, max_batch, max_delay_s)
         self.texts = MicroBatcher("clip_text", embed_texts, max_batch, max_delay_s, rows=lambda item: len(item[0]))
-        self.captions: MicroBatcher | None = None
+        self.captioner: MicroBatcher | None = None
         if captions:
             decoder = BlipDecoder.from_folder(repository / "blip_caption", threads, memory_mb=caption_memory_mb)
             caption_text = CaptionText(repository / "blip_caption")
-            self.captions = MicroBatcher("blip_caption", lambda items: caption_requests(decoder, caption_text, items),
+            self.captioner = MicroBatcher("blip_caption", lambda items: caption_requests(decoder, caption_text, items),
                                          max_batch, max_delay_s, rows=lambda item: len(item[0]))
 
     async def embed_images(self, pixels: np.ndarray) -> np.ndarray:
@@ -54,14 +55,14 @@ class LocalInference(RepositoryModels):
         return await self.texts.submit(self.tokenize(texts))
 
     async def caption(self, pixels: np.ndarray) -> list[str]:
-        if self.captions is None:
+        if self.captioner is None:
             raise ServiceError(ErrorKind.INVALID_ARGUMENT, "captions are disabled (GATEWAY_CAPTIONS=false)")
-        return await self.captions.submit((pixels, "", self.caption_settings))
+        return await self.captioner.submit((pixels, "", self.caption_settings))
 
     async def check_ready(self) -> None:
         """Sessions are loaded in the constructor: nothing can stop serving afterwards."""
 
     async def close(self) -> None:
-        for batcher in (self.images, self.texts, self.captions):
+        for batcher in (self.images, self.texts, self.captioner):
             if batcher is not None:
                 await batcher.close()

@@ -21,9 +21,14 @@ def _config_dims(config_text: str, section: str) -> list[int]:
     return list(getattr(config, section)[0].dims)
 
 
+def served_models(captions: bool) -> list[str]:
+    """The repository's models a gateway serves (BLIP only with captions)."""
+    return ["clip_image", "clip_text"] + (["blip_caption"] if captions else [])
+
+
 def read_model_info(repository: Path, captions: bool) -> ModelInfo:
     """ModelInfo from the repository's files; MISCONFIGURED naming the path when a model is missing."""
-    models = ["clip_image", "clip_text"] + (["blip_caption"] if captions else [])
+    models = served_models(captions)
     missing = [m for m in models if not (repository / m / "export.json").is_file()]
     if missing:
         raise ServiceError(ErrorKind.MISCONFIGURED, f"the model repository {repository.resolve()} has no {', '.join(missing)}"

@@ -18,7 +18,7 @@ from ..core.deadlines import budget
 from ..core.errors import ErrorKind, ServiceError, timeout, unavailable
 from ..runtime.blip_decode import GenerationSettings
 from .metrics import INFERENCE_BATCH, INFERENCE_SECONDS
-from .repository import RepositoryModels
+from .repository import RepositoryModels, served_models
 
 
 def channel_args() -> list[tuple[str, object]]:
@@ -37,15 +37,16 @@ def channel_args() -> list[tuple[str, object]]:
 
 
 class TritonInference(RepositoryModels):
-    def __init__(self, url: str, repository: Path, captions: bool, caption_settings: GenerationSettings,
-                 timeout_s: float = 30.0, retries: int = 2):
+    def __init__(self, url: str, repository: Path, captions: bool, caption_settings: GenerationSettings, *,
+                 timeout_s: float, retries: int):
+        """``captions``: serve BLIP too; the rest as GATEWAY_TRITON_* (gateway.settings)."""
         import tritonclient.grpc.aio as aioclient
 
         super().__init__(repository, captions, caption_settings)
         self.grpc = aioclient
         self.url, self.timeout_s, self.retries = url, timeout_s, retries
         self.client = aioclient.InferenceServerClient(url, channel_args=channel_args())
-        self.models = ["clip_image", "clip_text"] + (["blip_caption"] if captions else [])
+        self.models = served_models(captions)
 
     def _input(self, name: str, array: np.ndarray, datatype: str):
         tensor = self.grpc.InferInput(name, list(array.shape), datatype)

@@ -12,7 +12,7 @@ import httpx
 import numpy as np
 
 from ..core.errors import ErrorKind, ServiceError
-from ..core.filters import Condition
+from ..core.filters import FilterCondition
 from ..core.records import Hit, ImageRecord, Indexed, TextHit, Upload
 from ..core.service import ImageSearchService
 
@@ -22,13 +22,13 @@ class Client(Protocol):
 
     async def index(self, files: list[tuple[str, bytes]], metadata: dict, captions: bool | None) -> list[Indexed]: ...
 
-    async def search_image(self, data: bytes, k: int, conditions: list[Condition],
+    async def search_image(self, data: bytes, k: int, conditions: list[FilterCondition],
                            min_score: float | None = None) -> list[Hit]: ...
 
-    async def search_text(self, query: str, k: int, conditions: list[Condition],
+    async def search_text(self, query: str, k: int, conditions: list[FilterCondition],
                           min_score: float | None = None) -> list[TextHit]: ...
 
-    async def similar(self, image_id: str, k: int, conditions: list[Condition],
+    async def similar(self, image_id: str, k: int, conditions: list[FilterCondition],
                       min_score: float | None = None) -> list[Hit]: ...
 
     async def thumbnail(self, image_id: str) -> bytes | None: ...
@@ -43,20 +43,20 @@ class EmbeddedClient:
         self.service = service
 
     async def exists(self, image_id: str) -> bool:
-        return bool(await self.service.store.get([image_id]))
+        return await self.service.exists(image_id)
 
     async def index(self, files: list[tuple[str, bytes]], metadata: dict, captions: bool | None) -> list[Indexed]:
         return await self.service.index_images([Upload(name, data, metadata) for name, data in files], captions)
 
-    async def search_image(self, data: bytes, k: int, conditions: list[Condition],
+    async def search_image(self, data: bytes, k: int, conditions: list[FilterCondition],
                            min_score: float | None = None) -> list[Hit]:
         return await self.service.search_image(data, k, conditions, min_score)
 
-    async def search_text(self, query: str, k: int, conditions: list[Condition],
+    async def search_text(self, query: str, k: int, conditions: list[FilterCondition],
                           min_score: float | None = None) -> list[TextHit]:
         return await self.service.search_text(query, k, conditions, min_score)
 
-    async def similar(self, image_id: str, k: int, conditions: list[Condition],
+    async def similar(self, image_id: str, k: int, conditions: list[FilterCondition],
                       min_score: float | None = None) -> list[Hit]:
         return await self.service.similar(image_id, k, conditions, min_score)
 
@@ -67,6 +67,14 @@ class EmbeddedClient:
             if exc.kind is ErrorKind.NOT_FOUND:
                 return None
             raise
+
+    async def all_records(self) -> list[ImageRecord]:
+        """Every record with its vector (export-faiss)."""
+        return await self.service.all_records()
+
+    @property
+    def embedding_dim(self) -> int:
+        return self.service.model_info.embedding_dim
 
     async def close(self) -> None:
         await self.service.close()
@@ -116,7 +124,7 @@ class HttpClient:
                                     files=[("files", (n, d, "application/octet-stream")) for n, d in files])
         return [Indexed(record_of(image), image["created"]) for image in response.json()["images"]]
 
-    async def search_image(self, data: bytes, k: int, conditions: list[Condition],
+    async def search_image(self, data: bytes, k: int, conditions: list[FilterCondition],
                            min_score: float | None = None) -> list[Hit]:
         form = {"k": str(k), "filter": json.dumps([c.model_dump() for c in conditions]),
                 **({} if min_score is None else {"min_score": repr(min_score)})}
@@ -124,7 +132,7 @@ class HttpClient:
                                     data=form)
         return [Hit(record_of(hit), hit["score"]) for hit in response.json()["results"]]
 
-    async def search_text(self, query: str, k: int, conditions: list[Condition],
+    async def search_text(self, query: str, k: int, conditions: list[FilterCondition],
                           min_score: float | None = None) -> list[TextHit]:
         response = await self._call("POST", "/v1/search/text", json={
             "query": query, "k": k, "filters": [c.model_dump() for c in conditions], "min_score": min_score})
@@ -132,7 +140,7 @@ class HttpClient:
                         hit["rank_score"])
                 for hit in response.json()["results"]]
 
-    async def similar(self, image_id: str, k: int, conditions: list[Condition],
+    async def similar(self, image_id: str, k: int, conditions: list[FilterCondition],
                       min_score: float | None = None) -> list[Hit]:
         params = {"k": k, "filter": json.dumps([c.model_dump() for c in conditions]),
                   **({} if min_score is None else {"min_score": repr(min_score)})}

@@ -12,7 +12,7 @@ from ..api import image_search_pb2 as pb
 from ..api import image_search_pb2_grpc as pb_grpc
 from ..api.structs import to_python, value_of
 from ..core.errors import ErrorKind, ServiceError
-from ..core.filters import Condition
+from ..core.filters import FilterCondition
 from ..core.records import Hit, ImageRecord, Indexed, TextHit
 
 # what a gateway's status code says about the failure, for callers that decide by kind
@@ -31,7 +31,7 @@ def record_of(image: pb.Image) -> ImageRecord:
     return ImageRecord(image.id, image.caption, image.source, to_python(image.metadata), image.created_at, image.phash, vector)
 
 
-def condition_of(condition: Condition) -> pb.Condition:
+def condition_of(condition: FilterCondition) -> pb.Condition:
     return pb.Condition(field=condition.field, op=condition.op, value=value_of(condition.value))
 
 
@@ -67,20 +67,20 @@ class GrpcClient:
         reply = await self._call(self.stub.IndexImages, iter(messages))
         return [Indexed(record_of(done.image), done.created) for done in reply.images]
 
-    async def search_image(self, data: bytes, k: int, conditions: list[Condition],
+    async def search_image(self, data: bytes, k: int, conditions: list[FilterCondition],
                            min_score: float | None = None) -> list[Hit]:
         request = pb.SearchImageRequest(image=data, k=k, filters=[condition_of(c) for c in conditions], min_score=min_score)
         reply = await self._call(self.stub.SearchImage, request)
         return [Hit(record_of(hit.image), hit.score) for hit in reply.results]
 
-    async def search_text(self, query: str, k: int, conditions: list[Condition],
+    async def search_text(self, query: str, k: int, conditions: list[FilterCondition],
                           min_score: float | None = None) -> list[TextHit]:
         request = pb.SearchTextRequest(query=query, k=k, filters=[condition_of(c) for c in conditions], min_score=min_score)
         reply = await self._call(self.stub.SearchText, request)
         return [TextHit(record_of(hit.image), hit.score, hit.clip_score, hit.caption_match, hit.keyword_score, hit.rank_score)
                 for hit in reply.results]
 
-    async def similar(self, image_id: str, k: int, conditions: list[Condition],
+    async def similar(self, image_id: str, k: int, conditions: list[FilterCondition],
                       min_score: float | None = None) -> list[Hit]:
         request = pb.SearchSimilarRequest(id=image_id, k=k, filters=[condition_of(c) for c in conditions], min_score=min_score)
         reply = await self._call(self.stub.SearchSimilar, request)

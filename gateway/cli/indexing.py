@@ -8,12 +8,18 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..core.errors import ServiceError
+from ..core.errors import ErrorKind, ServiceError
 from ..core.images import decode, perceptual_hash
 from ..core.records import content_id
 from .clients import Client
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp"}
+# refusals of one file; any other (no key, no scope, rate limit, a dependency down) stops the whole run
+FILE_ERRORS = {ErrorKind.INVALID_ARGUMENT, ErrorKind.TOO_LARGE, ErrorKind.UNSUPPORTED_MEDIA_TYPE}
+
+
+def reason(exc: ServiceError) -> str:
+    return f"[{exc.code}] {exc.message}"
 
 
 def image_files(root: Path) -> list[Path]:
@@ -55,20 +61,27 @@ async def index_folder(client: Client, root: Path, metadata: dict, batch_size: i
     bar = tqdm(total=len(paths), unit="img", disable=not progress, file=sys.stderr)
     slots = asyncio.Semaphore(1 if near_duplicates else max(1, concurrency))
     in_flight: set[asyncio.Task] = set()
+    stopped: list[ServiceError] = []  # a refusal of the whole run, raised by the loop below
 
     async def send(batch: list[tuple[str, bytes]]) -> None:
         try:
             try:
                 for done in await client.index(batch, metadata, captions):
                     (summary.indexed if done.created else summary.skipped).append(done.record.source)
-            except ServiceError:  # one bad file fails a batch: retry one by one to name it
+            except ServiceError as exc:  # one bad file fails a batch: retry one by one to name it
+                if exc.kind not in FILE_ERRORS:
+                    raise
                 for name, data in batch:
                     try:
                         (done,) = await client.index([(name, data)], metadata, captions)
                         (summary.indexed if done.created else summary.skipped).append(done.record.source)
-                    except ServiceError as exc:
-                        summary.failed.append((name, exc.message))
+                    except ServiceError as one:
+                        if one.kind not in FILE_ERRORS:
+                            raise
+                        summary.failed.append((name, reason(one)))
             bar.update(len(batch))
+        except ServiceError as exc:
+            stopped.append(exc)
         finally:
             slots.release()
 
@@ -83,6 +96,8 @@ async def index_folder(client: Client, root: Path, metadata: dict, batch_size: i
 
     pending: list[tuple[str, bytes]] = []
     for path in paths:
+        if stopped:
+            break
         name = str(path.resolve())
         try:
             data = path.read_bytes()
@@ -98,7 +113,9 @@ async def index_folder(client: Client, root: Path, metadata: dict, batch_size: i
             try:
                 match = await find_near_duplicate(client, data, phash_distance, max_pixels)
             except ServiceError as exc:
-                summary.failed.append((name, exc.message))
+                if exc.kind not in FILE_ERRORS:
+                    raise
+                summary.failed.append((name, reason(exc)))
                 bar.update(1)
                 continue
             if match:
@@ -110,7 +127,10 @@ async def index_folder(client: Client, root: Path, metadata: dict, batch_size: i
         if len(pending) >= batch_size:
             await flush(pending)
             pending = []
-    await flush(pending)
+    if not stopped:
+        await flush(pending)
     await asyncio.gather(*in_flight)
     bar.close()
+    if stopped:
+        raise stopped[0]
     return summary

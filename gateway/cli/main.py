@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 from ..core.errors import ServiceError
-from ..core.filters import validate
+from ..core.filters import parse_json
 from ..core.metadata import parse_metadata
 from ..settings import Settings
 from .clients import Client, EmbeddedClient, HttpClient
@@ -85,9 +85,8 @@ async def export_faiss(client: EmbeddedClient, index_out: Path, meta_out: Path) 
     import faiss
     import numpy as np
 
-    records = await client.service.all_records()
-    dim = client.service.inference.info.embedding_dim
-    index = faiss.IndexFlatIP(dim)
+    records = await client.all_records()
+    index = faiss.IndexFlatIP(client.embedding_dim)
     if records:
         index.add(np.stack([r.vector for r in records if r.vector is not None]).astype(np.float32))
     faiss.write_index(index, str(index_out))
@@ -98,17 +97,16 @@ async def export_faiss(client: EmbeddedClient, index_out: Path, meta_out: Path) 
 
 
 async def migrate(settings: Settings) -> int:
-    """Rebuild the configured collection with a BM25 caption field (no model runs)."""
-    from ..backends.repository import read_model_info
-    from ..wiring import build_store
+    """Bring the configured collection to the current schema (no model runs)."""
+    from ..wiring import build_store_for_repository
 
-    store = build_store(settings, read_model_info(settings.model_repository, captions=False).embedding_dim)
-    await store.start(migrating=True)
+    store = build_store_for_repository(settings)
     try:
-        if store.searches_keywords:
-            print(f"nothing to do: keyword search is already on for collection {settings.collection!r}")
+        copied = await store.migrate()
+        if copied is None:
+            print(f"nothing to do: collection {settings.collection!r} has the current schema (keyword search on)")
         else:
-            print(f"copied {await store.migrate()} records into collection {settings.collection!r}: keyword search on")
+            print(f"copied {copied} records into collection {settings.collection!r}: keyword search on")
         return 0
     finally:
         await store.close()
@@ -147,8 +145,14 @@ async def index_command(client: Client, args: argparse.Namespace, max_pixels: in
     return 1 if summary.failed and not summary.indexed and not summary.skipped else 0
 
 
+FILTER_EXAMPLE = """--filter '[{"field": "metadata.album", "value": "holiday"}]'"""
+
+
 async def query_command(client: Client, args: argparse.Namespace) -> int:
-    conditions = validate(json.loads(args.filter))
+    try:
+        conditions = parse_json(args.filter)
+    except ServiceError as exc:
+        raise ServiceError(exc.kind, f"--filter: {exc.message} (e.g. {FILTER_EXAMPLE})", exc.code) from None
     text = args.text or args.query_flag
     if args.similar_to:
         hits = await client.similar(args.similar_to, args.k, conditions, args.min_score)
@@ -197,8 +201,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         return asyncio.run(run(args))
-    except (UsageError, ServiceError, ValueError) as exc:
-        print(f"error: {getattr(exc, 'message', exc)}", file=sys.stderr)
+    except ServiceError as exc:  # the service's refusal, with the code the HTTP and gRPC APIs give
+        print(f"error [{exc.code}]: {exc.message}", file=sys.stderr)
+        return 2
+    except (UsageError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
 
 

@@ -1,11 +1,16 @@
-"""Search filters: a small typed grammar rendered into a Milvus boolean expression.
-
-User input never reaches the expression as text: field names come from a fixed set (or a
-metadata key restricted to [A-Za-z0-9_]), operators from a fixed table, and values are typed
-literals (strings escaped per Milvus's grammar, numbers checked finite). Conditions are ANDed.
+"""Search filters: conditions on a record's fields, ANDed, checked here into typed ``Condition``s that
+every store evaluates itself (the Milvus store renders them in its own syntax, escaped; the in-memory
+store evaluates them in Python). Requests give them as JSON:
 
     [{"field": "metadata.color", "op": "eq", "value": "red"},
      {"field": "created_at", "op": "gte", "value": 1700000000}]
+
+What a condition means, in every store (tests/contract checks each store against brute force):
+- values are strings, numbers (integers and floats compare as numbers) or booleans;
+- ``eq``: the field holds a value of the same kind, equal to it; ``in``: ``eq`` to one of the values;
+- ``ne``: not ``eq``, so a record without the metadata key, or with a value of another kind, matches;
+- ``gt``, ``gte``, ``lt``, ``lte``: the field holds a number, compared with the value (a number);
+- a metadata key holding a list, an object or null is only ever matched by ``ne``.
 """
 
 from __future__ import annotations
@@ -13,29 +18,49 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from .errors import ErrorKind, ServiceError
+from .records import ImageRecord
 
 Scalar = bool | int | float | str
-OPERATORS = {"eq": "==", "ne": "!=", "gt": ">", "gte": ">=", "lt": "<", "lte": "<=", "in": "in"}
-PLAIN_FIELDS = {"id": str, "source": str, "created_at": int, "phash": str}
+Op = Literal["eq", "ne", "gt", "gte", "lt", "lte", "in"]
+RANGES = ("gt", "gte", "lt", "lte")
+PLAIN_FIELDS: dict[str, type] = {"id": str, "source": str, "created_at": int, "phash": str}
+METADATA = "metadata."
 METADATA_KEY = re.compile(r"^[A-Za-z0-9_]{1,64}$")
 MAX_CONDITIONS, MAX_IN_VALUES, MAX_STRING = 16, 100, 1024
 
 
-class Condition(BaseModel):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+class FilterCondition(BaseModel):
+    """One condition as a request gives it (the API's schema); ``check`` makes it a Condition."""
+
+    model_config = ConfigDict(extra="forbid", title="Condition", json_schema_extra={"examples": [
         {"field": "metadata.color", "op": "eq", "value": "red"}, {"field": "created_at", "op": "gte", "value": 1700000000}]})
 
     field: str = Field(description='"id", "source", "created_at", "phash" or "metadata.<key>" (key: letters, digits, _)')
-    op: Literal["eq", "ne", "gt", "gte", "lt", "lte", "in"] = "eq"
+    op: Op = "eq"
     value: Scalar | list[Scalar]
 
 
-CONDITIONS = TypeAdapter(list[Condition])
+@dataclass(frozen=True)
+class Condition:
+    """A checked condition: a known field, values of the field's type, at most MAX_IN_VALUES of them."""
+
+    field: str  # "id", "source", "created_at", "phash" or "metadata.<key>"
+    op: Op
+    values: tuple[Scalar, ...]  # one value; one or more for "in"
+
+    @property
+    def metadata_key(self) -> str | None:
+        return self.field[len(METADATA):] if self.field.startswith(METADATA) else None
+
+
+FILTER = TypeAdapter(list[FilterCondition])
 
 
 def invalid_filter(message: str) -> ServiceError:
@@ -52,57 +77,48 @@ def describe(error: ValidationError, root: str) -> str:
     return "; ".join(parts)
 
 
-def _literal(value: Scalar) -> str:
+def _check_value(value: Scalar) -> None:
     if isinstance(value, bool):
-        return "true" if value else "false"
+        return
     if isinstance(value, int):
         if abs(value) >= 2 ** 63:
             raise invalid_filter("integer filter value out of range")
-        return str(value)
-    if isinstance(value, float):
+    elif isinstance(value, float):
         if not math.isfinite(value):
             raise invalid_filter("filter values must be finite numbers")
-        return repr(value)
-    if len(value) > MAX_STRING or any(ord(c) < 32 or ord(c) == 127 for c in value):
+    elif len(value) > MAX_STRING or any(ord(c) < 32 or ord(c) == 127 for c in value):
         raise invalid_filter(f"filter strings must be at most {MAX_STRING} characters without control characters")
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def _field(name: str) -> tuple[str, type | None]:
-    if name in PLAIN_FIELDS:
-        return name, PLAIN_FIELDS[name]
-    if name.startswith("metadata."):
-        key = name[len("metadata."):]
-        if METADATA_KEY.match(key):
-            return f'metadata["{key}"]', None
-    raise invalid_filter(f"unknown filter field {name!r}: use id, source, created_at, phash or metadata.<key>")
+def _check_one(condition: FilterCondition) -> Condition:
+    name = condition.field
+    if name not in PLAIN_FIELDS and not (name.startswith(METADATA) and METADATA_KEY.match(name[len(METADATA):])):
+        raise invalid_filter(f"unknown filter field {name!r}: use id, source, created_at, phash or metadata.<key>")
+    if (condition.op == "in") != isinstance(condition.value, list):
+        raise invalid_filter('use a list value with "in", and a single value with every other operator')
+    values = tuple(condition.value) if isinstance(condition.value, list) else (condition.value,)
+    if not 1 <= len(values) <= MAX_IN_VALUES:
+        raise invalid_filter(f'"in" takes 1 to {MAX_IN_VALUES} values')
+    kind = PLAIN_FIELDS.get(name)
+    for value in values:
+        if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
+            raise invalid_filter(f"{name} takes integers")
+        if kind is str and not isinstance(value, str):
+            raise invalid_filter(f"{name} takes strings")
+        _check_value(value)
+    if condition.op in RANGES and isinstance(values[0], (str, bool)):
+        raise invalid_filter(f"{condition.op} takes a number")
+    return Condition(name, condition.op, values)
 
 
-def render(conditions: list[Condition]) -> str:
-    """Milvus expression for the conditions ('' when there are none)."""
+def check(conditions: Sequence[FilterCondition]) -> list[Condition]:
+    """The conditions checked (INVALID_REQUEST "invalid_filter" naming the problem)."""
     if len(conditions) > MAX_CONDITIONS:
         raise invalid_filter(f"at most {MAX_CONDITIONS} filter conditions")
-    parts = []
-    for condition in conditions:
-        field, kind = _field(condition.field)
-        values = condition.value if isinstance(condition.value, list) else [condition.value]
-        if (condition.op == "in") != isinstance(condition.value, list):
-            raise invalid_filter('use a list value with "in", and a single value with every other operator')
-        if not 1 <= len(values) <= MAX_IN_VALUES:
-            raise invalid_filter(f'"in" takes 1 to {MAX_IN_VALUES} values')
-        for value in values:
-            if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
-                raise invalid_filter(f"{condition.field} takes integers")
-            if kind is str and not isinstance(value, str):
-                raise invalid_filter(f"{condition.field} takes strings")
-        if condition.op in ("gt", "gte", "lt", "lte") and isinstance(values[0], (str, bool)):
-            raise invalid_filter(f"{condition.op} takes a number")
-        rendered = "[" + ", ".join(_literal(v) for v in values) + "]" if condition.op == "in" else _literal(values[0])
-        parts.append(f"{field} {OPERATORS[condition.op]} {rendered}")
-    return " and ".join(f"({p})" for p in parts)
+    return [_check_one(c) for c in conditions]
 
 
-def parse_json(text: str | None) -> list[Condition]:
+def parse_json(text: str | None) -> list[FilterCondition]:
     """Conditions from a JSON string (query parameter or form field); '' or None is no filter."""
     if not text:
         return []
@@ -112,9 +128,42 @@ def parse_json(text: str | None) -> list[Condition]:
         raise invalid_filter(f"filter must be a JSON list of conditions: {exc}") from exc
 
 
-def validate(value: object) -> list[Condition]:
+def validate(value: object) -> list[FilterCondition]:
     """Conditions from decoded JSON (a list of objects)."""
     try:
-        return CONDITIONS.validate_python(value)
+        return FILTER.validate_python(value)
     except ValidationError as exc:
         raise invalid_filter(f"filter must be a JSON list of conditions: {describe(exc, 'filter')}") from None
+
+
+# --- what a condition means, for stores that evaluate conditions themselves ------------------------
+
+def _kind(value: object) -> str | None:
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, (int, float)):
+        return "number"
+    return "str" if isinstance(value, str) else None
+
+
+def _equal(held: object, value: Scalar) -> bool:
+    return _kind(held) is not None and _kind(held) == _kind(value) and held == value
+
+
+def holds(condition: Condition, record: ImageRecord) -> bool:
+    """Whether a record meets a condition (the rules in this module's docstring)."""
+    key = condition.metadata_key
+    held = record.metadata.get(key) if key is not None else getattr(record, condition.field)
+    if condition.op in ("eq", "in"):
+        return any(_equal(held, v) for v in condition.values)
+    if condition.op == "ne":
+        return not _equal(held, condition.values[0])
+    if _kind(held) != "number":
+        return False
+    value = condition.values[0]
+    assert isinstance(held, (int, float)) and isinstance(value, (int, float))
+    return {"gt": held > value, "gte": held >= value, "lt": held < value, "lte": held <= value}[condition.op]
+
+
+def matches(conditions: Sequence[Condition], record: ImageRecord) -> bool:
+    return all(holds(c, record) for c in conditions)

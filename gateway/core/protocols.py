@@ -1,14 +1,16 @@
 """The two things the service needs from outside: something that runs the models, and a vector store.
-Implementations live in gateway.backends; tests use small in-memory fakes."""
+Implementations live in gateway.backends (the in-memory store among them, for fast tests)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 
 from ..runtime.preprocess import PixelSpec
+from .filters import Condition
 from .records import ImageRecord
 
 
@@ -47,9 +49,33 @@ class Inference(Protocol):
     async def close(self) -> None: ...
 
 
+@dataclass(frozen=True)
+class Feature:
+    """Whether a store can do something, and why not where it cannot."""
+
+    on: bool
+    reason: str = ""
+
+    def describe(self) -> str:
+        return "on" if self.on else f"off: {self.reason}"
+
+
+@dataclass(frozen=True)
+class StoreCapabilities:
+    """What differs between stores (Milvus Lite, a 2.3 or 2.5 server, the in-memory store), as the
+    service needs to know it. Read after ``start``: a store learns some of it from its server."""
+
+    keyword_search: Feature  # search_captions works (Milvus 2.5+ and Lite: BM25 over the captions)
+    max_window: int | None  # the largest offset + limit list_records takes (None: no limit)
+    vector_search: str  # how vectors are searched, for operators ("exact (FLAT)", "approximate (HNSW, ef 128)")
+
+
 class VectorStore(Protocol):
-    """One collection of image records, searched by cosine similarity. ``expression`` is a filter
-    rendered by gateway.core.filters (typed, escaped literals)."""
+    """One collection of image records, searched by cosine similarity. ``conditions`` are checked
+    filters (gateway.core.filters), ANDed; each store evaluates them with the meaning stated there.
+    Ids are checked by the service. Failures are ServiceErrors (UNAVAILABLE, TIMEOUT, MISCONFIGURED)."""
+
+    capabilities: StoreCapabilities
 
     async def start(self) -> None: ...
 
@@ -61,18 +87,32 @@ class VectorStore(Protocol):
 
     async def delete(self, record_id: str) -> None: ...
 
-    async def list_records(self, limit: int, offset: int) -> list[ImageRecord]: ...
+    async def list_records(self, limit: int, offset: int) -> list[ImageRecord]:
+        """Records in id order (offset + limit at most capabilities.max_window)."""
+        ...
 
-    async def all_records(self) -> list[ImageRecord]: ...
+    async def all_records(self) -> list[ImageRecord]:
+        """Every record with its vector (exports)."""
+        ...
 
     async def count(self) -> int: ...
 
-    async def search(self, vectors: np.ndarray, k: int, expression: str = "") -> list[list[tuple[ImageRecord, float]]]: ...
+    async def search(self, vectors: np.ndarray, k: int, conditions: Sequence[Condition] = ()
+                     ) -> list[list[tuple[ImageRecord, float]]]:
+        """Per query vector, the k nearest records meeting the conditions, with their cosines, best first."""
+        ...
 
-    # "on" where search_captions works, else "off: <why>"
-    keyword_search: str
+    async def search_captions(self, text: str, k: int, conditions: Sequence[Condition] = ()
+                              ) -> list[tuple[ImageRecord, float]]:
+        """The k records whose captions best match the text's words (BM25 or the store's own measure,
+        higher is better), with their vectors; only where capabilities.keyword_search is on."""
+        ...
 
-    async def search_captions(self, text: str, k: int, expression: str = "") -> list[tuple[ImageRecord, float]]: ...
+    async def migrate(self) -> int | None:
+        """Instead of ``start``: connect and bring a collection made by an older version to the current
+        schema, finishing an interrupted migration (an admin operation; writers paused). The records
+        the collection holds afterwards, None when there was nothing to do."""
+        ...
 
     async def check_ready(self) -> None: ...
 

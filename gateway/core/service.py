@@ -13,36 +13,36 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import ErrorKind, ServiceError, invalid
-from .filters import Condition, render
+from .filters import Condition, FilterCondition, check
 from .images import PreparedImage, prepare
 from .locks import KeyedLocks
 from .metadata import check_metadata
-from .protocols import Inference, VectorStore
+from .protocols import Feature, Inference, ModelInfo, VectorStore
 from .records import Embedded, Embeddings, Hit, ImageRecord, Indexed, Page, TextHit, Upload, is_image_id
 from .text_ranking import candidate_pool, fuse, hybrid
-
-MAX_QUERY_CHARS = 1000
 
 
 @dataclass(frozen=True)
 class Limits:
-    """Every request limit, in one place (transports read them from here to document and pre-check)."""
+    """Every request limit the service checks. Built from Settings (gateway.wiring.limits), where each
+    one's default is; transports read them from here to document, and to bound what they read."""
 
-    max_upload_bytes: int = 20 * 1024 * 1024
-    max_request_bytes: int = 64 * 1024 * 1024  # every upload of one request together
-    max_pixels: int = 50_000_000
-    max_files_per_request: int = 64
-    max_k: int = 1000
-    max_list_limit: int = 1000
-    max_embedding_inputs: int = 256  # texts and images in one embeddings call
-    list_window: int = 16384  # Milvus refuses queries with offset + limit above this
+    max_upload_bytes: int
+    max_request_bytes: int  # every upload of one request together
+    max_pixels: int
+    max_files_per_request: int
+    max_k: int
+    max_list_limit: int
+    max_embedding_inputs: int  # texts and images in one embeddings call
+    max_query_chars: int  # a text search query, or a text to embed
 
 
 class ImageSearchService:
-    def __init__(self, inference: Inference, store: VectorStore, limits: Limits = Limits(), caption_weight: float = 0.1,
-                 exact_decode: bool = False, keyword_search: bool = True):
+    def __init__(self, inference: Inference, store: VectorStore, limits: Limits, caption_weight: float,
+                 exact_decode: bool, keyword_search: bool):
         """``exact_decode``: decode uploads at full size rather than at the scale their products need.
-        ``keyword_search``: text search also finds captions by their words, where the store can."""
+        ``keyword_search``: text search also finds captions by their words, where the store can.
+        (gateway.settings.Settings documents each and has their defaults.)"""
         self.inference, self.store, self.limits, self.caption_weight = inference, store, limits, caption_weight
         self.exact_decode, self.keyword_search = exact_decode, keyword_search
         # Milvus has no unique key: concurrent upserts of one id would leave duplicate rows. Writers of
@@ -50,7 +50,12 @@ class ImageSearchService:
         self.write_locks = KeyedLocks()
 
     @property
-    def captions(self) -> bool:
+    def model_info(self) -> ModelInfo:
+        return self.inference.info
+
+    @property
+    def captioning(self) -> bool:
+        """Whether this gateway captions images (BLIP is loaded)."""
         return self.inference.info.blip_pixels is not None
 
     async def start(self) -> None:
@@ -71,14 +76,14 @@ class ImageSearchService:
                 checks[name] = exc.message
         return checks
 
-    def features(self) -> dict[str, str]:
-        """What this gateway's searches do beyond CLIP, and why not where they cannot."""
-        keywords = self.store.keyword_search if self.keyword_search else "off: GATEWAY_KEYWORD_SEARCH=false"
-        return {"keyword_search": keywords}
-
     @property
-    def searches_keywords(self) -> bool:
-        return self.keyword_search and self.store.keyword_search == "on"
+    def keyword_feature(self) -> Feature:
+        """Whether text search also searches captions by their words, and why not where it does not."""
+        return self.store.capabilities.keyword_search if self.keyword_search else Feature(False, "GATEWAY_KEYWORD_SEARCH=false")
+
+    def features(self) -> dict[str, str]:
+        """How this gateway searches, for operators (GET /readyz)."""
+        return {"keyword_search": self.keyword_feature.describe(), "vector_search": self.store.capabilities.vector_search}
 
     # --- checks shared by every transport ----------------------------------------------------------
 
@@ -104,14 +109,13 @@ class ImageSearchService:
             raise invalid("min_score must be a finite number")
         return min_score
 
-    @staticmethod
-    def check_text(text: str, what: str) -> str:
-        """A query text as every text embedding takes it: stripped, not empty, at most MAX_QUERY_CHARS."""
+    def check_text(self, text: str, what: str) -> str:
+        """A query text as every text embedding takes it: stripped, not empty, at most max_query_chars."""
         text = text.strip()
         if not text:
             raise invalid(f"{what} is empty")
-        if len(text) > MAX_QUERY_CHARS:
-            raise invalid(f"{what} is longer than {MAX_QUERY_CHARS} characters")
+        if len(text) > self.limits.max_query_chars:
+            raise invalid(f"{what} is longer than {self.limits.max_query_chars} characters")
         return text
 
     @staticmethod
@@ -129,19 +133,19 @@ class ImageSearchService:
         return list(await asyncio.gather(*(asyncio.to_thread(prepare, data, info, max_pixels, blip, record, exact)
                                            for _, data in files)))
 
-    async def _embed_and_caption(self, images: list[PreparedImage], captions: bool) -> tuple[np.ndarray, list[str]]:
+    async def _embed_and_caption(self, images: list[PreparedImage], caption: bool) -> tuple[np.ndarray, list[str]]:
         embed = self.inference.embed_images(np.stack([i.clip_pixels for i in images]))
-        if not captions:
+        if not caption:
             return await embed, [""] * len(images)
-        caption = self.inference.caption(np.stack([i.blip_pixels for i in images if i.blip_pixels is not None]))
-        vectors, texts = await asyncio.gather(embed, caption)
+        captioned = self.inference.caption(np.stack([i.blip_pixels for i in images if i.blip_pixels is not None]))
+        vectors, texts = await asyncio.gather(embed, captioned)
         return vectors, texts
 
     async def embed_image(self, data: bytes) -> Embedded:
         """The original service's operation: caption (when captions are on) and embedding of one image."""
-        (prepared,) = await self._prepare([("upload", data)], blip=self.captions)
-        vectors, captions = await self._embed_and_caption([prepared], self.captions)
-        return Embedded(captions[0], vectors[0])
+        (prepared,) = await self._prepare([("upload", data)], blip=self.captioning)
+        vectors, texts = await self._embed_and_caption([prepared], self.captioning)
+        return Embedded(texts[0], vectors[0])
 
     async def embeddings(self, inputs: Sequence[str | bytes]) -> Embeddings:
         """CLIP embeddings of texts (str, embedded as text search embeds a query) and images (bytes,
@@ -152,7 +156,7 @@ class ImageSearchService:
             raise ServiceError(ErrorKind.TOO_LARGE, f"at most {self.limits.max_embedding_inputs} inputs per request")
         texts = {i: self.check_text(item, f"input[{i}]") for i, item in enumerate(inputs) if isinstance(item, str)}
         images = {i: item for i, item in enumerate(inputs) if isinstance(item, bytes)}
-        prepared = await self._prepare([(f"input[{i}]", data) for i, data in images.items()], blip=self.captions)
+        prepared = await self._prepare([(f"input[{i}]", data) for i, data in images.items()], blip=self.captioning)
         calls = {}  # input positions -> the model call for them
         if texts:
             calls[tuple(texts)] = self.inference.embed_texts(list(texts.values()))
@@ -170,10 +174,10 @@ class ImageSearchService:
         False to skip BLIP for this batch."""
         self.check_batch(len(uploads))
         metadata = [check_metadata(u.metadata) for u in uploads]
-        if captions and not self.captions:
+        if captions and not self.captioning:
             raise invalid("captions are disabled on this gateway (GATEWAY_CAPTIONS=false)")
-        captions = self.captions if captions is None else captions
-        prepared = await self._prepare([(u.name, u.data) for u in uploads], blip=captions, record=True)
+        caption = self.captioning if captions is None else captions
+        prepared = await self._prepare([(u.name, u.data) for u in uploads], blip=caption, record=True)
         ids = sorted({p.id for p in prepared})
         async with self.write_locks.hold(ids):  # concurrent uploads of one image: the first writes, the rest find it
             existing = {r.id: r for r in await self.store.get(ids)}
@@ -181,7 +185,7 @@ class ImageSearchService:
             records: dict[str, ImageRecord] = {}
             if fresh:
                 order = list(fresh.values())
-                vectors, texts = await self._embed_and_caption([p for _, _, p in order], captions)
+                vectors, texts = await self._embed_and_caption([p for _, _, p in order], caption)
                 now = int(time.time())
                 for (upload, meta, p), vector, text in zip(order, vectors, texts):
                     records[p.id] = ImageRecord(p.id, text, upload.name, meta, now, p.phash, vector, p.thumbnail)
@@ -190,49 +194,52 @@ class ImageSearchService:
 
     # --- search ------------------------------------------------------------------------------------
 
-    async def search_image(self, data: bytes, k: int, conditions: Sequence[Condition] = (),
+    def _check_search(self, k: int, conditions: Sequence[FilterCondition], min_score: float | None) -> list[Condition]:
+        self.check_k(k)
+        self.check_min_score(min_score)
+        return check(conditions)
+
+    async def search_image(self, data: bytes, k: int, conditions: Sequence[FilterCondition] = (),
                            min_score: float | None = None) -> list[Hit]:
         """The k stored images most similar to an image (CLIP cosine, -1..1), among those matching the
         filter and, with ``min_score``, scoring at least that (fewer than k then)."""
-        self.check_k(k)
-        self.check_min_score(min_score)
-        expression = render(list(conditions))
+        checked = self._check_search(k, conditions, min_score)
         (prepared,) = await self._prepare([("query", data)])
         vectors = await self.inference.embed_images(prepared.clip_pixels[None])
-        hits = [Hit(record, score) for record, score in (await self.store.search(vectors, k, expression))[0]]
+        hits = [Hit(record, score) for record, score in (await self.store.search(vectors, k, checked))[0]]
         return [h for h in hits if min_score is None or h.score >= min_score]
 
-    async def search_text(self, query: str, k: int, conditions: Sequence[Condition] = (),
+    async def search_text(self, query: str, k: int, conditions: Sequence[FilterCondition] = (),
                           min_score: float | None = None) -> list[TextHit]:
         """Images that match a text: CLIP text->image similarity re-ranked with caption word overlap and,
         where the store searches captions by their words, fused with the keyword hits
-        (gateway.core.text_ranking); ``min_score`` applies to the CLIP + caption score."""
-        self.check_k(k)
-        self.check_min_score(min_score)
-        expression = render(list(conditions))
+        (gateway.core.text_ranking); ``min_score`` applies to the CLIP + caption score. The keyword
+        search runs while CLIP embeds the query and searches its vector."""
+        checked = self._check_search(k, conditions, min_score)
         query = self.check_text(query, "the query")
-        if not self.searches_keywords:
+        if not self.keyword_feature.on:
             vectors = await self.inference.embed_texts([query])
             pool = candidate_pool(k, self.caption_weight, self.limits.max_k)
-            hits = fuse(query, (await self.store.search(vectors, pool, expression))[0], self.caption_weight, k)
+            hits = fuse(query, (await self.store.search(vectors, pool, checked))[0], self.caption_weight, k)
             return [h for h in hits if min_score is None or h.score >= min_score]
         pool = candidate_pool(k, 1.0, self.limits.max_k)
-        vectors, keyword_hits = await asyncio.gather(self.inference.embed_texts([query]),
-                                                     self.store.search_captions(query, pool, expression))
-        clip_hits = (await self.store.search(vectors, pool, expression))[0]
-        ranked = hybrid(query, vectors[0], clip_hits, keyword_hits, self.caption_weight)
+
+        async def by_clip() -> tuple[np.ndarray, list[tuple[ImageRecord, float]]]:
+            vectors = await self.inference.embed_texts([query])
+            return vectors[0], (await self.store.search(vectors, pool, checked))[0]
+
+        (vector, clip_hits), keyword_hits = await asyncio.gather(by_clip(), self.store.search_captions(query, pool, checked))
+        ranked = hybrid(query, vector, clip_hits, keyword_hits, self.caption_weight)
         return [h for h in ranked if min_score is None or h.score >= min_score][:k]
 
-    async def similar(self, image_id: str, k: int, conditions: Sequence[Condition] = (),
+    async def similar(self, image_id: str, k: int, conditions: Sequence[FilterCondition] = (),
                       min_score: float | None = None) -> list[Hit]:
         """The k stored images nearest a stored image's own vector (CLIP cosine), the image itself
         excluded; no model runs. NOT_FOUND for an unknown id."""
-        self.check_k(k)
-        self.check_min_score(min_score)
-        expression = render(list(conditions))
+        checked = self._check_search(k, conditions, min_score)
         record = await self.get(image_id, with_vector=True)
         assert record.vector is not None
-        found = (await self.store.search(record.vector[None], k + 1, expression))[0]
+        found = (await self.store.search(record.vector[None], k + 1, checked))[0]
         hits = [Hit(other, score) for other, score in found if other.id != image_id][:k]
         return [h for h in hits if min_score is None or h.score >= min_score]
 
@@ -243,6 +250,9 @@ class ImageSearchService:
         if not records:
             raise ServiceError(ErrorKind.NOT_FOUND, f"no image with id {image_id!r}")
         return records[0]
+
+    async def exists(self, image_id: str) -> bool:
+        return bool(await self.store.get([self.check_id(image_id)]))
 
     async def thumbnail(self, image_id: str) -> bytes:
         """The JPEG stored at index time."""
@@ -257,10 +267,12 @@ class ImageSearchService:
             await self.store.delete(image_id)
 
     async def list_images(self, limit: int, offset: int) -> Page:
+        """Records in id order, with the total; ``offset + limit`` within the store's window."""
         if not 1 <= limit <= self.limits.max_list_limit or offset < 0:
             raise ServiceError(ErrorKind.INVALID_REQUEST, f"limit must be in 1..{self.limits.max_list_limit}, offset >= 0")
-        if offset + limit > self.limits.list_window:
-            raise ServiceError(ErrorKind.INVALID_REQUEST, f"offset + limit must be at most {self.limits.list_window}")
+        window = self.store.capabilities.max_window
+        if window is not None and offset + limit > window:
+            raise ServiceError(ErrorKind.INVALID_REQUEST, f"offset + limit must be at most {window}")
         records = await self.store.list_records(limit, offset)
         return Page(records, limit, offset, await self.store.count())
 

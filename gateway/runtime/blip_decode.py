@@ -59,7 +59,7 @@ class GenerationSettings:
 
 
 @dataclass(frozen=True)
-class TokenIds:
+class DecoderSpec:
     bos: int  # [DEC]
     eos: int  # [SEP]
     pad: int  # [PAD]
@@ -76,9 +76,15 @@ def topk_desc(x: np.ndarray, k: int) -> np.ndarray:
     return np.take_along_axis(part, order, axis=1)
 
 
+# The keys/values one decode loop may hold on its device, unless configured (export --decode-memory-mb,
+# GATEWAY_CAPTION_MEMORY_MB): BLIP base holds ~43 MB per image and beam, so ~32 images at 3 beams.
+# Larger batches decode in several loops.
+DECODE_MEMORY_MB = 4096
+
+
 class BlipDecoder:
-    def __init__(self, vision, init, step, gather_rows, ids: TokenIds, device: Device = "cpu", device_id: int = 0,
-                 memory_mb: float = 4096):
+    def __init__(self, vision, init, step, gather_rows, ids: DecoderSpec, device: Device = "cpu", device_id: int = 0,
+                 memory_mb: float = DECODE_MEMORY_MB):
         self.vision, self.init, self.step, self.gather_rows, self.ids = vision, init, step, gather_rows, ids
         self.memory_bytes = int(memory_mb * 2**20)  # keys/values one decode loop may hold on its device
         self.device, self.device_id = device, device_id
@@ -87,7 +93,7 @@ class BlipDecoder:
 
     @classmethod
     def from_folder(cls, folder: Path, threads: int = 0, device: Device = "cpu", device_id: int = 0,
-                    memory_mb: float = 4096) -> BlipDecoder:
+                    memory_mb: float = DECODE_MEMORY_MB) -> BlipDecoder:
         """From a blip_caption model folder: blip.json beside config.pbtxt, the graphs in 1/."""
         meta = json.loads((Path(folder) / "blip.json").read_text())
         if "kv_bytes" not in meta:
@@ -96,7 +102,7 @@ class BlipDecoder:
         vision, init, step, gather_rows = (create_session(Path(folder) / "1" / f"{name}.onnx", device, device_id, threads)
                                            for name in ("vision", "decoder_init", "decoder_step", "gather_rows"))
         fields = ("bos", "eos", "pad", "layers", "vocab", "kv_bytes", "patches")
-        return cls(vision, init, step, gather_rows, TokenIds(**{f: meta[f] for f in fields}), device, device_id, memory_mb)
+        return cls(vision, init, step, gather_rows, DecoderSpec(**{f: meta[f] for f in fields}), device, device_id, memory_mb)
 
     def encode(self, pixels: np.ndarray) -> np.ndarray:
         return self.vision.run(None, {"pixels": pixels})[0]

@@ -5,7 +5,7 @@
   enough). `python -m gateway.server.access new-key --name NAME --scopes search,write` prints a
   fresh key and the entry to configure.
 - Scopes: `search` (searches, reads, /embed-image/), `write` (index images), `admin` (delete;
-  admin implies every scope). Each operation declares its scope.
+  admin implies every scope). ``SCOPE_OF`` gives each operation's, for every transport.
 - UNAUTHENTICATED when no usable key was presented (none, or an unknown one); PERMISSION_DENIED
   when the key is valid but lacks the scope. Anonymous callers get `anonymous_scopes` (every scope
   when no key is configured, none otherwise, unless set).
@@ -30,6 +30,14 @@ from dataclasses import dataclass, replace
 
 from ..core.errors import ErrorKind, ServiceError
 from ..settings import SCOPES, ApiKey, ScopeName, Settings
+
+# The scope each operation of the service needs, by the service method's name, whichever transport
+# calls it (HTTP routes: gateway.server.http.access.requires; gRPC: gateway.server.grpc.servicer.OPERATIONS).
+SCOPE_OF: dict[str, ScopeName] = {
+    "embed_image": "search", "embeddings": "search", "index_images": "write", "search_image": "search",
+    "search_text": "search", "similar": "search", "get": "search", "thumbnail": "search", "list_images": "search",
+    "delete": "admin",
+}
 
 
 def hash_key(key: str) -> str:

@@ -19,7 +19,7 @@ log = logging.getLogger("gateway")
 
 
 @dataclass
-class Serving:
+class RunningGateway:
     service: ImageSearchService
     grpc: GrpcServer | None
     grace_s: float
@@ -32,11 +32,11 @@ class Serving:
 
 @asynccontextmanager
 async def serving(settings: Settings, access: AccessControl, service: ImageSearchService | None = None
-                  ) -> AsyncIterator[Serving]:
+                  ) -> AsyncIterator[RunningGateway]:
     """``service`` built from ``settings`` when not given; ``access`` shared by every transport (one
     rate limit per key, whichever transport the key calls)."""
     service = service or build_service(settings)
-    for mismatch in service.inference.info.mismatched_sources(settings.clip_model, settings.blip_model):
+    for mismatch in service.model_info.mismatched_sources(settings.clip_model, settings.blip_model):
         log.warning("model repository %s: %s (CLIP_MODEL / BLIP_MODEL); serving the repository as it is",
                     settings.model_repository, mismatch)
     await service.start()
@@ -49,8 +49,8 @@ async def serving(settings: Settings, access: AccessControl, service: ImageSearc
             "url": f"http://{settings.host}:{settings.port}", "inference": settings.inference_mode,
             **({"grpc": f"{settings.host}:{grpc_server.port}"} if grpc_server else {}),
             **({"triton": settings.triton_url} if settings.inference_mode == "triton" else {}),
-            "milvus": settings.milvus_uri, "collection": settings.collection, "models": service.inference.info.sources}})
-        yield Serving(service, grpc_server, settings.shutdown_grace_s)
+            "milvus": settings.milvus_uri, "collection": settings.collection, "models": service.model_info.sources}})
+        yield RunningGateway(service, grpc_server, settings.shutdown_grace_s)
     finally:
         if grpc_server:
             await grpc_server.stop(settings.shutdown_grace_s)

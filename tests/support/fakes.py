@@ -1,18 +1,24 @@
-"""Small in-memory fakes of the core's two protocols, for fast unit tests of the core and the routes.
-(The real backends are tested against real ONNX Runtime, Triton and Milvus in the integration tests.)"""
+"""A fake of the core's inference protocol and the in-memory store with a recorder, for fast unit tests
+of the core and the routes. (The real backends are tested against real ONNX Runtime, Triton and Milvus
+in the integration tests; the in-memory store passes the same store contract as Milvus, tests/contract.)"""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections.abc import Sequence
 
 import numpy as np
 
+from gateway.backends.memory import InMemoryStore
 from gateway.core.errors import ServiceError
+from gateway.core.filters import Condition
 from gateway.core.protocols import ModelInfo
 from gateway.core.records import ImageRecord
-from gateway.core.text_ranking import words
+from gateway.core.service import ImageSearchService
 from gateway.runtime.preprocess import PixelSpec
+from gateway.settings import Settings
+from gateway.wiring import service_over
 
 CLIP_SPEC = PixelSpec(16, 16, 16, 3, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
 BLIP_SPEC = PixelSpec(24, 24, None, 3, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
@@ -68,15 +74,15 @@ class FakeInference:
         self.closed = True
 
 
-class FakeStore:
-    """Records in a dict; exact cosine search; caption search by the number of the query's words a
-    caption holds (once keyword_search is set "on"). Filter expressions are recorded, not evaluated."""
+class RecordingStore(InMemoryStore):
+    """The in-memory store (gateway.backends.memory) with what unit tests look at: upserts counted, the
+    conditions of each search recorded, start and close noted, and ``fail`` raised by reads, writes,
+    searches and readiness checks while it is set."""
 
-    def __init__(self):
-        self.keyword_search = "off: a fake store"
-        self.records: dict[str, ImageRecord] = {}
-        self.expressions: list[str] = []
+    def __init__(self, keyword_search: bool = False):
+        super().__init__(keyword_search=keyword_search, max_window=16384)
         self.upserts = 0
+        self.searched: list[list[Condition]] = []  # the conditions each search was given, in order
         self.fail: ServiceError | None = None
         self.started = self.closed = False
 
@@ -84,56 +90,41 @@ class FakeStore:
         if self.fail is not None:
             raise self.fail
 
-    async def start(self) -> None:
-        self.started = True
-
     async def upsert(self, records: list[ImageRecord]) -> None:
         self._check()
-        await asyncio.sleep(0)  # let concurrent writers interleave, as a real store would
         self.upserts += 1
-        self.records.update({r.id: r for r in records})
+        await super().upsert(records)
 
     async def get(self, ids: list[str], with_vectors: bool = False) -> list[ImageRecord]:
         self._check()
-        await asyncio.sleep(0)
-        return [self.records[i] for i in ids if i in self.records]
-
-    async def thumbnail(self, record_id: str) -> str | None:
-        record = self.records.get(record_id)
-        return record.thumbnail if record else None
+        return await super().get(ids, with_vectors)
 
     async def delete(self, record_id: str) -> None:
         self._check()
-        self.records.pop(record_id, None)
+        await super().delete(record_id)
 
-    async def list_records(self, limit: int, offset: int) -> list[ImageRecord]:
-        return sorted(self.records.values(), key=lambda r: r.id)[offset:offset + limit]
-
-    async def all_records(self) -> list[ImageRecord]:
-        return list(self.records.values())
-
-    async def count(self) -> int:
-        return len(self.records)
-
-    async def search(self, vectors: np.ndarray, k: int, expression: str = "") -> list[list[tuple[ImageRecord, float]]]:
+    async def search(self, vectors: np.ndarray, k: int, conditions: Sequence[Condition] = ()):
         self._check()
-        self.expressions.append(expression)
-        results = []
-        for query in vectors:
-            scored = [(r, float(np.dot(r.vector, query))) for r in self.records.values() if r.vector is not None]
-            results.append(sorted(scored, key=lambda s: s[1], reverse=True)[:k])
-        return results
+        self.searched.append(list(conditions))
+        return await super().search(vectors, k, conditions)
 
-    async def search_captions(self, text: str, k: int, expression: str = "") -> list[tuple[ImageRecord, float]]:
+    async def search_captions(self, text: str, k: int, conditions: Sequence[Condition] = ()):
         self._check()
-        assert self.keyword_search == "on", "the service asked a store without keyword search"
-        self.expressions.append(expression)
-        wanted = words(text)
-        scored = [(r, float(len(wanted & words(r.caption)))) for r in self.records.values()]
-        return sorted([s for s in scored if s[1] > 0], key=lambda s: s[1], reverse=True)[:k]
+        self.searched.append(list(conditions))
+        return await super().search_captions(text, k, conditions)
 
     async def check_ready(self) -> None:
         self._check()
 
+    async def start(self) -> None:
+        self.started = True
+
     async def close(self) -> None:
         self.closed = True
+
+
+def fake_service(captions: bool = True, keyword_search: bool = False, **settings) -> ImageSearchService:
+    """The service over FakeInference and a RecordingStore, with Settings' limits and options (``settings``
+    override them: ``max_k=5``)."""
+    return service_over(Settings(_env_file=None, **settings), FakeInference(captions=captions),
+                        RecordingStore(keyword_search))

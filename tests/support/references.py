@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from export.triton_repo import Serving
+from export.triton_repo import TritonOptions
 from gateway.backends.repository import read_model_info
 from gateway.core.images import prepare
 from gateway.runtime.blip_decode import BlipDecoder, CaptionText, GenerationSettings
@@ -20,7 +20,7 @@ CAPTION = GenerationSettings(max_new_tokens=8, num_beams=2)  # what test gateway
 # What the tests serve: the python-backend flavour (the bundled Triton has no onnxruntime backend).
 # A 30 ms batching window: tiny models run faster than an aio client issues requests, so a short window
 # would sometimes catch one request at a time and the batching assertions would depend on timing.
-TEST_SERVING = Serving(flavour="python", gpu=False, max_batch_size=16, queue_delay_us=30000, threads=1)
+TEST_TRITON_OPTIONS = TritonOptions(flavour="python", gpu=False, max_batch_size=16, queue_delay_us=30000, threads=1)
 # what the gateway derives from an upload, per operation: (BLIP pixels, stored-record products)
 PURPOSES = {"search": (False, False), "embed": (True, False), "index": (True, True)}
 

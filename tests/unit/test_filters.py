@@ -1,38 +1,43 @@
-"""Filters: a typed grammar rendered as escaped Milvus literals, never pasted text."""
+"""Filters: requests' conditions checked into typed Conditions (what every store is given), and what a
+condition means (gateway.core.filters.holds: the in-memory store's evaluation; tests/contract checks
+that Milvus agrees)."""
 
 from __future__ import annotations
 
 import pytest
 
 from gateway.core.errors import ErrorKind, ServiceError
-from gateway.core.filters import parse_json, render, validate
+from gateway.core.filters import Condition, check, holds, parse_json, validate
+from gateway.core.records import ImageRecord
 
 
-def rendered(conditions: list[dict]) -> str:
-    return render(validate(conditions))
+def checked(conditions: list[dict]) -> list[Condition]:
+    return check(validate(conditions))
 
 
-@pytest.mark.parametrize("condition,expression", [
-    ({"field": "source", "value": "a.jpg"}, '(source == "a.jpg")'),
-    ({"field": "created_at", "op": "gte", "value": 1700000000}, "(created_at >= 1700000000)"),
-    ({"field": "metadata.rank", "op": "lt", "value": 2.5}, '(metadata["rank"] < 2.5)'),
-    ({"field": "metadata.ok", "op": "ne", "value": True}, '(metadata["ok"] != true)'),
-    ({"field": "id", "op": "in", "value": ["a", "b"]}, '(id in ["a", "b"])'),
+def test_conditions_become_typed_values_and_no_conditions_is_no_filter():
+    assert checked([{"field": "source", "value": "a.jpg"}, {"field": "metadata.n", "op": "in", "value": [1, 2.5, "x"]}]) == [
+        Condition("source", "eq", ("a.jpg",)), Condition("metadata.n", "in", (1, 2.5, "x"))]
+    assert checked([{"field": "metadata.n", "value": 1}])[0].metadata_key == "n"
+    assert check([]) == [] and parse_json(None) == [] and parse_json("") == []
+
+
+def record(**metadata) -> ImageRecord:
+    return ImageRecord("0" * 32, "", "a.jpg", metadata, 5, "")
+
+
+@pytest.mark.parametrize("condition,kept,dropped", [
+    ({"field": "metadata.n", "value": 1}, [record(n=1), record(n=1.0)], [record(n="1"), record(n=True), record(), record(n=[1])]),
+    ({"field": "metadata.n", "op": "ne", "value": 1}, [record(n="1"), record(), record(n=None), record(n=2)], [record(n=1.0)]),
+    ({"field": "metadata.n", "op": "gt", "value": 0}, [record(n=0.5), record(n=3)], [record(n=True), record(n="9"), record()]),
+    ({"field": "metadata.ok", "value": True}, [record(ok=True)], [record(ok=1), record(ok="true")]),
+    ({"field": "metadata.n", "op": "in", "value": [1, "a"]}, [record(n=1), record(n="a")], [record(n="1"), record(n=True)]),
+    ({"field": "created_at", "op": "lte", "value": 5}, [record()], []),
 ])
-def test_each_operator_renders_a_typed_literal(condition, expression):
-    assert rendered([condition]) == expression
-
-
-def test_conditions_are_anded_and_no_conditions_is_no_filter():
-    assert rendered([{"field": "source", "value": "x"}, {"field": "metadata.a", "value": 1}]) == \
-        '(source == "x") and (metadata["a"] == 1)'
-    assert render([]) == "" and parse_json(None) == [] and parse_json("") == []
-
-
-def test_quotes_and_backslashes_stay_inside_the_literal():
-    assert rendered([{"field": "metadata.name", "value": 'say "hi" \\ bye'}]) == '(metadata["name"] == "say \\"hi\\" \\\\ bye")'
-    escape = rendered([{"field": "source", "value": '" or id != "'}])
-    assert escape == '(source == "\\" or id != \\"")'
+def test_what_a_condition_keeps(condition, kept, dropped):
+    (one,) = checked([condition])
+    assert [holds(one, r) for r in kept] == [True] * len(kept)
+    assert [holds(one, r) for r in dropped] == [False] * len(dropped)
 
 
 @pytest.mark.parametrize("condition,message", [
@@ -51,13 +56,13 @@ def test_quotes_and_backslashes_stay_inside_the_literal():
 ])
 def test_bad_conditions_are_invalid_filters(condition, message):
     with pytest.raises(ServiceError, match=message) as refused:
-        rendered([condition])
+        checked([condition])
     assert refused.value.kind is ErrorKind.INVALID_REQUEST and refused.value.code == "invalid_filter"
 
 
 def test_too_many_conditions():
     with pytest.raises(ServiceError, match="at most 16"):
-        rendered([{"field": "source", "value": str(i)} for i in range(17)])
+        checked([{"field": "source", "value": str(i)} for i in range(17)])
 
 
 def test_schema_errors_name_the_place_without_pydantic_links():

@@ -11,11 +11,12 @@ import pytest
 from fastapi.testclient import TestClient
 
 from gateway.core.errors import ErrorKind, ServiceError
-from gateway.core.service import ImageSearchService, Limits
+from gateway.core.filters import Condition
+from gateway.core.service import ImageSearchService
 from gateway.server.access import hash_key
 from gateway.server.http.app import create_app
 from gateway.settings import Settings
-from tests.support.fakes import FakeInference, FakeStore
+from tests.support.fakes import fake_service
 from tests.support.images import PHOTO_JPEGS, unique_image
 
 KEY = "isk_routes_0123456789abcdef"
@@ -23,7 +24,7 @@ KEY = "isk_routes_0123456789abcdef"
 
 @pytest.fixture
 def core() -> ImageSearchService:
-    return ImageSearchService(FakeInference(), FakeStore(), Limits(max_upload_bytes=500_000))
+    return fake_service(max_upload_bytes=500_000)
 
 
 def client_for(core: ImageSearchService, **settings) -> TestClient:
@@ -93,13 +94,15 @@ def test_k_out_of_range_is_400_on_every_search_route(client, k):
 
 
 def test_text_search_get_and_post_agree_and_filters_reach_the_store(client, core):
-    upload(client, {f"{i}.png": unique_image(10 + i) for i in range(4)})
+    upload(client, {f"{i}.png": unique_image(10 + i) for i in range(4)}, metadata='{"album": "x"}')
+    upload(client, {"other.png": unique_image(15)}, metadata='{"album": "y"}')
     conditions = [{"field": "metadata.album", "op": "eq", "value": "x"}]
     got = client.get("/v1/search/text", params={"q": "dog", "k": 3, "filter": json.dumps(conditions)}).json()
     posted = client.post("/v1/search/text", json={"query": "dog", "k": 3, "filters": conditions}).json()
     assert [h["id"] for h in got["results"]] == [h["id"] for h in posted["results"]] and len(got["results"]) == 3
     assert set(got["results"][0]) >= {"id", "score", "clip_score", "caption_match", "caption", "source", "metadata"}
-    assert core.store.expressions[-2:] == ['(metadata["album"] == "x")'] * 2
+    assert core.store.searched[-2:] == [[Condition("metadata.album", "eq", ("x",))]] * 2
+    assert {h["metadata"]["album"] for h in got["results"]} == {"x"}
 
 
 def test_an_empty_query_is_400_on_both_text_routes(client):
@@ -133,7 +136,8 @@ def test_dependency_failures_are_503_with_retry_after_and_504(client, core):
 
 def test_readyz_is_red_with_the_reason(client, core):
     assert client.get("/readyz").json() == {"status": "ready", "checks": {"inference": "ok", "milvus": "ok"},
-                                            "features": {"keyword_search": "off: a fake store"}}
+                                            "features": {"keyword_search": "off: the in-memory store was made without it",
+                                                             "vector_search": "exact (numpy brute force)"}}
     core.store.fail = ServiceError(ErrorKind.UNAVAILABLE, "Milvus ready failed: connection refused")
     assert "milvus: Milvus ready failed" in error(client.get("/readyz"), 503, "dependency_unavailable")
 

@@ -9,15 +9,16 @@ import numpy as np
 import pytest
 
 from gateway.core.errors import ErrorKind, ServiceError
-from gateway.core.filters import validate
+from gateway.core.filters import Condition, validate
 from gateway.core.records import Upload, content_id
-from gateway.core.service import ImageSearchService, Limits
-from tests.support.fakes import FakeInference, FakeStore
+from gateway.settings import Settings
+from gateway.wiring import service_over
+from tests.support.fakes import RecordingStore, fake_service
 from tests.support.images import PHOTO_JPEGS, png_header_only, unique_image
 
 
-def service(captions: bool = True, **limits) -> ImageSearchService:
-    return ImageSearchService(FakeInference(captions=captions), FakeStore(), Limits(**limits))
+def service(captions: bool = True, **settings):
+    return fake_service(captions, **settings)
 
 
 def run(coroutine):
@@ -103,13 +104,17 @@ def test_empty_and_overlong_queries_are_invalid():
     assert "longer than 1000" in kind_of(core.search_text("x" * 1001, 3)).message
 
 
-def test_image_search_ranks_by_cosine_and_passes_the_rendered_filter():
+def test_image_search_ranks_by_cosine_among_the_records_the_filter_keeps():
     core = service()
-    run(index(core, [(n, d) for n, d in list(PHOTO_JPEGS.items())[:4]]))
+    photos = list(PHOTO_JPEGS.items())[:4]
+    run(index(core, photos[:3], {"album": "x"}))
+    run(index(core, photos[3:], {"album": "y"}))
     conditions = validate([{"field": "metadata.album", "value": "x"}])
-    hits = run(core.search_image(PHOTO_JPEGS["coffee"], 2, conditions))
+    hits = run(core.search_image(PHOTO_JPEGS["coffee"], 4, conditions))
     assert hits[0].record.source == "coffee" and hits[0].score > 0.99  # indexed and searched at other scales
-    assert hits[0].score >= hits[1].score and core.store.expressions[-1] == '(metadata["album"] == "x")'
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    assert sorted(h.record.source for h in hits) == sorted(name for name, _ in photos[:3])
+    assert core.store.searched[-1] == [Condition("metadata.album", "eq", ("x",))]
 
 
 def test_text_search_fuses_caption_words_over_clip():
@@ -163,14 +168,15 @@ def test_min_score_keeps_exactly_the_hits_at_or_above_it():
 def test_text_search_asks_both_paths_with_one_filter_where_the_store_searches_keywords():
     core = service()
     run(index(core, [("a.png", unique_image(30)), ("b.png", unique_image(31))]))
-    assert core.features() == {"keyword_search": "off: a fake store"} and not core.searches_keywords
-    core.store.keyword_search = "on"
-    assert core.features() == {"keyword_search": "on"} and core.searches_keywords
-    caption = next(iter(core.store.records.values())).caption  # "a picture of brightness N"
+    assert core.features()["keyword_search"] == "off: the in-memory store was made without it"
+    core = service_over(Settings(_env_file=None), core.inference, RecordingStore(keyword_search=True))
+    run(index(core, [("a.png", unique_image(30)), ("b.png", unique_image(31))]))
+    assert core.features() == {"keyword_search": "on", "vector_search": "exact (numpy brute force)"}
     conditions = validate([{"field": "metadata.album", "value": "x"}])
-    core.store.expressions.clear()
-    hits = run(core.search_text(caption.split()[-1], 2, conditions))
-    assert core.store.expressions == ['(metadata["album"] == "x")'] * 2  # the keyword path and CLIP's
-    assert hits[0].keyword_score > 0 and hits[0].record.caption == caption
-    off = ImageSearchService(core.inference, core.store, keyword_search=False)
-    assert off.features() == {"keyword_search": "off: GATEWAY_KEYWORD_SEARCH=false"} and not off.searches_keywords
+    run(index(core, [("c.png", unique_image(32))], {"album": "x"}))
+    core.store.searched.clear()
+    hits = run(core.search_text("brightness", 2, conditions))  # every caption: "a picture of brightness N"
+    assert core.store.searched == [[Condition("metadata.album", "eq", ("x",))]] * 2  # the keyword path and CLIP's
+    assert len(hits) == 1 and hits[0].keyword_score > 0 and hits[0].record.metadata == {"album": "x"}
+    off = service_over(Settings(_env_file=None, keyword_search=False), core.inference, core.store)
+    assert off.features()["keyword_search"] == "off: GATEWAY_KEYWORD_SEARCH=false" and not off.keyword_feature.on

@@ -15,11 +15,11 @@ import grpc
 
 from ...core.deadlines import within
 from ...core.errors import ErrorKind, ServiceError
-from ..access import AccessControl
+from ..access import SCOPE_OF, AccessControl
 from ..logging import REQUEST_ID
 from ..metrics import ERRORS, GRPC_SECONDS
 from .errors import STATUS, trailing_metadata
-from .servicer import SCOPES, SERVICE_NAME
+from .servicer import OPERATIONS, SERVICE_NAME
 
 log = logging.getLogger("gateway")
 # Dependencies get the caller's deadline less this, so that the gateway's own DEADLINE_EXCEEDED (with
@@ -43,7 +43,8 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
         if handler is None or not details.method.startswith(self.prefix):
             return handler  # health, reflection: public
         name = details.method[len(self.prefix):]
-        scope, headers = SCOPES[name], {k.lower(): v for k, v in details.invocation_metadata or () if isinstance(v, str)}
+        scope = SCOPE_OF[OPERATIONS[name]]
+        headers = {k.lower(): v for k, v in details.invocation_metadata or () if isinstance(v, str)}
 
         async def call(behavior, request, context: grpc.aio.ServicerContext):
             request_id = (headers.get("x-request-id") or uuid.uuid4().hex)[:64]

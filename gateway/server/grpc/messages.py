@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ...api import image_search_pb2 as pb
 from ...api.structs import struct_of, to_python
-from ...core.filters import Condition, validate
+from ...core.filters import FilterCondition, validate
 from ...core.metadata import check_metadata, parse_metadata
 from ...core.records import Hit, ImageRecord, Indexed, TextHit
 
@@ -18,7 +18,7 @@ def metadata_of(message: pb.IndexImagesRequest) -> dict:
     return {}
 
 
-def conditions_of(filters) -> list[Condition]:
+def conditions_of(filters) -> list[FilterCondition]:
     return validate([{"field": c.field, "op": c.op or "eq", "value": to_python(c.value)}
                      for c in filters])
 

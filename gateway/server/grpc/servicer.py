@@ -10,14 +10,14 @@ from ...api import image_search_pb2_grpc as pb_grpc
 from ...core.errors import ErrorKind, ServiceError, invalid
 from ...core.records import Upload
 from ...core.service import ImageSearchService
-from ...settings import ScopeName
 from .messages import conditions_of, hit_of, image_of, indexed_of, metadata_of, text_hit_of
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ImageSearch"].full_name
-# the scope each method needs (as the HTTP routes: gateway.server.access)
-SCOPES: dict[str, ScopeName] = {
-    "EmbedImage": "search", "IndexImages": "write", "SearchImage": "search", "SearchSimilar": "search", "SearchText": "search",
-    "GetImage": "search", "GetThumbnail": "search", "DeleteImage": "admin", "ListImages": "search",
+# the service operation each method calls (its scope: gateway.server.access.SCOPE_OF)
+OPERATIONS = {
+    "EmbedImage": "embed_image", "IndexImages": "index_images", "SearchImage": "search_image", "SearchSimilar": "similar",
+    "SearchText": "search_text", "GetImage": "get", "GetThumbnail": "thumbnail", "DeleteImage": "delete",
+    "ListImages": "list_images",
 }
 DEFAULT_K, DEFAULT_PAGE_SIZE = 10, 50
 
@@ -58,7 +58,7 @@ class ImageSearchServicer(pb_grpc.ImageSearchServicer):
                 raise ServiceError(ErrorKind.TOO_LARGE, f"the images of one call exceed {limits.max_request_bytes:,} bytes")
             if not uploads and message.HasField("captions"):
                 captions = message.captions
-            uploads.append(Upload(message.name, self.service.check_upload(message.image, message.name), metadata_of(message)))
+            uploads.append(Upload(message.name, message.image, metadata_of(message)))
         done = await self.service.index_images(uploads, captions)
         return pb.IndexImagesResponse(images=[indexed_of(d) for d in done])
 

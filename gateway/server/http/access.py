@@ -18,7 +18,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ...core.errors import ServiceError
 from ...settings import ScopeName
-from ..access import AccessControl
+from ..access import SCOPE_OF, AccessControl
 
 REQUIRED_SCOPE = "x-required-scope"
 SECURITY_SCHEMES = {
@@ -27,9 +27,10 @@ SECURITY_SCHEMES = {
 }
 
 
-def requires(scope: ScopeName) -> dict:
-    """`openapi_extra` of a route: the scope it needs, and the key schemes in the OpenAPI document."""
-    return {REQUIRED_SCOPE: scope, "security": [{"ApiKeyHeader": []}, {"BearerKey": []}]}
+def requires(operation: str) -> dict:
+    """`openapi_extra` of a route that calls a service operation: the scope it needs (SCOPE_OF), and
+    the key schemes in the OpenAPI document."""
+    return {REQUIRED_SCOPE: SCOPE_OF[operation], "security": [{"ApiKeyHeader": []}, {"BearerKey": []}]}
 
 
 def route_scope(routes, scope: Scope) -> ScopeName | None:

@@ -28,6 +28,8 @@ STATUS = {
 }
 
 
+FILTER_LOCATIONS = {("body", "filters")}  # where a request's filter conditions are validated by their schema
+
 # OpenAI's error types, by kind
 TYPE = {kind: "invalid_request_error" for kind in ErrorKind} | {
     ErrorKind.UNAUTHENTICATED: "authentication_error", ErrorKind.PERMISSION_DENIED: "permission_error",
@@ -65,8 +67,11 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError):
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-        return error_response(ServiceError(ErrorKind.INVALID_REQUEST, problems))
+        errors = exc.errors()
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors)
+        # a filter that fails its schema is an invalid filter however it came (JSON body, form, query)
+        in_filter = all(tuple(e["loc"][:2]) in FILTER_LOCATIONS for e in errors)
+        return error_response(ServiceError(ErrorKind.INVALID_REQUEST, problems, "invalid_filter" if in_filter else None))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):

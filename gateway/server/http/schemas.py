@@ -9,7 +9,7 @@ import numpy as np
 from fastapi import Path
 from pydantic import BaseModel, Field
 
-from ...core.filters import Condition
+from ...core.filters import FilterCondition
 from ...core.records import ID_PATTERN, Hit, ImageRecord, Indexed, TextHit
 from .errors import ErrorBody
 
@@ -22,7 +22,10 @@ ERRORS: dict[int | str, dict] = {code: {"model": ErrorBody, "description": text}
     (503, "Triton or Milvus unavailable (Retry-After set)"), (504, "Triton or Milvus deadline exceeded"),
     (429, "rate limit exceeded (Retry-After set)"))}
 NOT_FOUND: dict[int | str, dict] = {404: {"model": ErrorBody, "description": "no such image"}}
-K_DESCRIPTION = "results to return, 1..GATEWAY_MAX_K (default 1000)"
+K_DESCRIPTION = "results to return, 1..GATEWAY_MAX_K (default 1000; 400 outside)"
+QUERY_DESCRIPTION = "not empty, at most GATEWAY_MAX_QUERY_CHARS (default 1000) characters (400 otherwise)"
+LIMIT_DESCRIPTION = ("page size, 1..GATEWAY_MAX_LIST_LIMIT (default 1000); offset + limit at most the store's window"
+                     " (16,384 on Milvus)")
 MIN_SCORE_IMAGE = "only hits whose CLIP cosine (-1..1) is at least this; fewer than k are returned then"
 MIN_SCORE_TEXT = "only hits whose fused score (CLIP cosine + caption weight x caption match) is at least this"
 
@@ -51,8 +54,13 @@ class ImageOut(BaseModel):
     @classmethod
     def of(cls, record: ImageRecord, fmt: EmbeddingFormat | None = None) -> ImageOut:
         embedding = encode_vector(record.vector, fmt) if fmt and record.vector is not None else None
-        return cls(id=record.id, caption=record.caption, source=record.source, metadata=record.metadata,
-                   created_at=record.created_at, phash=record.phash, embedding=embedding)
+        return cls(**fields_of(record), embedding=embedding)
+
+
+def fields_of(record: ImageRecord) -> dict:
+    """ImageOut's fields of a record (every response model that shows a record starts from these)."""
+    return {"id": record.id, "caption": record.caption, "source": record.source, "metadata": record.metadata,
+            "created_at": record.created_at, "phash": record.phash}
 
 
 class IndexedImage(ImageOut):
@@ -60,7 +68,7 @@ class IndexedImage(ImageOut):
 
     @classmethod
     def of_indexed(cls, done: Indexed) -> IndexedImage:
-        return cls(**ImageOut.of(done.record).model_dump(), created=done.created)
+        return cls(**fields_of(done.record), created=done.created)
 
 
 class IndexResponse(BaseModel):
@@ -79,7 +87,7 @@ class SearchHit(ImageOut):
 
     @classmethod
     def of_hit(cls, hit: Hit) -> SearchHit:
-        return cls(**ImageOut.of(hit.record).model_dump(), score=hit.score)
+        return cls(**fields_of(hit.record), score=hit.score)
 
 
 class TextSearchHit(SearchHit):
@@ -93,7 +101,7 @@ class TextSearchHit(SearchHit):
 
     @classmethod
     def of_text_hit(cls, hit: TextHit) -> TextSearchHit:
-        return cls(**SearchHit.of_hit(hit).model_dump(), clip_score=hit.clip_score, caption_match=hit.caption_match,
+        return cls(**fields_of(hit.record), score=hit.score, clip_score=hit.clip_score, caption_match=hit.caption_match,
                    keyword_score=hit.keyword_score, rank_score=hit.rank_score)
 
 
@@ -110,9 +118,9 @@ class TextSearchResponse(BaseModel):
 
 
 class TextSearchRequest(BaseModel):
-    query: str = Field(max_length=1000, examples=["man in red jacket"], description="not empty (400 otherwise)")
-    k: int = Field(10, description="results to return, 1..GATEWAY_MAX_K (default 1000)")
-    filters: list[Condition] = Field(default_factory=list)
+    query: str = Field(examples=["man in red jacket"], description=QUERY_DESCRIPTION)
+    k: int = Field(10, description=K_DESCRIPTION)
+    filters: list[FilterCondition] = Field(default_factory=list)
     min_score: float | None = Field(None, description="only hits whose score (CLIP cosine + caption weight x caption"
                                     " match) is at least this")
 
@@ -120,4 +128,5 @@ class TextSearchRequest(BaseModel):
 class ReadyResponse(BaseModel):
     status: Literal["ready"]
     checks: dict[str, str]
-    features: dict[str, str] = Field(description='keyword_search: "on", or "off: <why>"')
+    features: dict[str, str] = Field(description='keyword_search: "on", or "off: <why>"; vector_search: exact or'
+                                     " approximate, and how")

@@ -1,5 +1,5 @@
-"""Reading uploaded images: multipart files (content type checked, never more than the limit read)
-and base64 data URIs."""
+"""Reading uploaded images: multipart files (content type checked, never more than one byte past the
+upload limit read: the service refuses what is over it) and base64 data URIs."""
 
 from __future__ import annotations
 
@@ -17,15 +17,13 @@ ACCEPTED_TYPES = ("image/", "application/octet-stream")
 DATA_URI = re.compile(r"data:(image/[A-Za-z0-9.+-]+)?((?:;[A-Za-z0-9=._+-]+)*);base64,", re.I)
 
 
-def image_in_data_uri(text: str, limit: int, name: str) -> bytes | None:
+def image_in_data_uri(text: str, name: str) -> bytes | None:
     """The image of a ``data:image/...;base64,`` URI (None: the text is not one); INVALID_ARGUMENT
-    when it is one that does not decode, TOO_LARGE over ``limit`` bytes."""
+    when it is one that does not decode. (The request body limit bounds what is decoded.)"""
     match = DATA_URI.match(text)
     if match is None or match.group(1) is None:
         return None
     payload = text[match.end():]
-    if len(payload) > (limit + 2) // 3 * 4 + 4:  # checked before decoding
-        raise ServiceError(ErrorKind.TOO_LARGE, f"{name} is larger than {limit:,} bytes")
     try:
         return base64.b64decode(payload, validate=True)
     except (binascii.Error, ValueError) as exc:
@@ -33,11 +31,9 @@ def image_in_data_uri(text: str, limit: int, name: str) -> bytes | None:
 
 
 async def read_upload(upload: UploadFile, limit: int) -> bytes:
-    name = upload.filename or "upload"
+    """At most ``limit`` + 1 bytes of an upload whose content type may be an image."""
     content_type = (upload.content_type or "application/octet-stream").lower()
     if not content_type.startswith(ACCEPTED_TYPES):
+        name = upload.filename or "upload"
         raise ServiceError(ErrorKind.UNSUPPORTED_MEDIA_TYPE, f"{name}: {content_type} is not an image type")
-    data = await upload.read(limit + 1)
-    if len(data) > limit:
-        raise ServiceError(ErrorKind.TOO_LARGE, f"{name} is larger than {limit:,} bytes")
-    return data
+    return await upload.read(limit + 1)

@@ -14,7 +14,7 @@ from ..uploads import read_upload
 router = APIRouter(tags=["compatible"])
 
 
-@router.post("/embed-image/", openapi_extra=requires("search"), response_model=EmbedImageResponse, responses=ERRORS,
+@router.post("/embed-image/", openapi_extra=requires("embed_image"), response_model=EmbedImageResponse, responses=ERRORS,
              summary="Caption and embed one image (the original service's endpoint)")
 async def embed_image(service: Service, file: Annotated[UploadFile, File(description="the image")],
                       embedding_format: EmbeddingFormat = "float") -> EmbedImageResponse:

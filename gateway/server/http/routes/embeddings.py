@@ -45,15 +45,14 @@ class EmbeddingsResponse(BaseModel):
     usage: Usage
 
 
-@router.post("/v1/embeddings", openapi_extra=requires("search"), response_model=EmbeddingsResponse, responses=ERRORS,
+@router.post("/v1/embeddings", openapi_extra=requires("embeddings"), response_model=EmbeddingsResponse, responses=ERRORS,
              summary="CLIP embeddings of texts and images, in OpenAI's request and response schema")
 async def create_embeddings(service: Service, body: EmbeddingsRequest) -> EmbeddingsResponse:
-    info = service.inference.info
+    info = service.model_info
     if body.dimensions is not None and body.dimensions != info.embedding_dim:
         raise invalid(f"dimensions must be {info.embedding_dim}, the model's (it cannot be shortened)")
     texts = [body.input] if isinstance(body.input, str) else body.input
-    limit = service.limits.max_upload_bytes
-    images = [image_in_data_uri(text, limit, f"input[{i}]") for i, text in enumerate(texts)]
+    images = [image_in_data_uri(text, f"input[{i}]") for i, text in enumerate(texts)]
     inputs = [text if image is None else image for text, image in zip(texts, images)]
     done = await service.embeddings(inputs)
     return EmbeddingsResponse(data=[Embedding(index=i, embedding=encode_vector(v, body.encoding_format))

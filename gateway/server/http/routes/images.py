@@ -14,6 +14,7 @@ from ..dependencies import Service
 from ..schemas import (
     ERRORS,
     K_DESCRIPTION,
+    LIMIT_DESCRIPTION,
     MIN_SCORE_IMAGE,
     NOT_FOUND,
     EmbeddingFormat,
@@ -28,10 +29,9 @@ from ..schemas import (
 from ..uploads import read_upload
 
 router = APIRouter(prefix="/v1/images", tags=["images"])
-MAX_LIST_WINDOW = 16384  # Milvus refuses queries with offset + limit above this (the service checks it)
 
 
-@router.post("", openapi_extra=requires("write"), response_model=IndexResponse, responses=ERRORS,
+@router.post("", openapi_extra=requires("index_images"), response_model=IndexResponse, responses=ERRORS,
              summary="Index images (idempotent: the same bytes give the same id and no second record)")
 async def index_images(service: Service, files: Annotated[list[UploadFile], File(description="one or more images")],
                        metadata: Annotated[str | None, Form(description="JSON object stored with every image",
@@ -45,7 +45,7 @@ async def index_images(service: Service, files: Annotated[list[UploadFile], File
     return IndexResponse(images=[IndexedImage.of_indexed(d) for d in done])
 
 
-@router.get("/{image_id}", openapi_extra=requires("search"), response_model=ImageOut, responses=ERRORS | NOT_FOUND,
+@router.get("/{image_id}", openapi_extra=requires("get"), response_model=ImageOut, responses=ERRORS | NOT_FOUND,
             summary="One indexed image")
 async def get_image(service: Service, image_id: ImageId, include_embedding: bool = False,
                     embedding_format: EmbeddingFormat = "float") -> ImageOut:
@@ -53,14 +53,14 @@ async def get_image(service: Service, image_id: ImageId, include_embedding: bool
     return ImageOut.of(record, embedding_format if include_embedding else None)
 
 
-@router.get("/{image_id}/thumbnail", openapi_extra=requires("search"), response_class=Response,
+@router.get("/{image_id}/thumbnail", openapi_extra=requires("thumbnail"), response_class=Response,
             responses={200: {"content": {"image/jpeg": {}}, "description": "a JPEG of at most 192x192 px"}} | NOT_FOUND
             | {c: ERRORS[c] for c in (401, 403, 422, 429, 503)}, summary="The thumbnail stored at index time")
 async def get_thumbnail(service: Service, image_id: ImageId) -> Response:
     return Response(await service.thumbnail(image_id), media_type="image/jpeg", headers={"Cache-Control": "max-age=86400"})
 
 
-@router.get("/{image_id}/similar", openapi_extra=requires("search"), response_model=SearchResponse,
+@router.get("/{image_id}/similar", openapi_extra=requires("similar"), response_model=SearchResponse,
             responses=ERRORS | NOT_FOUND, summary="Stored images most like a stored one (its own vector: no upload, no model)")
 async def similar_images(service: Service, image_id: ImageId, k: Annotated[int, Query(description=K_DESCRIPTION)] = 10,
                          filter: Annotated[str | None, Query(description="JSON list of conditions")] = None,
@@ -69,16 +69,16 @@ async def similar_images(service: Service, image_id: ImageId, k: Annotated[int, 
     return SearchResponse(results=[SearchHit.of_hit(h) for h in hits])
 
 
-@router.delete("/{image_id}", openapi_extra=requires("admin"), status_code=204, responses=ERRORS | NOT_FOUND,
+@router.delete("/{image_id}", openapi_extra=requires("delete"), status_code=204, responses=ERRORS | NOT_FOUND,
                summary="Delete an indexed image")
 async def delete_image(service: Service, image_id: ImageId) -> Response:
     await service.delete(image_id)
     return Response(status_code=204)
 
 
-@router.get("", openapi_extra=requires("search"), response_model=ImageList, responses=ERRORS,
-            summary=f"List indexed images (offset + limit at most {MAX_LIST_WINDOW}, Milvus's query window)")
-async def list_images(service: Service, limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-                      offset: Annotated[int, Query(ge=0, le=MAX_LIST_WINDOW - 1)] = 0) -> ImageList:
+@router.get("", openapi_extra=requires("list_images"), response_model=ImageList, responses=ERRORS,
+            summary="List indexed images, in id order")
+async def list_images(service: Service, limit: Annotated[int, Query(description=LIMIT_DESCRIPTION)] = 50,
+                      offset: Annotated[int, Query(description="records to skip, >= 0")] = 0) -> ImageList:
     page = await service.list_images(limit, offset)
     return ImageList(images=[ImageOut.of(r) for r in page.records], limit=page.limit, offset=page.offset, total=page.total)

@@ -14,6 +14,7 @@ from ..schemas import (
     K_DESCRIPTION,
     MIN_SCORE_IMAGE,
     MIN_SCORE_TEXT,
+    QUERY_DESCRIPTION,
     SearchHit,
     SearchResponse,
     TextSearchRequest,
@@ -24,7 +25,7 @@ from ..uploads import read_upload
 router = APIRouter(prefix="/v1/search", tags=["search"])
 
 
-@router.post("/image", openapi_extra=requires("search"), response_model=SearchResponse, responses=ERRORS,
+@router.post("/image", openapi_extra=requires("search_image"), response_model=SearchResponse, responses=ERRORS,
              summary="Images most similar to an uploaded image")
 async def search_by_image(service: Service, file: Annotated[UploadFile, File()],
                           k: Annotated[int, Form(description=K_DESCRIPTION)] = 10,
@@ -35,9 +36,9 @@ async def search_by_image(service: Service, file: Annotated[UploadFile, File()],
     return SearchResponse(results=[SearchHit.of_hit(h) for h in hits])
 
 
-@router.get("/text", openapi_extra=requires("search"), response_model=TextSearchResponse, responses=ERRORS,
+@router.get("/text", openapi_extra=requires("search_text"), response_model=TextSearchResponse, responses=ERRORS,
             summary="Images that match a text")
-async def search_text_get(service: Service, q: Annotated[str, Query(max_length=1000, description="not empty (400 otherwise)")],
+async def search_text_get(service: Service, q: Annotated[str, Query(description=QUERY_DESCRIPTION)],
                           k: Annotated[int, Query(description=K_DESCRIPTION)] = 10,
                           filter: Annotated[str | None, Query(description="JSON list of conditions")] = None,
                           min_score: Annotated[float | None, Query(description=MIN_SCORE_TEXT)] = None
@@ -45,7 +46,7 @@ async def search_text_get(service: Service, q: Annotated[str, Query(max_length=1
     return TextSearchResponse.of(await service.search_text(q, k, parse_json(filter), min_score))
 
 
-@router.post("/text", openapi_extra=requires("search"), response_model=TextSearchResponse, responses=ERRORS,
+@router.post("/text", openapi_extra=requires("search_text"), response_model=TextSearchResponse, responses=ERRORS,
              summary="Images that match a text")
 async def search_text_post(service: Service, body: TextSearchRequest) -> TextSearchResponse:
     return TextSearchResponse.of(await service.search_text(body.query, body.k, body.filters, body.min_score))

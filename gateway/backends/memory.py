@@ -1,0 +1,81 @@
+"""A vector store in this process's memory: the whole VectorStore protocol, filters evaluated as
+gateway.core.filters defines them, exact cosine search by numpy brute force, keyword search by the
+number of the query's words a caption holds. Nothing survives the process: it is the store of the
+fast tests (tests/contract runs the same suite on it, on Milvus Lite and on the Milvus server)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import numpy as np
+
+from ..core.filters import Condition, matches
+from ..core.protocols import Feature, StoreCapabilities
+from ..core.records import ImageRecord
+from ..core.text_ranking import words
+
+
+class InMemoryStore:
+    def __init__(self, keyword_search: bool = True, max_window: int | None = None):
+        """``keyword_search``: whether search_captions works (off: as a Milvus 2.3 server);
+        ``max_window``: the largest offset + limit list_records takes, as Milvus's window."""
+        self.capabilities = StoreCapabilities(
+            Feature(True) if keyword_search else Feature(False, "the in-memory store was made without it"),
+            max_window, "exact (numpy brute force)")
+        self.records: dict[str, ImageRecord] = {}
+
+    async def start(self) -> None:
+        return None
+
+    async def upsert(self, records: list[ImageRecord]) -> None:
+        await asyncio.sleep(0)  # let concurrent writers interleave, as a real store would
+        self.records.update({r.id: r for r in records})
+
+    async def get(self, ids: list[str], with_vectors: bool = False) -> list[ImageRecord]:
+        await asyncio.sleep(0)
+        return [self.records[i] for i in dict.fromkeys(ids) if i in self.records]
+
+    async def thumbnail(self, record_id: str) -> str | None:
+        record = self.records.get(record_id)
+        return record.thumbnail if record else None
+
+    async def delete(self, record_id: str) -> None:
+        self.records.pop(record_id, None)
+
+    async def list_records(self, limit: int, offset: int) -> list[ImageRecord]:
+        return sorted(self.records.values(), key=lambda r: r.id)[offset:offset + limit]
+
+    async def all_records(self) -> list[ImageRecord]:
+        return list(self.records.values())
+
+    async def count(self) -> int:
+        return len(self.records)
+
+    def _matching(self, conditions: Sequence[Condition]) -> list[ImageRecord]:
+        return [r for r in self.records.values() if matches(conditions, r)]
+
+    async def search(self, vectors: np.ndarray, k: int, conditions: Sequence[Condition] = ()
+                     ) -> list[list[tuple[ImageRecord, float]]]:
+        candidates = [r for r in self._matching(conditions) if r.vector is not None]
+        if not candidates:
+            return [[] for _ in vectors]
+        stored = np.stack([r.vector for r in candidates if r.vector is not None])
+        scores = np.asarray(vectors, np.float32) @ stored.T
+        return [[(candidates[i], float(row[i])) for i in np.argsort(-row, kind="stable")[:k]] for row in scores]
+
+    async def search_captions(self, text: str, k: int, conditions: Sequence[Condition] = ()
+                              ) -> list[tuple[ImageRecord, float]]:
+        assert self.capabilities.keyword_search.on, "the service asked a store without keyword search"
+        wanted = words(text)
+        scored = [(r, float(len(wanted & words(r.caption)))) for r in self._matching(conditions)]
+        return sorted([s for s in scored if s[1] > 0], key=lambda s: s[1], reverse=True)[:k]
+
+    async def migrate(self) -> int | None:
+        return None  # one schema: nothing to migrate
+
+    async def check_ready(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None

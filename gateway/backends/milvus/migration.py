@@ -1,0 +1,67 @@
+"""Rebuilding a collection made before keyword search with a BM25 caption field (`image-search
+migrate`): copy every record (vectors and thumbnails as stored, no model runs) aside into
+``<name>_migrating``, drop the collection, create it again with the field and copy the records back.
+Milvus Lite cannot rename collections (UNIMPLEMENTED), hence the copy back. Writes made meanwhile
+would be lost: writers pause. Blocking calls (run in a worker thread), never retried: a run stopped
+part-way is resumed by the next (stopped before the drop it starts over; after it, it refills from
+the copy, and gateways refuse to start until then)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from ...core.errors import unavailable
+from .schema import FIELDS, KEYWORDS, IndexType, create_collection, fields
+
+log = logging.getLogger("gateway.store")
+BATCH = 500
+
+
+def staged(name: str) -> str:
+    return f"{name}_migrating"
+
+
+def interrupted(client: Any, name: str) -> bool:
+    """A migration stopped after copying the records aside: the collection gone, or already rebuilt
+    with the BM25 field but not yet refilled."""
+    return client.has_collection(staged(name)) and (not client.has_collection(name) or KEYWORDS in fields(client, name))
+
+
+def migrate(client: Any, name: str, dim: int, index_type: IndexType, consistency: str) -> int:
+    """The records in the rebuilt collection."""
+    aside = staged(name)
+    if not interrupted(client, name):
+        if client.has_collection(aside):
+            client.drop_collection(aside)  # a copy stopped before the drop: start over
+        create_collection(client, aside, dim, index_type, False, consistency)
+        copy(client, name, aside)
+        client.drop_collection(name)
+    elif client.has_collection(name):
+        client.drop_collection(name)  # rebuilt but not fully refilled
+    create_collection(client, name, dim, index_type, True, consistency)
+    copied = copy(client, aside, name)
+    client.drop_collection(aside)
+    client.load_collection(name)
+    log.info("migrated collection %s: %d records, BM25 captions on", name, copied)
+    return copied
+
+
+def copy(client: Any, source: str, target: str) -> int:
+    """Every record of one collection into another (empty) one, checked by count."""
+    client.load_collection(source)
+    iterator = client.query_iterator(source, batch_size=BATCH, filter='id != ""', consistency_level="Strong",
+                                     output_fields=["id", *FIELDS, "vector", "thumbnail"])
+    copied = 0
+    try:
+        while page := iterator.next():
+            client.insert(target, [{**dict(r), "vector": list(r["vector"])} for r in page])
+            copied += len(page)
+    finally:
+        iterator.close()
+    client.flush(target)
+    client.load_collection(target)
+    counted = int(client.query(target, filter="", output_fields=["count(*)"], consistency_level="Strong")[0]["count(*)"])
+    if counted != copied:
+        raise unavailable(f"migration copied {copied} records into {target!r}, which holds {counted}")
+    return copied

@@ -1,0 +1,223 @@
+"""The VectorStore protocol on one Milvus collection of images, over pymilvus's MilvusClient.
+
+Records are keyed by a content hash of the image bytes, so writing the same image again replaces the
+record instead of duplicating it (upsert: idempotent, retry-safe). Ids and filters reach Milvus only
+as expressions.py renders them."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from ...core.errors import ErrorKind, ServiceError, unavailable
+from ...core.filters import Condition
+from ...core.protocols import Feature, StoreCapabilities
+from ...core.records import ImageRecord
+from . import migration
+from .connection import STARTUP_DEADLINE_S, Calls, has_full_text, is_lite, open_client
+from .expressions import ids_in, render
+from .flusher import BulkFlusher
+from .schema import FIELDS, KEYWORDS, IndexType, check_dimension, create_collection, fields, from_entity, row
+
+log = logging.getLogger("gateway.store")
+MAX_WINDOW = 16384  # Milvus refuses queries with offset + limit above this (its queryNode.maxQueryResultWindow)
+
+
+@dataclass(frozen=True)
+class MilvusOptions:
+    """The store's settings (gateway.settings.Settings has their defaults and meaning)."""
+
+    uri: str  # a Milvus Lite file, or http://host:19530
+    token: str
+    collection: str
+    index_type: Literal["auto", "FLAT", "IVF_FLAT", "HNSW"]  # auto: FLAT on Lite, HNSW on servers
+    timeout_s: float
+    hnsw_ef: int
+    read_consistency: Literal["Session", "Strong"]
+    flush_after_rows: int
+    flush_idle_s: float
+
+
+class MilvusStore:
+    def __init__(self, options: MilvusOptions, dim: int):
+        self.options, self.dim, self.name = options, dim, options.collection
+        self.calls = Calls(options.timeout_s)
+        self.client: Any = None  # pymilvus.MilvusClient once started
+        self.lite = is_lite(options.uri)
+        self.index_type: IndexType = options.index_type if options.index_type != "auto" else ("FLAT" if self.lite else "HNSW")
+        # Every read passes this. Strong waits for a server time tick (~200 ms); Session reads at the
+        # timestamp of this client's last write, which pymilvus records from each write's reply.
+        self.read: dict[str, Any] = {"consistency_level": options.read_consistency}
+        self.flusher = BulkFlusher(self._flush, options.flush_after_rows, options.flush_idle_s, self.name)
+        self.full_text = False  # whether this Milvus has BM25 full-text search
+        self.caption_words = False  # whether any stored caption is not empty (BM25 needs one)
+        self.capabilities = self._capabilities(Feature(False, "not connected"))
+
+    def _capabilities(self, keyword_search: Feature) -> StoreCapabilities:
+        vectors = {"FLAT": "exact (FLAT)", "HNSW": f"approximate (HNSW, ef {self.options.hnsw_ef} or k)",
+                   "IVF_FLAT": "approximate (IVF_FLAT)"}[self.index_type]
+        return StoreCapabilities(keyword_search, MAX_WINDOW, vectors)
+
+    @property
+    def startup_deadline(self) -> float:
+        return max(self.options.timeout_s, STARTUP_DEADLINE_S)
+
+    async def start(self) -> None:
+        """Connect, create the collection if needed (index building and loading can take a while on a
+        server), check its dimension, load it."""
+        await self.calls("connect", self._connect, False, deadline=self.startup_deadline)
+
+    def _connect(self, migrating: bool) -> None:
+        self.client, version = open_client(self.options.uri, self.options.token, self.startup_deadline)
+        self.full_text = has_full_text(version)
+        if migration.interrupted(self.client, self.name):
+            self.capabilities = self._capabilities(Feature(
+                False, f"an interrupted migration left the records in {migration.staged(self.name)!r}"))
+            if migrating:
+                return
+            raise ServiceError(ErrorKind.MISCONFIGURED, (
+                f"an `image-search migrate` of collection {self.name!r} was interrupted and its records are in"
+                f" {migration.staged(self.name)!r}: run `image-search migrate` again to finish it"))
+        if self.client.has_collection(self.name):
+            check_dimension(self.client, self.name, self.dim, self.options.uri)
+        else:
+            create_collection(self.client, self.name, self.dim, self.index_type, self.full_text, self.options.read_consistency)
+        self.client.load_collection(self.name)
+        if KEYWORDS in fields(self.client, self.name):
+            keywords = Feature(True)
+            self.caption_words = bool(self.client.query(self.name, filter='caption != ""', output_fields=["id"], limit=1,
+                                                        **self.read))
+        elif not self.full_text:
+            keywords = Feature(False, f"Milvus {version} has no BM25 full-text search (2.5 and later have it); text"
+                               " search re-ranks CLIP's candidates by caption words")
+        else:
+            keywords = Feature(False, f"collection {self.name!r} was created before keyword search; run `image-search"
+                               " migrate` (writes paused) to rebuild it with a BM25 caption field")
+        self.capabilities = self._capabilities(keywords)
+        if not keywords.on:
+            log.warning("keyword search %s", keywords.describe())
+
+    async def migrate(self) -> int | None:
+        await self.calls("connect", self._connect, True, deadline=self.startup_deadline)
+        if self.capabilities.keyword_search.on:
+            return None
+        if not self.full_text:
+            raise ServiceError(ErrorKind.MISCONFIGURED,
+                               f"cannot migrate: keyword search {self.capabilities.keyword_search.describe()}")
+        try:
+            copied = await asyncio.to_thread(migration.migrate, self.client, self.name, self.dim, self.index_type,
+                                             self.options.read_consistency)
+        except ServiceError:
+            raise
+        except Exception as exc:
+            raise unavailable(f"migration of {self.name!r} stopped: {exc}; run it again to resume it") from exc
+        self.capabilities = self._capabilities(Feature(True))
+        return copied
+
+    async def upsert(self, records: list[ImageRecord]) -> None:
+        await self.calls("upsert", self.client.upsert, self.name, [row(r) for r in records])
+        self.caption_words = self.caption_words or any(r.caption.strip() for r in records)
+        self.flusher.written(len(records))
+
+    async def _flush(self) -> None:
+        await self.calls("flush", self.client.flush, self.name, deadline=STARTUP_DEADLINE_S)
+
+    async def get(self, ids: list[str], with_vectors: bool = False) -> list[ImageRecord]:
+        if not ids:
+            return []
+        rows = await self.calls("get", self.client.query, self.name, filter=ids_in(ids),
+                                output_fields=["id", *FIELDS] + (["vector"] if with_vectors else []), **self.read)
+        return [from_entity(dict(row)) for row in rows]
+
+    async def thumbnail(self, record_id: str) -> str | None:
+        """The stored thumbnail (base64 JPEG) of an image, None when there is no such image."""
+        rows = await self.calls("thumbnail", self.client.query, self.name, filter=ids_in([record_id]),
+                                output_fields=["thumbnail"], **self.read)
+        return rows[0]["thumbnail"] if rows else None
+
+    async def delete(self, record_id: str) -> None:
+        await self.calls("delete", self._delete, record_id)
+
+    def _delete(self, record_id: str) -> None:
+        self.client.delete(self.name, filter=ids_in([record_id]))
+        if self.options.read_consistency == "Session" and not self.lite:
+            # A Milvus 2.3 server answers a delete without its timestamp, so pymilvus's Session timestamp
+            # stays at the last upsert and the deleted row stays readable. A timestamp allocated now is
+            # later than the delete: make it this collection's last write. pymilvus has no public call
+            # for either (MilvusClient exposes neither AllocTimestamp nor the Session timestamps).
+            from pymilvus.client import ts_utils
+
+            connection = self.client._get_connection()
+            ts_utils.update_collection_ts(self.name, connection.alloc_timestamp(), connection.server_address)
+
+    async def list_records(self, limit: int, offset: int) -> list[ImageRecord]:
+        rows = await self.calls("list", self.client.query, self.name, filter='id != ""', output_fields=["id", *FIELDS],
+                                limit=limit, offset=offset, **self.read)
+        return sorted((from_entity(dict(row)) for row in rows), key=lambda r: r.id)
+
+    async def all_records(self, batch_size: int = 1000) -> list[ImageRecord]:
+        """Every record with its vector, through a query iterator (no offset window)."""
+        def collect() -> list[dict]:
+            iterator = self.client.query_iterator(self.name, batch_size=batch_size, filter='id != ""',
+                                                  output_fields=["id", *FIELDS, "vector"], **self.read)
+            rows: list[dict] = []
+            try:
+                while page := iterator.next():
+                    rows.extend(page)
+            finally:
+                iterator.close()
+            return rows
+
+        rows = await self.calls("export", collect, deadline=self.startup_deadline)
+        return [from_entity(dict(row)) for row in rows]
+
+    async def count(self) -> int:
+        rows = await self.calls("count", self.client.query, self.name, filter="", output_fields=["count(*)"], **self.read)
+        return int(rows[0]["count(*)"])
+
+    async def search(self, vectors: np.ndarray, k: int, conditions: Sequence[Condition] = ()
+                     ) -> list[list[tuple[ImageRecord, float]]]:
+        params = {"metric_type": "COSINE", "params": {"ef": max(k, self.options.hnsw_ef)} if self.index_type == "HNSW" else {}}
+        hits = await self.calls("search", self.client.search, self.name, data=np.asarray(vectors, np.float32).tolist(),
+                                anns_field="vector", limit=k, filter=render(conditions), output_fields=["id", *FIELDS],
+                                search_params=params, **self.read)
+        return [[(from_entity({**hit["entity"], "id": hit["id"]}), float(hit["distance"])) for hit in row]
+                for row in hits]
+
+    async def search_captions(self, text: str, k: int, conditions: Sequence[Condition] = ()
+                              ) -> list[tuple[ImageRecord, float]]:
+        """The k records whose captions best match the text's words (BM25), with their vectors."""
+        if not self.caption_words:
+            return []  # Milvus refuses BM25 queries while no caption holds a word (see _search_captions)
+        (hits,) = await self.calls("keyword search", self._search_captions, text, k, render(conditions))
+        return [(from_entity({**hit["entity"], "id": hit["id"]}), float(hit["distance"])) for hit in hits]
+
+    def _search_captions(self, text: str, k: int, expression: str) -> list:
+        from pymilvus import MilvusException
+
+        try:
+            return self.client.search(self.name, data=[text], anns_field=KEYWORDS, limit=k, filter=expression,
+                                      output_fields=["id", *FIELDS, "vector"], search_params={"metric_type": "BM25"},
+                                      **self.read)
+        except MilvusException as exc:
+            # Milvus computes BM25 with the average caption length; with no caption words stored yet (an
+            # empty collection, or captions off) that is 0/0 and it refuses the query: no keyword hits.
+            # It says so only in the message ("... NaN or Inf ..."), with the code of any failed search.
+            if "NaN or Inf" in str(exc):
+                return [[]]
+            raise
+
+    async def check_ready(self) -> None:
+        if self.client is None:
+            raise unavailable("Milvus is not connected")
+        await self.calls("ready", self.client.has_collection, self.name)
+
+    async def close(self) -> None:
+        self.flusher.close()
+        if self.client is not None:
+            await asyncio.to_thread(self.client.close)
