@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # CLIP_MODEL / BLIP_MODEL: hub ids or local folders (unset: the defaults in gateway/runtime/checkpoints.py)
 REPOSITORY ?= model_repository
 
-.PHONY: setup test test-fast serve export triton proto clean
+.PHONY: setup test test-fast serve export random-models triton proto clean
 
 # `make serve` installs what serving and exporting need (.venv/.serve); `make test` adds the test
 # toolchain: tritonserver, a Milvus server, Playwright with Debian's Chromium, benchmark tools (.venv/.test).
@@ -49,6 +49,13 @@ export: $(VENV)/.serve
 
 serve: export
 	GATEWAY_MODEL_REPOSITORY=$(REPOSITORY) $(PY) -m gateway
+
+# Without hub access: random-weight base checkpoints with the real architectures and tokenizers, for
+# `make serve CLIP_MODEL=.cache/clip-base BLIP_MODEL=.cache/blip-base` (blingfire: BLIP's vocabulary offline)
+random-models: $(VENV)/.serve
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[checkpoints]'
+	test -f .cache/clip-base/tokenizer.json || $(PY) -m export.random_checkpoints clip --size base --out .cache/clip-base
+	test -f .cache/blip-base/tokenizer.json || $(PY) -m export.random_checkpoints blip --size base --out .cache/blip-base
 
 # The same repository on the bundled CPU tritonserver (gRPC :8001, HTTP :8010, metrics :8002); in another
 # shell: GATEWAY_INFERENCE_MODE=triton make serve

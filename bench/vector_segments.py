@@ -24,7 +24,8 @@ import numpy as np
 
 from bench.vector_search import DIM, K, dataset, exact_top_k
 from bench.vector_tier import records, state, wait_quiet, wait_settled
-from gateway.backends.milvus import MilvusStore
+from gateway.settings import Settings
+from gateway.wiring import build_store
 from local_servers.milvus_server import MilvusServer
 
 
@@ -39,7 +40,8 @@ async def run(args: argparse.Namespace) -> None:
     server = MilvusServer(Path(tempfile.mkdtemp()) / "milvus", config={"dataCoord.segment.maxSize": args.segment_max_mb})
     server.start()
     try:
-        store = MilvusStore(server.uri, DIM, collection="images", index_type="HNSW", timeout_s=120, flush_after_rows=0)
+        store = build_store(Settings(_env_file=None, milvus_uri=server.uri, collection="images", index_type="HNSW",
+                                     store_timeout_s=120, flush_after_rows=0), DIM)
         await store.start()
         started = time.perf_counter()
         for start in range(0, args.vectors, 500):
@@ -48,7 +50,7 @@ async def run(args: argparse.Namespace) -> None:
         await asyncio.to_thread(store.client.flush, store.name)
         print(f"settled {await wait_settled(store, args.vectors):.0f} s, quiet {await wait_quiet(server):.0f} s later")
         print(json.dumps(state(store, args.vectors)))
-        params = {"metric_type": "COSINE", "params": {"ef": store.hnsw_ef}}
+        params = {"metric_type": "COSINE", "params": {"ef": store.options.hnsw_ef}}
         for consistency in ("Bounded", "Session"):
             latencies = []
             for query in queries:

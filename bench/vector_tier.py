@@ -29,6 +29,7 @@ import statistics
 import tempfile
 import time
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -36,14 +37,15 @@ import numpy as np
 from bench.machine import machine
 from bench.vector_search import DIM, K, dataset, exact_top_k
 from gateway.backends.milvus import MilvusStore
-from gateway.core.filters import Condition, render
+from gateway.core.filters import Condition, FilterCondition, check
 from gateway.core.records import ImageRecord
 from gateway.settings import Settings
+from gateway.wiring import build_store
 
 BATCH, IN_FLIGHT = 8, 8  # the CLI's images per request and its requests in flight
 SHARDS = 1000  # metadata.shard = row % 1000
-FILTERS = {"1%": [Condition(field="metadata.shard", op="lt", value=10)],
-           "0.1%": [Condition(field="metadata.shard", op="eq", value=0)]}
+FILTERS = {"1%": check([FilterCondition(field="metadata.shard", op="lt", value=10)]),
+           "0.1%": check([FilterCondition(field="metadata.shard", op="eq", value=0)])}
 
 
 def records(vectors: np.ndarray, start: int, thumbnail: str) -> list[ImageRecord]:
@@ -114,11 +116,11 @@ async def wait_quiet(server, limit_s: float = 7200) -> float:
     raise TimeoutError(f"the server was still busy after {limit_s:.0f}s")
 
 
-async def searches(store: MilvusStore, queries: np.ndarray, truth: np.ndarray, expression: str, in_flight: int
-                   ) -> dict:
+async def searches(store: MilvusStore, queries: np.ndarray, truth: np.ndarray, conditions: list[Condition],
+                   in_flight: int) -> dict:
     """Every query through the store's search (the gateway's parameters and output fields); latency per
     call, recall@10 against truth, throughput."""
-    await store.search(queries[:1], K, expression)  # warm-up
+    await store.search(queries[:1], K, conditions)  # warm-up
     latencies: list[float] = []
     found: dict[int, list[str]] = {}
     pending = iter(range(len(queries)))
@@ -126,7 +128,7 @@ async def searches(store: MilvusStore, queries: np.ndarray, truth: np.ndarray, e
     async def searcher() -> None:
         for i in pending:
             start = time.perf_counter()
-            (hits,) = await store.search(queries[i:i + 1], K, expression)
+            (hits,) = await store.search(queries[i:i + 1], K, conditions)
             latencies.append((time.perf_counter() - start) * 1000)
             found[i] = [record.id for record, _ in hits]
 
@@ -148,9 +150,8 @@ async def measure(store: MilvusStore, phase: str, rows: int, queries: np.ndarray
     plan = [(ef, "none", 1) for ef in (efs if phase != "loaded" else [default_ef])] + [(default_ef, "none", IN_FLIGHT)]
     plan += [(default_ef, name, n) for name in FILTERS for n in (1, IN_FLIGHT)]
     for ef, filtered, in_flight in plan:
-        store.hnsw_ef = ef
-        result = await searches(store, queries, truths[filtered], render(FILTERS[filtered]) if filtered != "none" else "",
-                                in_flight)
+        store.options = replace(store.options, hnsw_ef=ef)
+        result = await searches(store, queries, truths[filtered], FILTERS.get(filtered, []), in_flight)
         results.append({"phase": phase, "ef": ef, "filter": filtered, **result,
                         "gateway_default": ef == default_ef and phase == default_phase, **snapshot})
         print(json.dumps({k: results[-1][k] for k in ("phase", "ef", "filter", "in_flight", "p50_ms", "p95_ms", "p99_ms",
@@ -175,7 +176,8 @@ async def run(args: argparse.Namespace) -> dict:
                     "gateway_default_ef": default_ef, "milvus_config": server.config, "rows": []}
     try:
         # the flush is the benchmark's (the gateway's own comes 5 s after a bulk load: GATEWAY_FLUSH_AFTER_ROWS)
-        store = MilvusStore(server.uri, DIM, collection="images", index_type="HNSW", timeout_s=120, flush_after_rows=0)
+        store = build_store(Settings(_env_file=None, milvus_uri=server.uri, collection="images", index_type="HNSW",
+                                     store_timeout_s=120, flush_after_rows=0), DIM)
         await store.start()
         result["upsert_rows_per_s"] = round(await load(store, vectors, "A" * args.thumbnail_bytes))
         print(f"upserted {args.vectors:,} rows at {result['upsert_rows_per_s']:,} rows/s", flush=True)

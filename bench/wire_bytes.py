@@ -20,10 +20,13 @@ import numpy as np
 async def measure(repository: Path, triton_url: str) -> dict:
     from bench.payloads import photo_jpeg
     from gateway.backends.triton import TritonInference
-    from gateway.runtime.blip_decode import GenerationSettings
     from gateway.runtime.preprocess import decode_image, to_pixels
+    from gateway.settings import Settings
+    from gateway.wiring import build_inference
 
-    inference = TritonInference(triton_url, repository, captions=True, caption_settings=GenerationSettings(num_beams=1))
+    inference = build_inference(Settings(_env_file=None, inference_mode="triton", triton_url=triton_url,
+                                         model_repository=repository, captions=True, caption_beams=1))
+    assert isinstance(inference, TritonInference)
     sizes: list[tuple[str, int]] = []
     stub = inference.client._client_stub
     send = stub.ModelInfer

@@ -15,13 +15,14 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .runtime.blip_decode import DECODE_MEMORY_MB
 from .runtime.checkpoints import DEFAULT_BLIP_MODEL, DEFAULT_CLIP_MODEL
+from .runtime.preprocess import DEFAULT_MAX_PIXELS
 
 ScopeName = Literal["search", "write", "admin"]
 SCOPES = ("search", "write", "admin")
 
 
 class ApiKey(BaseModel):
-    """One API key as configured: its SHA-256, never the key (see gateway.access)."""
+    """One API key as configured: its SHA-256, never the key (see gateway.server.access)."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="shown in logs instead of the key")
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
@@ -77,7 +78,7 @@ class Settings(BaseSettings):
     # gRPC (gateway.server.grpc): the same API, keys and limits as HTTP, served by the same process
     grpc_port: int = Field(50051, ge=0, le=65535, description="gRPC API port (0: no gRPC server)")
 
-    # access (gateway.access): keys as JSON lists of ApiKey, inline or in a file (a mounted Secret)
+    # access (gateway.server.access): keys as JSON lists of ApiKey, inline or in a file (a mounted Secret)
     api_keys: list[ApiKey] = Field(default_factory=list)
     api_keys_file: Path | None = None
     anonymous_scopes: list[ScopeName] | None = Field(
@@ -90,7 +91,7 @@ class Settings(BaseSettings):
 
     # requests
     max_upload_bytes: int = Field(20 * 1024 * 1024, ge=1)
-    max_pixels: int = Field(50_000_000, ge=1)
+    max_pixels: int = Field(DEFAULT_MAX_PIXELS, ge=1)
     exact_decode: bool = Field(False, description="decode uploads at full size (as the export's parity gate does)"
                                " instead of at the smallest scale that gives each model twice its input size")
     max_files_per_request: int = Field(64, ge=1)

@@ -1,7 +1,8 @@
 """The benchmark harness runs end to end on tiny models (numbers meaningless, plumbing real): the
 sweep starts the seed-style baseline, the gateway in both modes and the real tritonserver, runs
 every locust scenario and perf_analyzer, and writes JSON, Markdown and PNG plots; the vector-search
-benchmark agrees with brute force where it must (FLAT); the GPU scripts run their CPU paths."""
+benchmark agrees with brute force where it must (FLAT); the GPU scripts run their CPU paths; the
+text-search paths benchmark gets the same results from both orders."""
 
 from __future__ import annotations
 
@@ -107,3 +108,12 @@ def test_grpc_vs_http_runs_every_scenario_on_both_transports(model_repository, t
     assert all(c["failures"] == 0 and c["requests"] > 0 and c["gateway_cpu_ms_per_request"] > 0 for c in results["cells"])
     assert all(c["items_per_s"] == 2 * c["rps"] for c in results["cells"] if c["scenario"] == "bulk-index")
     assert (out / "grpc-vs-http.md").read_text().count("| bulk-index | 2 |") == 1
+
+
+def test_text_search_paths_compares_both_orders_on_the_same_results(model_repository, tmp_path):
+    run("bench.text_search_paths", "--repository", str(model_repository), "--records", "300", "--queries", "8",
+        "--rounds", "2", "--out", str(tmp_path))
+    result = json.loads((tmp_path / "text_search_paths.json").read_text())
+    assert [row["order"] for row in result["rows"]] == ["sequential", "concurrent"]
+    assert all(row["p50_ms"] > 0 and len(row["round_medians_ms"]) == 2 for row in result["rows"])
+    assert result["sequential_over_concurrent_p50"] > 0 and (tmp_path / "text_search_paths.md").exists()

@@ -12,6 +12,8 @@ import pytest
 
 from gateway.backends.milvus import MilvusStore
 from gateway.core.records import ImageRecord
+from gateway.settings import Settings
+from gateway.wiring import build_store
 from tests.support.fakes import unit
 
 pytestmark = pytest.mark.integration
@@ -31,14 +33,15 @@ def sealed_rows(store: MilvusStore) -> int:
 async def load(uri: str, collection: str, flush_after_rows: int) -> tuple[int, int]:
     """Write 300 rows in 8-row upserts, pause, and report (rows in flushed segments, rows searchable)
     once the flush is done, or after 15 s."""
-    store = MilvusStore(uri, DIM, collection=collection, flush_after_rows=flush_after_rows, flush_idle_s=0.5)
+    store = build_store(Settings(_env_file=None, milvus_uri=uri, collection=collection, flush_after_rows=flush_after_rows,
+                                 flush_idle_s=0.5), DIM)
     await store.start()
     try:
         for start in range(0, 300, 8):
             await store.upsert(records(start, min(8, 300 - start)))
-        assert store.unflushed_rows == (0 if not flush_after_rows else 300)
+        assert store.flusher.unflushed_rows == (0 if not flush_after_rows else 300)
         deadline = time.monotonic() + 15
-        while time.monotonic() < deadline and (sealed_rows(store) < 300 or store.flusher is not None):
+        while time.monotonic() < deadline and (sealed_rows(store) < 300 or store.flusher.task is not None):
             await asyncio.sleep(0.5)
         return sealed_rows(store), await store.count()
     finally:

@@ -140,7 +140,7 @@ def test_index_and_query_through_a_running_gateway(model_repository, folders, tm
         rows = capsys.readouterr().out.splitlines()[1:4]
         assert [row.split()[-1] for row in rows] == [h["source"] for h in want]
         assert main(["--url", url, "query", "--k", "0", "x"]) == 2
-        assert "error: k must be in 1..1000" in capsys.readouterr().err  # the gateway's 400 / INVALID_ARGUMENT
+        assert "error [bad_request]: k must be in 1..1000" in capsys.readouterr().err  # the gateway's 400 / INVALID_ARGUMENT
 
 
 def test_the_embedded_cli_refuses_a_lite_file_a_running_gateway_holds(model_repository, folders, tmp_path, capsys,

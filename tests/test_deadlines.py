@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from gateway.backends.milvus import MilvusStore
+from gateway.backends.milvus.connection import Calls
 from gateway.backends.triton import TritonInference
 from gateway.core.deadlines import within
 from gateway.core.errors import ErrorKind, ServiceError
@@ -54,8 +54,8 @@ def test_a_triton_call_gets_the_callers_deadline_not_its_own_timeout(model_repos
 
 
 def test_a_milvus_call_gets_the_callers_deadline_and_none_starts_after_it():
-    store = MilvusStore("http://127.0.0.1:1", 8, timeout_s=30)
-    error, elapsed = timed_out(lambda: store._call("search", time.sleep, 3), 0.3)
+    calls = Calls(timeout_s=30)  # what every MilvusStore operation goes through
+    error, elapsed = timed_out(lambda: calls("search", time.sleep, 3), 0.3)
     assert error.kind is ErrorKind.TIMEOUT and budget_in(error.message) <= 0.3, (error, elapsed)
-    error, elapsed = timed_out(lambda: store._call("search", time.sleep, 3), 0)
+    error, elapsed = timed_out(lambda: calls("search", time.sleep, 3), 0)
     assert error.kind is ErrorKind.TIMEOUT and "deadline passed" in error.message, (error, elapsed)  # no call made

@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 import requests
 
-from gateway.backends.milvus import MilvusStore
 from gateway.backends.repository import read_model_info
 from gateway.core.errors import ErrorKind, ServiceError
 from gateway.server.http.app import create_app
 from gateway.settings import Settings
+from gateway.wiring import build_store
 from local_servers.processes import free_ports
 from local_servers.uvicorn_server import LiveServer
 from tests.support.images import PHOTO_JPEGS as PHOTOS
@@ -359,7 +359,7 @@ def test_collection_with_another_dimension_is_a_clear_startup_error(model_reposi
     settings = settings_for(model_repository, str(tmp_path / "images.db"))
 
     async def start(dim):
-        store = MilvusStore(settings.milvus_uri, dim)
+        store = build_store(settings, dim)
         try:
             await store.start()
         finally:

@@ -10,11 +10,15 @@ import asyncio
 import numpy as np
 import pytest
 
-from gateway.backends.milvus import MilvusStore
+from gateway.backends.milvus import MilvusStore, migration
+from gateway.backends.milvus.schema import create_collection
 from gateway.cli.main import main as cli
+from gateway.core.filters import FilterCondition
 from gateway.core.records import ImageRecord
 from gateway.core.service import ImageSearchService
 from gateway.core.text_ranking import RRF_K
+from gateway.settings import Settings
+from gateway.wiring import build_store, service_over
 from tests.support.fakes import FakeInference, unit
 
 pytestmark = pytest.mark.integration
@@ -33,19 +37,23 @@ def chosen_records(query_vector: np.ndarray) -> tuple[list[ImageRecord], ImageRe
     return near, named
 
 
-async def service_over(store: MilvusStore, keyword_search: bool = True) -> ImageSearchService:
-    service = ImageSearchService(FakeInference(dim=DIM), store, keyword_search=keyword_search)
+def store_at(uri: str, dim: int = DIM, **settings) -> MilvusStore:
+    return build_store(Settings(_env_file=None, milvus_uri=uri, **settings), dim)
+
+
+async def started(store: MilvusStore, keyword_search: bool = True) -> ImageSearchService:
+    service = service_over(Settings(_env_file=None, keyword_search=keyword_search), FakeInference(dim=DIM), store)
     await service.start()
     return service
 
 
 def test_a_caption_naming_the_query_is_found_over_an_unrelated_vector(tmp_path):
-    asyncio.run(caption_over_unrelated_vector(MilvusStore(str(tmp_path / "images.db"), DIM)))
+    asyncio.run(caption_over_unrelated_vector(store_at(str(tmp_path / "images.db"))))
 
 
 async def caption_over_unrelated_vector(lite_store: MilvusStore) -> None:
-    service = await service_over(lite_store)
-    assert service.features() == {"keyword_search": "on"}
+    service = await started(lite_store)
+    assert service.features()["keyword_search"] == "on"
     query_vector = FakeInference(dim=DIM).text_vector(QUERY)
     near, named = chosen_records(query_vector)
     await lite_store.upsert([*near, named])
@@ -69,12 +77,11 @@ async def caption_over_unrelated_vector(lite_store: MilvusStore) -> None:
     kept = await service.search_text(QUERY, 5, min_score=0.5)
     assert named.id not in [h.record.id for h in kept] and all(h.score >= 0.5 for h in kept)
     # a filter applies to both paths
-    from gateway.core.filters import Condition
-    dogs = await service.search_text(QUERY, 5, [Condition(field="metadata.album", value="dogs")])
+    dogs = await service.search_text(QUERY, 5, [FilterCondition(field="metadata.album", value="dogs")])
     assert named.id not in [h.record.id for h in dogs] and len(dogs) == 5
     # keyword search off: CLIP's candidates re-ranked, and the bicycle is not among them
-    plain = await service_over(lite_store, keyword_search=False)
-    assert plain.features() == {"keyword_search": "off: GATEWAY_KEYWORD_SEARCH=false"}
+    plain = await started(lite_store, keyword_search=False)
+    assert plain.features()["keyword_search"] == "off: GATEWAY_KEYWORD_SEARCH=false"
     assert named.id not in [h.record.id for h in await plain.search_text(QUERY, 5)]
     await lite_store.close()
 
@@ -84,9 +91,9 @@ def test_the_milvus_2_3_server_falls_back_to_the_caption_re_rank(milvus_server):
 
 
 async def server_fallback(uri: str) -> None:
-    store = MilvusStore(uri, DIM, collection="keywords_fallback", read_consistency="Strong")
+    store = store_at(uri, collection="keywords_fallback", read_consistency="Strong")
     try:
-        service = await service_over(store)
+        service = await started(store)
         assert service.features()["keyword_search"].startswith("off: Milvus v2.3.5")
         assert "has no BM25 full-text search" in service.features()["keyword_search"]
         query_vector = FakeInference(dim=DIM).text_vector(QUERY)
@@ -125,22 +132,22 @@ async def interrupt_after_the_drop(uri: str, dim: int) -> None:
     to start (rather than serve an empty collection) and names what to run."""
     from gateway.core.errors import ServiceError
 
-    store = MilvusStore(uri, dim)
+    store = store_at(uri, dim)
     await store.start()
-    store._create(store.staged, full_text=False)
-    store._copy("images", store.staged)
+    create_collection(store.client, migration.staged("images"), dim, "FLAT", False, "Session")
+    migration.copy(store.client, "images", migration.staged("images"))
     store.client.drop_collection("images")
     await store.close()
     with pytest.raises(ServiceError, match="run `image-search migrate` again to finish it"):
-        await MilvusStore(uri, dim).start()
+        await store_at(uri, dim).start()
 
 
 async def old_collection(uri: str, dim: int) -> list[ImageRecord]:
     """A Lite collection with the schema every collection had before keyword search, 1200 records."""
-    old = MilvusStore(uri, dim)
+    old = store_at(uri, dim)
     await old.start()
     old.client.drop_collection("images")
-    old._create("images", full_text=False)
+    create_collection(old.client, "images", dim, "FLAT", False, "Session")
     old.client.load_collection("images")
     rng = np.random.default_rng(3)
     records = [ImageRecord(f"{i:032x}", f"caption {i} of a red bicycle" if i % 7 == 0 else f"caption {i}", f"{i}.jpg",
@@ -148,18 +155,18 @@ async def old_collection(uri: str, dim: int) -> list[ImageRecord]:
     for start in range(0, len(records), 300):
         await old.upsert(records[start:start + 300])
     await old.close()
-    store = MilvusStore(uri, dim)
+    store = store_at(uri, dim)
     await store.start()
-    assert "run `image-search migrate`" in store.keyword_search
+    assert "run `image-search migrate`" in store.capabilities.keyword_search.reason
     await store.close()
     return records
 
 
 async def check_migrated(uri: str, dim: int, records: list[ImageRecord]) -> None:
-    store = MilvusStore(uri, dim)
+    store = store_at(uri, dim)
     await store.start()
     try:
-        assert store.keyword_search == "on" and not store.client.has_collection("images_migrating")
+        assert store.capabilities.keyword_search.on and not store.client.has_collection("images_migrating")
         copied = {r.id: r for r in await store.all_records()}
         assert set(copied) == {r.id for r in records}
         for record in records[::97]:
@@ -177,8 +184,8 @@ async def check_migrated(uri: str, dim: int, records: list[ImageRecord]) -> None
 def test_keyword_search_on_an_empty_collection_or_without_captions_finds_nothing_and_fails_nothing(tmp_path):
     """Found by CI: Milvus Lite refuses a BM25 query while no caption holds a word (average length 0)."""
     async def scenario() -> None:
-        store = MilvusStore(str(tmp_path / "empty.db"), DIM)
-        service = await service_over(store)
+        store = store_at(str(tmp_path / "empty.db"))
+        service = await started(store)
         assert await service.search_text(QUERY, 5) == []
         near, _ = chosen_records(FakeInference(dim=DIM).text_vector(QUERY))
         await store.upsert([ImageRecord(r.id, "", r.source, r.metadata, r.created_at, r.phash, r.vector, "") for r in near])

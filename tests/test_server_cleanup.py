@@ -1,6 +1,6 @@
 """Servers the tests start die with the run, however it ends: a run stopped with SIGTERM (a timeout,
 a cancelled CI job) tears its fixtures down; one killed with SIGKILL takes its servers with it
-(PR_SET_PDEATHSIG). Checked with a real pytest run holding a real tritonserver."""
+(PR_SET_PDEATHSIG). Checked with a real pytest run holding a real tritonserver (tests/support/held_run.py)."""
 
 from __future__ import annotations
 
@@ -13,10 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from local_servers.tritonserver import TritonServer
+from tests.support import held_run
 
 pytestmark = [pytest.mark.integration, pytest.mark.triton]
-HOLD = "IMAGE_SEARCH_TEST_HOLD_TRITON"  # set: the run below, which is the one that gets stopped
 
 
 def alive(pid: int) -> bool:
@@ -26,20 +25,11 @@ def alive(pid: int) -> bool:
         return False
 
 
-@pytest.mark.skipif(not os.environ.get(HOLD), reason="the run that the test below stops")
-def test_holds_a_tritonserver(tmp_path):
-    (tmp_path / "repository").mkdir()
-    with TritonServer(tmp_path / "repository", tmp_path / "triton") as triton:
-        assert triton.process is not None
-        Path(os.environ[HOLD]).write_text(str(triton.process.pid))
-        time.sleep(300)
-
-
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
 def test_a_stopped_test_run_leaves_no_server_behind(tmp_path, stop):
     pid_file = tmp_path / "server.pid"
-    run = subprocess.Popen([sys.executable, "-m", "pytest", f"{__file__}::test_holds_a_tritonserver", "-q",
-                            "-p", "no:cacheprovider"], env={**os.environ, HOLD: str(pid_file)},
+    run = subprocess.Popen([sys.executable, "-m", "pytest", f"{held_run.__file__}::test_holds_a_tritonserver", "-q",
+                            "-p", "no:cacheprovider"], env={**os.environ, held_run.PID_FILE: str(pid_file)},
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 120

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from dataclasses import replace
 
 import numpy as np
 
@@ -14,6 +15,12 @@ from ..core.filters import Condition, matches
 from ..core.protocols import Feature, StoreCapabilities
 from ..core.records import ImageRecord
 from ..core.text_ranking import words
+
+
+def view(record: ImageRecord, with_vector: bool) -> ImageRecord:
+    """A record as reads return it (as Milvus's do): the thumbnail only through thumbnail(), the vector
+    only where asked for."""
+    return replace(record, vector=record.vector if with_vector else None, thumbnail="")
 
 
 class InMemoryStore:
@@ -34,7 +41,7 @@ class InMemoryStore:
 
     async def get(self, ids: list[str], with_vectors: bool = False) -> list[ImageRecord]:
         await asyncio.sleep(0)
-        return [self.records[i] for i in dict.fromkeys(ids) if i in self.records]
+        return [view(self.records[i], with_vectors) for i in dict.fromkeys(ids) if i in self.records]
 
     async def thumbnail(self, record_id: str) -> str | None:
         record = self.records.get(record_id)
@@ -44,10 +51,10 @@ class InMemoryStore:
         self.records.pop(record_id, None)
 
     async def list_records(self, limit: int, offset: int) -> list[ImageRecord]:
-        return sorted(self.records.values(), key=lambda r: r.id)[offset:offset + limit]
+        return [view(r, False) for r in sorted(self.records.values(), key=lambda r: r.id)[offset:offset + limit]]
 
     async def all_records(self) -> list[ImageRecord]:
-        return list(self.records.values())
+        return [view(r, True) for r in self.records.values()]
 
     async def count(self) -> int:
         return len(self.records)
@@ -62,13 +69,13 @@ class InMemoryStore:
             return [[] for _ in vectors]
         stored = np.stack([r.vector for r in candidates if r.vector is not None])
         scores = np.asarray(vectors, np.float32) @ stored.T
-        return [[(candidates[i], float(row[i])) for i in np.argsort(-row, kind="stable")[:k]] for row in scores]
+        return [[(view(candidates[i], False), float(row[i])) for i in np.argsort(-row, kind="stable")[:k]] for row in scores]
 
     async def search_captions(self, text: str, k: int, conditions: Sequence[Condition] = ()
                               ) -> list[tuple[ImageRecord, float]]:
         assert self.capabilities.keyword_search.on, "the service asked a store without keyword search"
         wanted = words(text)
-        scored = [(r, float(len(wanted & words(r.caption)))) for r in self._matching(conditions)]
+        scored = [(view(r, True), float(len(wanted & words(r.caption)))) for r in self._matching(conditions)]
         return sorted([s for s in scored if s[1] > 0], key=lambda s: s[1], reverse=True)[:k]
 
     async def migrate(self) -> int | None:

@@ -50,8 +50,8 @@ async def find_near_duplicate(client: Client, data: bytes, max_distance: int, ma
 
 
 async def index_folder(client: Client, root: Path, metadata: dict, batch_size: int, near_duplicates: str | None,
-                       phash_distance: int = 10, concurrency: int = 2, captions: bool | None = None,
-                       max_pixels: int = 50_000_000, progress: bool = True) -> IndexSummary:
+                       phash_distance: int, concurrency: int, captions: bool | None, max_pixels: int,
+                       progress: bool = True) -> IndexSummary:
     """Index every image under ``root``: up to ``concurrency`` batches in flight (one when looking for
     near-duplicates, so that copies within one run are compared with what was just indexed)."""
     from tqdm import tqdm

@@ -11,8 +11,13 @@ from enum import Enum
 
 
 class ErrorKind(str, Enum):
-    INVALID_ARGUMENT = "invalid_argument"  # bad image, empty query, k out of range, bad metadata
-    INVALID_REQUEST = "invalid_request"  # a parameter that fails its declared schema, or a bad filter
+    # The line between the two (docs/api.md, Errors): INVALID_REQUEST when the request does not have the
+    # API's shape (a parameter of the wrong type or form, a filter that is no list of conditions, an id
+    # that is not 32 hex digits, a page outside its bounds); INVALID_ARGUMENT when a request of the
+    # right shape holds content the service cannot use (an undecodable image, refused metadata, an
+    # empty or overlong query, k out of range, a non-finite min_score).
+    INVALID_ARGUMENT = "invalid_argument"
+    INVALID_REQUEST = "invalid_request"
     NOT_FOUND = "not_found"
     TOO_LARGE = "too_large"  # upload, image (pixels) or batch over a limit
     UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"

@@ -21,6 +21,9 @@ from .protocols import Feature, Inference, ModelInfo, VectorStore
 from .records import Embedded, Embeddings, Hit, ImageRecord, Indexed, Page, TextHit, Upload, is_image_id
 from .text_ranking import candidate_pool, fuse, hybrid
 
+DEFAULT_K = 10  # results when a request does not say (every transport)
+DEFAULT_PAGE_SIZE = 50  # records per listing page when a request does not say
+
 
 @dataclass(frozen=True)
 class Limits:

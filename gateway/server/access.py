@@ -8,7 +8,9 @@
   admin implies every scope). ``SCOPE_OF`` gives each operation's, for every transport.
 - UNAUTHENTICATED when no usable key was presented (none, or an unknown one); PERMISSION_DENIED
   when the key is valid but lacks the scope. Anonymous callers get `anonymous_scopes` (every scope
-  when no key is configured, none otherwise, unless set).
+  when no key is configured, none otherwise, unless set). With no key configured, a presented key
+  is accepted and ignored (the caller is anonymous): clients that always send one (OpenAI's SDK,
+  a copied snippet) work against the embedded default.
 - Token buckets per key (anonymous callers: per client address): RATE_LIMITED with a retry delay.
 
 The transports call ``AccessControl.authorize`` before they read a request body. The key itself is
@@ -103,7 +105,7 @@ class AccessControl:
         self.buckets = TokenBuckets()
 
     def identify(self, presented: str | None, client: str) -> Principal:
-        if presented is None:
+        if presented is None or not self.keys:
             return replace(self.anonymous, bucket=f"anonymous:{client}")
         key = self.keys.get(hash_key(presented))
         if key is None:

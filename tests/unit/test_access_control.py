@@ -66,7 +66,10 @@ def test_per_key_rate_limit_refuses_with_a_retry_delay():
 
 
 def test_anonymous_callers_everything_without_keys_nothing_with_keys_unless_granted():
-    assert AccessControl(Settings(_env_file=None)).authorize({}, "c", "admin").name == "anonymous"
+    open_door = AccessControl(Settings(_env_file=None))
+    assert open_door.authorize({}, "c", "admin").name == "anonymous"
+    # without keys configured, a presented key is accepted and ignored (OpenAI's SDK always sends one)
+    assert open_door.authorize({"authorization": "Bearer sk-anything"}, "c", "admin").name == "anonymous"
     assert refusal(access(), {}, "search").message == "this route needs an API key with the 'search' scope"
     granted = access(anonymous_scopes=["search"], anonymous_rate_limit_per_s=1, rate_limit_burst=1)
     assert granted.authorize({}, "10.0.0.1", "search").name == "anonymous"

@@ -87,6 +87,16 @@ def test_export_imports_without_the_web_stack_the_milvus_client_or_prometheus():
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
 
 
+def test_only_the_milvus_backend_knows_milvus():
+    """pymilvus is imported, and Milvus expressions are written, only under gateway/backends/milvus/."""
+    milvus = ROOT / "gateway" / "backends" / "milvus"
+    elsewhere = [p for p in (ROOT / "gateway").rglob("*.py") if milvus not in p.parents]
+    assert [module_name(p) for p in elsewhere if any(n.split(".")[0] == "pymilvus" for n in imports(p))] == []
+    expression = re.compile(r"""metadata\[\\?["']|\b(id|caption|source) (==|!=|in) [\["']""")
+    assert [module_name(p) for p in elsewhere if expression.search(p.read_text())] == []
+    assert all(expression.search((milvus / name).read_text()) for name in ("expressions.py", "store.py"))
+
+
 def test_routes_take_the_service_from_typed_dependencies():
     routes = sources("gateway.server.http.routes")
     assert routes and not [p.name for p in routes if re.search(r"app\.state|\bRequest\b", p.read_text())]

@@ -124,7 +124,7 @@ def test_text_search_fuses_caption_words_over_clip():
     hits = run(core.search_text(query, 3))
     vector = core.inference.text_vector(query)
     for hit in hits:
-        assert hit.clip_score == pytest.approx(float(np.dot(hit.record.vector, vector)), abs=1e-6)
+        assert hit.clip_score == pytest.approx(float(np.dot(core.store.records[hit.record.id].vector, vector)), abs=1e-6)
         assert hit.caption_match == 1.0 and hit.score == pytest.approx(hit.clip_score + 0.1)
 
 

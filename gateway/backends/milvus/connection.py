@@ -5,8 +5,8 @@ Connection failures become UNAVAILABLE, deadlines TIMEOUT."""
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import logging
+import os
 import re
 import time
 from collections.abc import Callable
@@ -35,39 +35,42 @@ def has_full_text(version: str) -> bool:
 
 
 def lite_file_held(uri: str) -> bool:
-    """Whether another process holds a Milvus Lite file: milvus-lite takes a POSIX lock on
-    ``.<name>.lock`` beside it. Asked only after this process failed to open the file, so this
-    process holds no lock on it, and the probe's unlock releases nothing of its own."""
-    path = Path(uri).absolute().resolve()
-    lock = path.parent / f".{path.name}.lock"
-    if not lock.exists():
+    """Whether another process holds a Milvus Lite file. milvus-lite takes a POSIX lock on
+    ``.<name>.lock`` beside it, and a second process must not even try to open the file: milvus-lite
+    2.5.1's failed attempt deletes the lock file on its way out (Server.stop unlinks it), and the
+    next attempt would then lock a new file and write beside the owner. Asked without opening the
+    lock file (closing any descriptor of a file drops this process's own POSIX locks on it): the
+    kernel's lock table, /proc/locks, lists who holds it. Elsewhere than Linux: not known (False)."""
+    lock = Path(uri).absolute().resolve()
+    lock = lock.parent / f".{lock.name}.lock"
+    try:
+        held = lock.stat()
+        table = Path("/proc/locks").read_text()
+    except OSError:
         return False
-    with open(lock, "a") as fh:
-        try:
-            fcntl.lockf(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+    where = f"{os.major(held.st_dev):02x}:{os.minor(held.st_dev):02x}:{held.st_ino}"
+    for entry in table.splitlines():
+        fields = entry.split()
+        if "->" in fields or len(fields) < 6:
+            continue  # a process waiting for the lock (milvus-lite's own binary waits on its parent's)
+        if fields[5] == where and fields[4] != str(os.getpid()):
             return True
-        fcntl.lockf(fh, fcntl.LOCK_UN)
     return False
 
 
 def open_client(uri: str, token: str, timeout_s: float) -> tuple[Any, str]:
-    """A MilvusClient and the version of what it reached. Two processes must never write one Lite file
-    (the second would fail to open it, and nothing it wrote would be seen): MISCONFIGURED saying so."""
+    """A MilvusClient and the version of what it reached. Two processes must never write one Lite file:
+    MISCONFIGURED saying what to do instead, before any attempt to open it."""
     from pymilvus import MilvusClient
-    from pymilvus.exceptions import ConnectionConfigException
 
     if is_lite(uri):
         Path(uri).parent.mkdir(parents=True, exist_ok=True)
-    try:
-        client = MilvusClient(uri, token=token, timeout=timeout_s)
-    except ConnectionConfigException as exc:
-        if is_lite(uri) and lite_file_held(uri):
+        if lite_file_held(uri):
             raise ServiceError(ErrorKind.MISCONFIGURED, (
                 f"the Milvus Lite file {uri} is in use by another process (a running gateway?), and two"
                 " processes must never write one Lite file: talk to that gateway instead (image-search --url"
-                " http://localhost:8000 ...), or stop it first")) from exc
-        raise
+                " http://localhost:8000 ...), or stop it first"))
+    client = MilvusClient(uri, token=token, timeout=timeout_s)
     return client, LITE_VERSION if is_lite(uri) else client.get_server_version()
 
 

@@ -9,7 +9,7 @@ from ...api import image_search_pb2 as pb
 from ...api import image_search_pb2_grpc as pb_grpc
 from ...core.errors import ErrorKind, ServiceError, invalid
 from ...core.records import Upload
-from ...core.service import ImageSearchService
+from ...core.service import DEFAULT_K, DEFAULT_PAGE_SIZE, ImageSearchService
 from .messages import conditions_of, hit_of, image_of, indexed_of, metadata_of, text_hit_of
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ImageSearch"].full_name
@@ -19,7 +19,6 @@ OPERATIONS = {
     "SearchText": "search_text", "GetImage": "get", "GetThumbnail": "thumbnail", "DeleteImage": "delete",
     "ListImages": "list_images",
 }
-DEFAULT_K, DEFAULT_PAGE_SIZE = 10, 50
 
 
 def k_of(request) -> int:

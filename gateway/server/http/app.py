@@ -48,6 +48,8 @@ def create_app(settings: Settings | None = None, service: ImageSearchService | N
     docs.install(app)  # /docs and /redoc from packaged assets (no CDN)
     app.openapi = lambda: with_security_schemes(app, access)  # type: ignore[method-assign]
     log.info("access", extra={"fields": {"api_keys": len(access.keys), "anonymous_scopes": sorted(access.anonymous.scopes)}})
+    if not access.keys:
+        log.info("no API keys configured: keys that clients present are accepted and ignored (GATEWAY_API_KEYS to require them)")
     # innermost first: access control runs inside the request context (request id, metrics, log line)
     scoped = [route for router in ROUTERS for route in router.routes]  # (FastAPI wraps included routers)
     app.add_middleware(AccessMiddleware, access=access, routes=scoped, on_refusal=error_response)

@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 
 from ...core.filters import FilterCondition
 from ...core.records import ID_PATTERN, Hit, ImageRecord, Indexed, TextHit
+from ...core.service import DEFAULT_K
 from .errors import ErrorBody
 
 ImageId = Annotated[str, Path(pattern=ID_PATTERN, description="32 hex digits", examples=["9f2c1e0d4b7a8c6e5f3a2b1c0d9e8f7a"])]
@@ -119,7 +120,7 @@ class TextSearchResponse(BaseModel):
 
 class TextSearchRequest(BaseModel):
     query: str = Field(examples=["man in red jacket"], description=QUERY_DESCRIPTION)
-    k: int = Field(10, description=K_DESCRIPTION)
+    k: int = Field(DEFAULT_K, description=K_DESCRIPTION)
     filters: list[FilterCondition] = Field(default_factory=list)
     min_score: float | None = Field(None, description="only hits whose score (CLIP cosine + caption weight x caption"
                                     " match) is at least this")

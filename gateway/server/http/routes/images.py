@@ -9,6 +9,7 @@ from fastapi import APIRouter, File, Form, Query, Response, UploadFile
 from ....core.filters import parse_json
 from ....core.metadata import parse_metadata
 from ....core.records import Upload
+from ....core.service import DEFAULT_K, DEFAULT_PAGE_SIZE
 from ..access import requires
 from ..dependencies import Service
 from ..schemas import (
@@ -62,7 +63,7 @@ async def get_thumbnail(service: Service, image_id: ImageId) -> Response:
 
 @router.get("/{image_id}/similar", openapi_extra=requires("similar"), response_model=SearchResponse,
             responses=ERRORS | NOT_FOUND, summary="Stored images most like a stored one (its own vector: no upload, no model)")
-async def similar_images(service: Service, image_id: ImageId, k: Annotated[int, Query(description=K_DESCRIPTION)] = 10,
+async def similar_images(service: Service, image_id: ImageId, k: Annotated[int, Query(description=K_DESCRIPTION)] = DEFAULT_K,
                          filter: Annotated[str | None, Query(description="JSON list of conditions")] = None,
                          min_score: Annotated[float | None, Query(description=MIN_SCORE_IMAGE)] = None) -> SearchResponse:
     hits = await service.similar(image_id, k, parse_json(filter), min_score)
@@ -78,7 +79,7 @@ async def delete_image(service: Service, image_id: ImageId) -> Response:
 
 @router.get("", openapi_extra=requires("list_images"), response_model=ImageList, responses=ERRORS,
             summary="List indexed images, in id order")
-async def list_images(service: Service, limit: Annotated[int, Query(description=LIMIT_DESCRIPTION)] = 50,
+async def list_images(service: Service, limit: Annotated[int, Query(description=LIMIT_DESCRIPTION)] = DEFAULT_PAGE_SIZE,
                       offset: Annotated[int, Query(description="records to skip, >= 0")] = 0) -> ImageList:
     page = await service.list_images(limit, offset)
     return ImageList(images=[ImageOut.of(r) for r in page.records], limit=page.limit, offset=page.offset, total=page.total)

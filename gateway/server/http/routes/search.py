@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, File, Form, Query, UploadFile
 
 from ....core.filters import parse_json
+from ....core.service import DEFAULT_K
 from ..access import requires
 from ..dependencies import Service
 from ..schemas import (
@@ -28,7 +29,7 @@ router = APIRouter(prefix="/v1/search", tags=["search"])
 @router.post("/image", openapi_extra=requires("search_image"), response_model=SearchResponse, responses=ERRORS,
              summary="Images most similar to an uploaded image")
 async def search_by_image(service: Service, file: Annotated[UploadFile, File()],
-                          k: Annotated[int, Form(description=K_DESCRIPTION)] = 10,
+                          k: Annotated[int, Form(description=K_DESCRIPTION)] = DEFAULT_K,
                           filter: Annotated[str | None, Form(description="JSON list of conditions")] = None,
                           min_score: Annotated[float | None, Form(description=MIN_SCORE_IMAGE)] = None) -> SearchResponse:
     conditions = parse_json(filter)
@@ -39,7 +40,7 @@ async def search_by_image(service: Service, file: Annotated[UploadFile, File()],
 @router.get("/text", openapi_extra=requires("search_text"), response_model=TextSearchResponse, responses=ERRORS,
             summary="Images that match a text")
 async def search_text_get(service: Service, q: Annotated[str, Query(description=QUERY_DESCRIPTION)],
-                          k: Annotated[int, Query(description=K_DESCRIPTION)] = 10,
+                          k: Annotated[int, Query(description=K_DESCRIPTION)] = DEFAULT_K,
                           filter: Annotated[str | None, Query(description="JSON list of conditions")] = None,
                           min_score: Annotated[float | None, Query(description=MIN_SCORE_TEXT)] = None
                           ) -> TextSearchResponse:

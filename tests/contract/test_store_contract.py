@@ -1,0 +1,212 @@
+"""One contract for every VectorStore: the in-memory store (the fast subset), Milvus Lite and the
+Milvus 2.3.5 server (integration), each checked against brute force over the same records: reads,
+every filter operator on plain fields and metadata keys (values of every JSON kind, missing keys),
+``in`` lists of mixed types, ANDs, paging, upserts of the same id, deletes, and keyword search where
+the store's capabilities say it has it.
+
+The reference is written here, condition by condition, as the rules of gateway.core.filters state
+them, independently of the in-memory store's own evaluation. Milvus collections use FLAT (exact)
+search, so results compare exactly; HNSW's recall is bench/vector_tier.py's business."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Awaitable, Callable
+
+import numpy as np
+import pytest
+
+from gateway.backends.memory import InMemoryStore
+from gateway.core.filters import check, validate
+from gateway.core.protocols import VectorStore
+from gateway.core.records import ImageRecord
+from gateway.settings import Settings
+from gateway.wiring import build_store
+
+DIM = 8
+N = 64
+NUMBERS: list[object] = [1, 1.0, 2.5, -3, 0, 1e-4, 7, 10 ** 12]
+OTHERS: list[object] = ["1", "a", True, False, None, [1, 2], {"x": 1}]
+ALBUMS = ["a", "b", "c"]
+CAPTIONS = ["red bicycle on a street", "blue car parked", "red car", "dog on grass", "", "bicycle bell"]
+names = (f"c{i}" for i in itertools.count())
+
+
+def records() -> list[ImageRecord]:
+    """N records whose metadata holds every kind of value under "n", some without it."""
+    rng = np.random.default_rng(11)
+    values = NUMBERS + OTHERS
+    out = []
+    for i in range(N):
+        metadata: dict = {"album": ALBUMS[i % 3], "flag": i % 4 == 0}
+        if i % 9 != 8:
+            metadata["n"] = values[i % len(values)]
+        if i % 5 == 0:
+            del metadata["album"]
+        vector = rng.normal(size=DIM).astype(np.float32)
+        out.append(ImageRecord(f"{i:032x}", CAPTIONS[i % len(CAPTIONS)], f"photo-{i % 7}.jpg", metadata, 1_700_000_000 + i,
+                               f"{i % 4:016x}", vector / np.linalg.norm(vector), f"thumbnail-{i}"))
+    return out
+
+
+def kind(value: object) -> str | None:
+    return "bool" if isinstance(value, bool) else "number" if isinstance(value, (int, float)) else (
+        "str" if isinstance(value, str) else None)
+
+
+def same(held: object, value: object) -> bool:
+    return kind(held) is not None and kind(held) == kind(value) and held == value
+
+
+def meta(key: str) -> Callable[[ImageRecord], object]:
+    return lambda r: r.metadata.get(key)
+
+
+def number(held: object) -> bool:
+    return kind(held) == "number"
+
+
+# (conditions as a request gives them, the reference predicate)
+CASES: list[tuple[list[dict], Callable[[ImageRecord], bool]]] = [
+    ([{"field": "metadata.album", "value": "a"}], lambda r: same(meta("album")(r), "a")),
+    ([{"field": "metadata.album", "op": "ne", "value": "a"}], lambda r: not same(meta("album")(r), "a")),
+    ([{"field": "metadata.n", "value": 1}], lambda r: same(meta("n")(r), 1)),
+    ([{"field": "metadata.n", "value": 2.5}], lambda r: same(meta("n")(r), 2.5)),
+    ([{"field": "metadata.n", "value": "1"}], lambda r: same(meta("n")(r), "1")),
+    ([{"field": "metadata.n", "value": True}], lambda r: same(meta("n")(r), True)),
+    ([{"field": "metadata.n", "op": "ne", "value": 1}], lambda r: not same(meta("n")(r), 1)),
+    ([{"field": "metadata.n", "op": "gt", "value": 0}], lambda r: number(meta("n")(r)) and meta("n")(r) > 0),
+    ([{"field": "metadata.n", "op": "gte", "value": 1}], lambda r: number(meta("n")(r)) and meta("n")(r) >= 1),
+    ([{"field": "metadata.n", "op": "lt", "value": 0.001}], lambda r: number(meta("n")(r)) and meta("n")(r) < 0.001),
+    ([{"field": "metadata.n", "op": "lte", "value": -3}], lambda r: number(meta("n")(r)) and meta("n")(r) <= -3),
+    ([{"field": "metadata.n", "op": "gt", "value": 10 ** 11}], lambda r: number(meta("n")(r)) and meta("n")(r) > 10 ** 11),
+    ([{"field": "metadata.n", "op": "in", "value": [1, 7]}], lambda r: any(same(meta("n")(r), v) for v in (1, 7))),
+    ([{"field": "metadata.n", "op": "in", "value": [2.5, -3]}], lambda r: any(same(meta("n")(r), v) for v in (2.5, -3))),
+    ([{"field": "metadata.n", "op": "in", "value": [1, 2.5, "a", False]}],
+     lambda r: any(same(meta("n")(r), v) for v in (1, 2.5, "a", False))),
+    ([{"field": "metadata.flag", "value": True}], lambda r: same(meta("flag")(r), True)),
+    ([{"field": "metadata.missing", "value": 1}], lambda r: False),
+    ([{"field": "metadata.missing", "op": "ne", "value": 1}], lambda r: True),
+    ([{"field": "source", "value": "photo-3.jpg"}], lambda r: r.source == "photo-3.jpg"),
+    ([{"field": "source", "op": "in", "value": ["photo-1.jpg", "photo-2.jpg"]}],
+     lambda r: r.source in ("photo-1.jpg", "photo-2.jpg")),
+    ([{"field": "source", "op": "ne", "value": "photo-0.jpg"}], lambda r: r.source != "photo-0.jpg"),
+    ([{"field": "created_at", "op": "gte", "value": 1_700_000_050}], lambda r: r.created_at >= 1_700_000_050),
+    ([{"field": "created_at", "op": "lt", "value": 1_700_000_010}], lambda r: r.created_at < 1_700_000_010),
+    ([{"field": "id", "op": "in", "value": [f"{3:032x}", f"{40:032x}", "f" * 32]}],
+     lambda r: r.id in (f"{3:032x}", f"{40:032x}")),
+    ([{"field": "phash", "value": f"{1:016x}"}], lambda r: r.phash == f"{1:016x}"),
+    ([{"field": "metadata.album", "value": "b"}, {"field": "metadata.flag", "value": True}],
+     lambda r: same(meta("album")(r), "b") and same(meta("flag")(r), True)),
+    ([{"field": "metadata.album", "op": "in", "value": ["a", "c"]}, {"field": "created_at", "op": "lte", "value": 1_700_000_030}],
+     lambda r: any(same(meta("album")(r), v) for v in ("a", "c")) and r.created_at <= 1_700_000_030),
+]
+
+
+def milvus_store(uri: str) -> VectorStore:
+    settings = Settings(_env_file=None, milvus_uri=uri, collection=next(names), index_type="FLAT", flush_after_rows=0)
+    return build_store(settings, DIM)
+
+
+@pytest.fixture(params=[
+    "memory",
+    pytest.param("lite", marks=pytest.mark.integration),
+    pytest.param("server", marks=[pytest.mark.integration, pytest.mark.milvus_server]),
+], scope="module")
+def make_store(request, tmp_path_factory) -> Callable[[], VectorStore]:
+    """A factory of empty, started stores of one kind."""
+    if request.param == "memory":
+        return lambda: InMemoryStore(keyword_search=True, max_window=16384)
+    if request.param == "lite":
+        uri = str(tmp_path_factory.mktemp("contract") / "contract.db")
+        return lambda: milvus_store(uri)
+    server = request.getfixturevalue("milvus_server")
+    return lambda: milvus_store(server.uri)
+
+
+def on_filled_store(make_store, scenario: Callable[[VectorStore, list[ImageRecord]], Awaitable[None]]) -> None:
+    """``scenario(store, records)`` on a new store holding records() (written in two upserts)."""
+    async def run() -> None:
+        store, stored = make_store(), records()
+        await store.start()
+        try:
+            await store.upsert(stored[:40])
+            await store.upsert(stored[40:])
+            await scenario(store, stored)
+        finally:
+            await store.close()
+
+    asyncio.run(run())
+
+
+def test_reads_return_what_was_written(make_store):
+    async def scenario(store: VectorStore, stored: list[ImageRecord]) -> None:
+        assert await store.count() == N
+        wanted = [stored[5].id, stored[50].id, "e" * 32]
+        got = {r.id: r for r in await store.get(wanted, with_vectors=True)}
+        assert set(got) == {stored[5].id, stored[50].id}
+        for record in (stored[5], stored[50]):
+            mine = got[record.id]
+            assert (mine.caption, mine.source, mine.metadata, mine.created_at, mine.phash) == \
+                (record.caption, record.source, record.metadata, record.created_at, record.phash)
+            np.testing.assert_allclose(mine.vector, record.vector, atol=1e-6)
+        assert all(r.vector is None for r in await store.get([stored[5].id]))
+        assert await store.thumbnail(stored[7].id) == "thumbnail-7" and await store.thumbnail("e" * 32) is None
+        exported = {r.id: r for r in await store.all_records()}
+        assert set(exported) == {r.id for r in stored} and all(r.vector is not None for r in exported.values())
+        pages = [r.id for offset in range(0, N, 10) for r in await store.list_records(10, offset)]
+        assert pages == sorted(r.id for r in stored)
+        assert store.capabilities.max_window == 16384
+
+    on_filled_store(make_store, scenario)
+
+
+def test_every_filter_selects_what_brute_force_selects_in_cosine_order(make_store):
+    async def scenario(store: VectorStore, stored: list[ImageRecord]) -> None:
+        query = np.random.default_rng(5).normal(size=(1, DIM)).astype(np.float32)
+        query /= np.linalg.norm(query)
+        for conditions, keeps in CASES:
+            expected = sorted((r for r in stored if keeps(r)), key=lambda r: -float(r.vector @ query[0]))
+            (hits,) = await store.search(query, N, check(validate(conditions)))
+            assert [r.id for r, _ in hits] == [r.id for r in expected], conditions
+            np.testing.assert_allclose([s for _, s in hits], [float(r.vector @ query[0]) for r in expected], atol=1e-5)
+        (top,) = await store.search(query, 3)
+        assert len(top) == 3
+
+    on_filled_store(make_store, scenario)
+
+
+def test_an_upsert_of_the_same_id_replaces_and_a_delete_removes(make_store):
+    async def scenario(store: VectorStore, stored: list[ImageRecord]) -> None:
+        first = stored[0]
+        again = ImageRecord(first.id, "a new caption", "renamed.jpg", {"album": "z"}, first.created_at, first.phash,
+                            first.vector, "new-thumbnail")
+        await store.upsert([again])
+        assert await store.count() == N
+        (got,) = await store.get([first.id])
+        assert (got.caption, got.source, got.metadata) == ("a new caption", "renamed.jpg", {"album": "z"})
+        await store.delete(stored[1].id)
+        assert await store.get([stored[1].id]) == [] and await store.count() == N - 1
+        (hits,) = await store.search(stored[1].vector[None], N)
+        assert stored[1].id not in [r.id for r, _ in hits] and len(hits) == N - 1
+
+    on_filled_store(make_store, scenario)
+
+
+def test_keyword_search_finds_the_captions_holding_a_word_where_the_store_has_it(make_store):
+    async def scenario(store: VectorStore, stored: list[ImageRecord]) -> None:
+        feature = store.capabilities.keyword_search
+        if not feature.on:
+            assert "has no BM25 full-text search" in feature.reason  # the 2.3 server
+            return
+        for word, conditions in (("bicycle", []), ("red", [{"field": "metadata.flag", "value": True}]), ("zebra", [])):
+            checked = check(validate(conditions))
+            wanted = {r.id for r in stored if word in r.caption.split() and all(
+                same(r.metadata.get(c["field"].split(".", 1)[1]), c["value"]) for c in conditions)}
+            found = await store.search_captions(word, N, checked)
+            assert {r.id for r, _ in found} == wanted, word
+            assert all(score > 0 and r.vector is not None for r, score in found)
+            assert [s for _, s in found] == sorted((s for _, s in found), reverse=True)
+
+    on_filled_store(make_store, scenario)
