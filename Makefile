@@ -12,12 +12,14 @@ REPOSITORY ?= model_repository
 setup: $(VENV)/.test
 
 $(VENV)/.serve: pyproject.toml constraints.txt
+	@echo "installing the gateway, ONNX Runtime, Milvus Lite and CPU torch into $(VENV) (a few minutes the first time)"
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[export]'
 	touch $@
 
 $(VENV)/.test: $(VENV)/.serve
+	@echo "installing the test toolchain into $(VENV): tritonserver, Playwright, linters (a few minutes the first time)"
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[test]'
 	# the page test drives Debian's chromium (Playwright's own browser download cannot run offline);
 	# bench/photos.py takes camera-size photos from Debian's mate-backgrounds (46 MB)
@@ -53,6 +55,7 @@ serve: export
 # Without hub access: random-weight base checkpoints with the real architectures and tokenizers, for
 # `make serve CLIP_MODEL=.cache/clip-base BLIP_MODEL=.cache/blip-base` (blingfire: BLIP's vocabulary offline)
 random-models: $(VENV)/.serve
+	@echo "installing blingfire (BERT's vocabulary for BLIP), then building random-weight CLIP and BLIP base checkpoints"
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[checkpoints]'
 	test -f .cache/clip-base/tokenizer.json || $(PY) -m export.random_checkpoints clip --size base --out .cache/clip-base
 	test -f .cache/blip-base/tokenizer.json || $(PY) -m export.random_checkpoints blip --size base --out .cache/blip-base

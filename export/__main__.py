@@ -64,11 +64,19 @@ def main(argv: list[str] | None = None) -> int:
                       threads=args.threads, decode_memory_mb=args.decode_memory_mb)
     start = time.perf_counter()
     module, function, default_model = FAMILIES[args.family]
+    source = args.model or default_model
     try:
         export = getattr(importlib.import_module(module), function)
-        export(args.model or default_model, args.repository, serving, force=args.force, parity_device=args.parity_device)
+        export(source, args.repository, serving, force=args.force, parity_device=args.parity_device)
     except (ParityError, ProviderUnavailable) as exc:  # nothing was installed
         say(f"error: {exc}")
+        return 1
+    except OSError as exc:
+        if Path(source).is_dir() or "huggingface" not in f"{type(exc).__module__} {exc}".lower():
+            raise
+        say(f"error: {source} cannot be loaded from the Hugging Face hub ({str(exc).splitlines()[0]}). Without hub"
+            f" access: `make random-models`, then `make serve CLIP_MODEL=.cache/clip-base BLIP_MODEL=.cache/blip-base`"
+            f" (README: Without access to the Hugging Face hub); or give a local checkpoint folder with --model")
         return 1
     say(f"export finished in {time.perf_counter() - start:.1f}s")
     return 0

@@ -19,6 +19,7 @@ import argparse
 import gzip
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -222,7 +223,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     build, _ = BUILDERS[args.family]
-    print(build(args.out, args.size, args.seed))
+    # built beside the destination and renamed into place: a failed build leaves no half-written checkpoint
+    partial = args.out.with_name(f".{args.out.name}.partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    try:
+        build(partial, args.size, args.seed)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    shutil.rmtree(args.out, ignore_errors=True)
+    partial.rename(args.out)
+    print(args.out)
 
 
 if __name__ == "__main__":

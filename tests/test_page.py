@@ -46,6 +46,16 @@ def images_loaded(page) -> bool:
                                      "imgs => imgs.length > 0 && imgs.every(i => i.complete && i.naturalWidth > 0)")
 
 
+def test_before_any_search_the_page_shows_what_is_indexed_and_labels_its_fields(page, site):
+    expect(page.locator("#status")).to_have_text("3 images indexed: search by text or by image")
+    expect(page.locator(".result")).to_have_count(3)
+    listed = httpx.get(f"{site[0]}/v1/images").json()["images"]
+    assert [c.get_attribute("data-id") for c in page.locator(".result").all()] == [i["id"] for i in listed]
+    page.wait_for_function("() => [...document.querySelectorAll('.result img')].every(i => i.complete && i.naturalWidth > 0)")
+    assert page.get_by_label("results").get_attribute("id") == "k"
+    assert page.get_by_label("min score").get_attribute("id") == "min-score"
+
+
 def test_text_search_shows_results_with_thumbnails_captions_and_scores(page, site):
     page.fill("#query", "man in red jacket")
     page.fill("#k", "2")

@@ -4,25 +4,8 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 
 from ..core.records import Hit
-
-THUMBNAIL_SIZE = 192
-
-
-def local_thumbnail(source: str) -> bytes | None:
-    """A JPEG thumbnail of the indexed file, when it is on this disk."""
-    from PIL import Image
-
-    try:
-        with Image.open(source) as image:
-            image.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE))
-            buffer = io.BytesIO()
-            image.convert("RGB").save(buffer, "JPEG", quality=80)
-        return buffer.getvalue()
-    except (OSError, ValueError):
-        return None
 
 
 def results_html(title: str, hits: list[Hit], thumbnails: dict[str, bytes | None]) -> str:

@@ -98,7 +98,7 @@ async def index_folder(client: Client, root: Path, metadata: dict, batch_size: i
     for path in paths:
         if stopped:
             break
-        name = str(path.resolve())
+        name = path.relative_to(root).as_posix()  # the record's source, whichever way the CLI reaches the service
         try:
             data = path.read_bytes()
         except OSError as exc:

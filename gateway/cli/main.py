@@ -30,7 +30,7 @@ from ..core.filters import parse_json
 from ..core.metadata import parse_metadata
 from ..settings import Settings
 from .clients import Client, EmbeddedClient, HttpClient
-from .gallery import local_thumbnail, print_table, results_html
+from .gallery import print_table, results_html
 from .grpc_client import GrpcClient
 from .indexing import index_folder
 
@@ -166,9 +166,7 @@ async def query_command(client: Client, args: argparse.Namespace) -> int:
     else:
         raise UsageError("give a query text, --image PATH or --similar-to ID")
     print_table(hits)
-    # the file itself where it is on this disk, else the thumbnail stored at index time (uploads through the API)
-    thumbnails = {hit.record.id: local_thumbnail(hit.record.source) or await client.thumbnail(hit.record.id)
-                  for hit in hits}
+    thumbnails = {hit.record.id: await client.thumbnail(hit.record.id) for hit in hits}  # stored at index time
     args.out.write_text(results_html(title, hits, thumbnails))
     print(f"wrote {args.out}")
     return 0

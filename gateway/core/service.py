@@ -95,10 +95,6 @@ class ImageSearchService:
             raise invalid(f"k must be in 1..{self.limits.max_k}")
         return k
 
-    def check_upload(self, data: bytes, name: str = "upload") -> bytes:
-        if len(data) > self.limits.max_upload_bytes:
-            raise ServiceError(ErrorKind.TOO_LARGE, f"{name or 'upload'} is larger than {self.limits.max_upload_bytes:,} bytes")
-        return data
 
     def check_batch(self, count: int) -> None:
         if count > self.limits.max_files_per_request:
@@ -129,12 +125,26 @@ class ImageSearchService:
 
     # --- images in ---------------------------------------------------------------------------------
 
-    async def _prepare(self, files: list[tuple[str, bytes]], blip: bool = False, record: bool = False) -> list[PreparedImage]:
-        for name, data in files:
-            self.check_upload(data, name)
+    async def _prepare(self, files: list[tuple[str | None, bytes]], blip: bool = False, record: bool = False
+                       ) -> list[PreparedImage]:
+        """Every file decoded and resized for the models, or the first refusal. A file's label (None for
+        the one file of a request) names it in the refusal: "files[2] (cat.jpg): not a recognised image
+        format"."""
+        for label, data in files:
+            if len(data) > self.limits.max_upload_bytes:
+                raise ServiceError(ErrorKind.TOO_LARGE, f"{label or 'the upload'} is larger than"
+                                   f" {self.limits.max_upload_bytes:,} bytes")
         info, max_pixels, exact = self.inference.info, self.limits.max_pixels, self.exact_decode
-        return list(await asyncio.gather(*(asyncio.to_thread(prepare, data, info, max_pixels, blip, record, exact)
-                                           for _, data in files)))
+
+        async def one(label: str | None, data: bytes) -> PreparedImage:
+            try:
+                return await asyncio.to_thread(prepare, data, info, max_pixels, blip, record, exact)
+            except ServiceError as exc:
+                if label is None:
+                    raise
+                raise ServiceError(exc.kind, f"{label}: {exc.message}", exc.code) from None
+
+        return list(await asyncio.gather(*(one(label, data) for label, data in files)))
 
     async def _embed_and_caption(self, images: list[PreparedImage], caption: bool) -> tuple[np.ndarray, list[str]]:
         embed = self.inference.embed_images(np.stack([i.clip_pixels for i in images]))
@@ -146,7 +156,7 @@ class ImageSearchService:
 
     async def embed_image(self, data: bytes) -> Embedded:
         """The original service's operation: caption (when captions are on) and embedding of one image."""
-        (prepared,) = await self._prepare([("upload", data)], blip=self.captioning)
+        (prepared,) = await self._prepare([(None, data)], blip=self.captioning)
         vectors, texts = await self._embed_and_caption([prepared], self.captioning)
         return Embedded(texts[0], vectors[0])
 
@@ -180,7 +190,8 @@ class ImageSearchService:
         if captions and not self.captioning:
             raise invalid("captions are disabled on this gateway (GATEWAY_CAPTIONS=false)")
         caption = self.captioning if captions is None else captions
-        prepared = await self._prepare([(u.name, u.data) for u in uploads], blip=caption, record=True)
+        labels = [f"files[{i}] ({u.name or 'unnamed'})" if len(uploads) > 1 else None for i, u in enumerate(uploads)]
+        prepared = await self._prepare([(label, u.data) for label, u in zip(labels, uploads)], blip=caption, record=True)
         ids = sorted({p.id for p in prepared})
         async with self.write_locks.hold(ids):  # concurrent uploads of one image: the first writes, the rest find it
             existing = {r.id: r for r in await self.store.get(ids)}
@@ -207,7 +218,7 @@ class ImageSearchService:
         """The k stored images most similar to an image (CLIP cosine, -1..1), among those matching the
         filter and, with ``min_score``, scoring at least that (fewer than k then)."""
         checked = self._check_search(k, conditions, min_score)
-        (prepared,) = await self._prepare([("query", data)])
+        (prepared,) = await self._prepare([(None, data)])
         vectors = await self.inference.embed_images(prepared.clip_pixels[None])
         hits = [Hit(record, score) for record, score in (await self.store.search(vectors, k, checked))[0]]
         return [h for h in hits if min_score is None or h.score >= min_score]

@@ -4,6 +4,9 @@ variables)."""
 from __future__ import annotations
 
 import asyncio
+import errno
+import socket
+import sys
 
 import uvicorn
 from fastapi import FastAPI
@@ -28,8 +31,24 @@ class GatewayServer(uvicorn.Server):
             await drained
 
 
+def port_in_use(host: str, port: int) -> bool:
+    """Whether binding host:port fails because something listens there (checked before the models load)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn and gRPC bind
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            return exc.errno == errno.EADDRINUSE
+    return False
+
+
 def main() -> None:
     settings = Settings()
+    for port, setting in ((settings.port, "GATEWAY_PORT"), (settings.grpc_port, "GATEWAY_GRPC_PORT")):
+        if port and port_in_use(settings.host, port):
+            sys.exit(f"error: port {port} is in use ({setting}={port}): stop what listens there, or set {setting}"
+                     f" to a free port{' (0: no gRPC server)' if setting == 'GATEWAY_GRPC_PORT' else ''}")
     configure_logging(settings.log_level)
     app = create_app(settings)
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None,

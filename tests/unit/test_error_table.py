@@ -169,7 +169,22 @@ SAME_MISTAKES = {  # mistake -> (code, its HTTP spellings, its gRPC call, the CL
         ["query", "dog", "--filter", json.dumps([LIKE])]),
     "a page over the list limit": ("invalid_request", [lambda http: http.get("/v1/images", params={"limit": 1001})],
                                    lambda stub: stub.ListImages(pb.ListImagesRequest(page_size=1001)), None),
+    "a field the operation does not take": ("invalid_request", [
+        lambda http: http.get("/v1/search/text", params={"q": "dog", "filters": "[]"}),
+        lambda http: http.post("/v1/search/text", json={"query": "dog", "filter": []})],
+        lambda stub: stub.SearchText(with_unknown_field(search_request())), None),
+    "a streamed message with a field the operation does not take": ("invalid_request", [
+        lambda http: http.post("/v1/images", data={"meta": "{}"}, files=[("files", ("a.png", unique_image(7), "image/png"))],
+                               headers={"X-API-Key": WRITER})],
+        lambda stub: stub.IndexImages(iter([with_unknown_field(pb.IndexImagesRequest(image=unique_image(7), name="a.png"))]),
+                                      metadata=(("x-api-key", WRITER),)), None),
 }
+
+
+def with_unknown_field(message):
+    """The message as a client built from another .proto sends it: with a field number this one lacks."""
+    field_99 = bytes([0x9A, 0x06, 3]) + b"abc"  # tag (99 << 3 | 2) as a varint, then 3 bytes
+    return type(message).FromString(message.SerializeToString() + field_99)
 
 
 @pytest.mark.parametrize("mistake", list(SAME_MISTAKES))

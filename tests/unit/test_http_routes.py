@@ -206,3 +206,19 @@ def test_every_error_carries_openais_type(client):
     assert client.get("/v1/search/text", params={"q": " "}).json()["error"]["type"] == "invalid_request_error"
     response = client.post("/v1/embeddings", json={"input": "data:image/png;base64,%%%"})
     assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_data_uri"
+
+
+@pytest.mark.parametrize("call,message", [
+    (lambda c: c.get("/v1/search/text", params={"q": "dog", "filters": "[]"}),
+     "unknown query parameter 'filters': GET /v1/search/text takes filter, k, min_score, q"),
+    (lambda c: c.post("/v1/search/text", json={"query": "dog", "filter": []}),
+     "unknown body field 'filter': POST /v1/search/text takes filters, k, min_score, query"),
+    (lambda c: c.post("/v1/search/image", data={"filters": "[]"}, files={"file": ("q.png", unique_image(5), "image/png")}),
+     "unknown form field 'filters': POST /v1/search/image takes file, filter, k, min_score"),
+    (lambda c: c.post("/v1/images", data={"meta": "{}"}, files=[("files", ("a.png", unique_image(6), "image/png"))]),
+     "unknown form field 'meta': POST /v1/images takes captions, files, metadata"),
+    (lambda c: c.get("/v1/images", params={"page": 2}), "unknown query parameter 'page': GET /v1/images takes limit, offset"),
+])
+def test_a_field_a_route_does_not_take_is_refused_naming_those_it_does(client, core, call, message):
+    assert error(call(client), 422, "invalid_request") == message
+    assert core.store.records == {} and core.inference.calls == []  # refused before anything ran

@@ -59,6 +59,7 @@ def test_one_bad_file_fails_the_batch_before_any_model_runs():
     core = service()
     refused = kind_of(index(core, [("good.png", unique_image(4)), ("bad.jpg", b"not an image")], {}))
     assert refused.kind is ErrorKind.INVALID_ARGUMENT and refused.code == "invalid_image"
+    assert refused.message == "files[1] (bad.jpg): not a recognised image format"  # which file of the batch
     assert core.inference.calls == [] and core.store.records == {}
     bomb = kind_of(index(core, [("bomb.png", png_header_only(60_000, 60_000))], {}))
     assert bomb.kind is ErrorKind.TOO_LARGE and bomb.code == "image_too_large"

@@ -19,6 +19,7 @@ from ..access import SCOPE_OF, AccessControl
 from ..logging import REQUEST_ID
 from ..metrics import ERRORS, GRPC_SECONDS
 from .errors import STATUS, trailing_metadata
+from .messages import check_known
 from .servicer import OPERATIONS, SERVICE_NAME
 
 log = logging.getLogger("gateway")
@@ -31,6 +32,20 @@ def peer_host(peer: str) -> str:
     """The address of "ipv4:10.0.0.7:51234" / "ipv6:[::1]:51234" (what anonymous rate limits count against)."""
     address = peer.split(":", 1)[-1]
     return address.rsplit(":", 1)[0].strip("[]") if ":" in address else address
+
+
+def checked(request):
+    """The request with every message checked for fields its type does not declare (a stream: each
+    message as the handler reads it)."""
+    if not hasattr(request, "__aiter__"):
+        check_known(request)
+        return request
+
+    async def messages():
+        async for message in request:
+            check_known(message)
+            yield message
+    return messages()
 
 
 class ServiceInterceptor(grpc.aio.ServerInterceptor):
@@ -54,7 +69,7 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
                 principal = self.access.authorize(headers, peer_host(context.peer()), scope).name
                 left = context.time_remaining()
                 with within(None if left is None else max(0.0, left - REPLY_MARGIN_S)):
-                    reply = await behavior(request, context)
+                    reply = await behavior(checked(request), context)
                 context.set_trailing_metadata((("x-request-id", request_id),))
                 return reply
             except ServiceError as exc:

@@ -2,11 +2,31 @@
 
 from __future__ import annotations
 
+from google.protobuf import unknown_fields
+from google.protobuf.message import Message
+
 from ...api import image_search_pb2 as pb
 from ...api.structs import struct_of, to_python
+from ...core.errors import ErrorKind, ServiceError
 from ...core.filters import FilterCondition, validate
 from ...core.metadata import check_metadata, parse_metadata
 from ...core.records import Hit, ImageRecord, Indexed, TextHit
+
+
+def check_known(message: Message) -> None:
+    """INVALID_REQUEST naming the fields a message takes when it carries a field its type does not
+    declare (a client built from another version of the .proto): never ignored, as over HTTP."""
+    unknown = sorted({f.field_number for f in unknown_fields.UnknownFieldSet(message)})
+    descriptor = message.DESCRIPTOR
+    if unknown:
+        raise ServiceError(ErrorKind.INVALID_REQUEST, f"unknown field number{'s' * (len(unknown) > 1)}"
+                           f" {', '.join(map(str, unknown))} in {descriptor.full_name}: it takes"
+                           f" {', '.join(f.name for f in descriptor.fields)}")
+    for field, value in message.ListFields():
+        if field.message_type is not None:
+            for child in (value if field.is_repeated else [value]):
+                if isinstance(child, Message):
+                    check_known(child)
 
 
 def metadata_of(message: pb.IndexImagesRequest) -> dict:

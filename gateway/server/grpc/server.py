@@ -13,6 +13,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from ...api import image_search_pb2_grpc as pb_grpc
+from ...core.errors import ErrorKind, ServiceError
 from ...core.service import ImageSearchService
 from ..access import AccessControl
 from .interceptor import ServiceInterceptor
@@ -64,7 +65,11 @@ class GrpcServer:
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
             [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], self.server)
-        self.port = self.server.add_insecure_port(f"{host}:{port}")
+        try:
+            self.port = self.server.add_insecure_port(f"{host}:{port}")
+        except RuntimeError as exc:  # grpc's "Failed to bind to address"
+            raise ServiceError(ErrorKind.MISCONFIGURED, f"the gRPC API cannot listen on {host}:{port}"
+                               f" (GATEWAY_GRPC_PORT): {exc}") from None
         self.watcher: asyncio.Task | None = None
         self.stopping: asyncio.Future | None = None
 

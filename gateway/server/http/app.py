@@ -18,6 +18,7 @@ from ..logging import REQUEST_ID
 from ..metrics import REQUEST_SECONDS
 from ..process import serving
 from .access import AccessMiddleware, with_security_schemes
+from .dependencies import KnownFieldsOnly
 from .errors import error_response, install_error_handlers
 from .routes import compat, docs, embeddings, images, operations, page, search
 
@@ -42,8 +43,8 @@ def create_app(settings: Settings | None = None, service: ImageSearchService | N
                   description="Caption, embed, index and search images: CLIP + BLIP on Triton or in-process "
                               "ONNX Runtime, vectors in Milvus. Every error is `{\"error\": {code, message, "
                               "request_id}}`.")
-    for router in ROUTERS:
-        app.include_router(router, max_body_size=settings.max_request_bytes)  # 413 as our JSON error
+    for router in ROUTERS:  # 413 as our JSON error; unknown fields refused on every API route
+        app.include_router(router, max_body_size=settings.max_request_bytes, dependencies=[KnownFieldsOnly])
     app.include_router(operations.router)
     docs.install(app)  # /docs and /redoc from packaged assets (no CDN)
     app.openapi = lambda: with_security_schemes(app, access)  # type: ignore[method-assign]

@@ -1,11 +1,16 @@
-"""Typed dependencies of the routes: what a route needs, resolved once per request."""
+"""Typed dependencies of the routes: what a route needs, resolved once per request, and the check every
+API route runs first: fields it does not take are refused, never ignored."""
 
 from __future__ import annotations
 
+import json
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi import params as fastapi_params
+from pydantic import BaseModel
 
+from ...core.errors import ErrorKind, ServiceError
 from ...core.service import ImageSearchService
 
 
@@ -14,3 +19,44 @@ def get_service(request: Request) -> ImageSearchService:
 
 
 Service = Annotated[ImageSearchService, Depends(get_service)]
+
+
+def _accepted(route) -> tuple[set[str], set[str], set[str] | None]:
+    """(query parameters, form fields, JSON body fields or None) that a route declares."""
+    dependant = route.dependant
+    query = {p.alias for p in dependant.query_params}
+    form = {p.alias for p in dependant.body_params if isinstance(p.field_info, fastapi_params.Form)}
+    body = None
+    for param in dependant.body_params:
+        model = param.field_info.annotation
+        if isinstance(param.field_info, fastapi_params.Body) and isinstance(model, type) and issubclass(model, BaseModel):
+            body = {field.alias or name for name, field in model.model_fields.items()}
+    return query, form, body
+
+
+def _refuse(kind: str, unknown: set[str], accepted: set[str], request: Request) -> ServiceError:
+    takes = ", ".join(sorted(accepted)) or "none"
+    return ServiceError(ErrorKind.INVALID_REQUEST, f"unknown {kind} {', '.join(repr(u) for u in sorted(unknown))}:"
+                        f" {request.method} {request.scope['route'].path} takes {takes}")
+
+
+async def known_fields_only(request: Request) -> None:
+    """422 invalid_request naming the accepted fields when a request has a query parameter, form field
+    or JSON body field its route does not declare (a misspelt ``filters=`` must not give unfiltered
+    results that look filtered)."""
+    query, form, body = _accepted(request.scope["route"])
+    if unknown := set(request.query_params) - query:
+        raise _refuse("query parameter" + "s" * (len(unknown) > 1), unknown, query, request)
+    is_form = request.headers.get("content-type", "").startswith(("multipart/form-data", "application/x-www-form-urlencoded"))
+    if form and is_form and (unknown := set((await request.form()).keys()) - form):
+        raise _refuse("form field" + "s" * (len(unknown) > 1), unknown, form, request)
+    if body is not None:
+        try:
+            sent = json.loads(await request.body())
+        except ValueError:
+            return  # not JSON: the body's own validation says so
+        if isinstance(sent, dict) and (unknown := set(sent) - body):
+            raise _refuse("body field" + "s" * (len(unknown) > 1), unknown, body, request)
+
+
+KnownFieldsOnly = Depends(known_fields_only)
