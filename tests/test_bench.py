@@ -117,3 +117,13 @@ def test_text_search_paths_compares_both_orders_on_the_same_results(model_reposi
     assert [row["order"] for row in result["rows"]] == ["sequential", "concurrent"]
     assert all(row["p50_ms"] > 0 and len(row["round_medians_ms"]) == 2 for row in result["rows"])
     assert result["sequential_over_concurrent_p50"] > 0 and (tmp_path / "text_search_paths.md").exists()
+
+
+def test_memory_bench_measures_every_variant_in_its_own_process(model_repository, tmp_path):
+    run("bench.memory", "--repository", str(model_repository), "--rounds", "1", "--repeats", "1", "--out", str(tmp_path))
+    rows = json.loads((tmp_path / "memory.json").read_text())["rows"]
+    assert {row["variant"] for row in rows} == {"arena off (shipped)", "arena on (before)"}
+    for row in rows:
+        memory = row["memory_mb"]
+        assert memory["python"] < memory["+clip_image"] <= memory["+blip_caption"] and memory["after runs"] > 0
+        assert all(seconds > 0 for seconds in row["median_s"].values())

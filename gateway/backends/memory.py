@@ -1,7 +1,8 @@
 """A vector store in this process's memory: the whole VectorStore protocol, filters evaluated as
 gateway.core.filters defines them, exact cosine search by numpy brute force, keyword search by the
-number of the query's words a caption holds. Nothing survives the process: it is the store of the
-fast tests (tests/contract runs the same suite on it, on Milvus Lite and on the Milvus server)."""
+number of the query's words a caption holds. One process sees every write at once, so it needs no
+consistency tokens. Nothing survives the process: it is the store of the fast tests (tests/contract
+runs the same suite on it, on Milvus Lite and on the Milvus server)."""
 
 from __future__ import annotations
 
@@ -39,11 +40,11 @@ class InMemoryStore:
         await asyncio.sleep(0)  # let concurrent writers interleave, as a real store would
         self.records.update({r.id: r for r in records})
 
-    async def get(self, ids: list[str], with_vectors: bool = False) -> list[ImageRecord]:
+    async def get(self, ids: list[str], with_vectors: bool = False, strong: bool = False) -> list[ImageRecord]:
         await asyncio.sleep(0)
         return [view(self.records[i], with_vectors) for i in dict.fromkeys(ids) if i in self.records]
 
-    async def thumbnail(self, record_id: str) -> str | None:
+    async def thumbnail(self, record_id: str, strong: bool = False) -> str | None:
         record = self.records.get(record_id)
         return record.thumbnail if record else None
 

@@ -87,6 +87,8 @@ def record_of(body: dict) -> ImageRecord:
     return ImageRecord(body["id"], body["caption"], body["source"], body["metadata"], body["created_at"], body["phash"], vector)
 
 
+CONSISTENCY_HEADER = "X-Consistency-Token"  # (gateway.server.http.app's: the CLI does not import the server)
+
 # what a gateway's HTTP status says about the failure, for callers that decide by kind
 KIND_OF_STATUS = {400: ErrorKind.INVALID_ARGUMENT, 401: ErrorKind.UNAUTHENTICATED, 403: ErrorKind.PERMISSION_DENIED,
                   404: ErrorKind.NOT_FOUND, 413: ErrorKind.TOO_LARGE, 415: ErrorKind.UNSUPPORTED_MEDIA_TYPE,
@@ -100,10 +102,12 @@ class HttpClient:
     def __init__(self, url: str, api_key: str | None = None):
         headers = {"X-API-Key": api_key} if api_key else None
         self.client = httpx.AsyncClient(base_url=url.rstrip("/"), timeout=600, headers=headers)
+        self.token: str | None = None  # the latest write's consistency token: later reads see that write
 
     async def _call(self, method: str, path: str, missing_ok: bool = False, **kwargs) -> httpx.Response:
+        headers = {CONSISTENCY_HEADER: self.token} if self.token else {}
         try:
-            response = await self.client.request(method, path, **kwargs)
+            response = await self.client.request(method, path, headers=headers, **kwargs)
         except httpx.TransportError as exc:
             raise ServiceError(ErrorKind.UNAVAILABLE, f"the gateway at {self.client.base_url} cannot be reached: {exc}") from exc
         if response.status_code >= 400 and not (missing_ok and response.status_code == 404):
@@ -113,6 +117,7 @@ class HttpClient:
             except (ValueError, KeyError, TypeError):
                 code, message = None, f"HTTP {response.status_code}: {response.text[:200]}"
             raise ServiceError(KIND_OF_STATUS.get(response.status_code, ErrorKind.INTERNAL), message, code)
+        self.token = response.headers.get(CONSISTENCY_HEADER, self.token)
         return response
 
     async def exists(self, image_id: str) -> bool:

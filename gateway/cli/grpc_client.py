@@ -42,10 +42,15 @@ class GrpcClient:
                                                                   ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)])
         self.stub = pb_grpc.ImageSearchStub(self.channel)
         self.metadata = (("x-api-key", api_key),) if api_key else ()
+        self.token: str | None = None  # the latest write's consistency token: later reads see that write
 
     async def _call(self, method, request, missing_ok: bool = False):
+        metadata = self.metadata + ((("x-consistency-token", self.token),) if self.token else ())
         try:
-            return await method(request, metadata=self.metadata, timeout=TIMEOUT_S)
+            call = method(request, metadata=metadata, timeout=TIMEOUT_S)
+            reply = await call
+            self.token = dict(await call.trailing_metadata() or ()).get("x-consistency-token", self.token)
+            return reply
         except grpc.aio.AioRpcError as exc:
             if missing_ok and exc.code() == grpc.StatusCode.NOT_FOUND:
                 return None

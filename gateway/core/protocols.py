@@ -73,7 +73,9 @@ class StoreCapabilities:
 class VectorStore(Protocol):
     """One collection of image records, searched by cosine similarity. ``conditions`` are checked
     filters (gateway.core.filters), ANDed; each store evaluates them with the meaning stated there.
-    Ids are checked by the service. Failures are ServiceErrors (UNAVAILABLE, TIMEOUT, MISCONFIGURED)."""
+    Ids are checked by the service. Writes report their consistency token and reads honour the call's
+    (gateway.core.consistency) where the store has timestamps. Failures are ServiceErrors (UNAVAILABLE,
+    TIMEOUT, MISCONFIGURED)."""
 
     capabilities: StoreCapabilities
 
@@ -81,9 +83,13 @@ class VectorStore(Protocol):
 
     async def upsert(self, records: list[ImageRecord]) -> None: ...
 
-    async def get(self, ids: list[str], with_vectors: bool = False) -> list[ImageRecord]: ...
+    async def get(self, ids: list[str], with_vectors: bool = False, strong: bool = False) -> list[ImageRecord]:
+        """The records of those ids that exist; ``strong``: seeing every acknowledged write, whichever
+        client made it (slower on a server; reads otherwise see this client's own writes and those up to
+        the call's consistency token, gateway.core.consistency)."""
+        ...
 
-    async def thumbnail(self, record_id: str) -> str | None: ...
+    async def thumbnail(self, record_id: str, strong: bool = False) -> str | None: ...
 
     async def delete(self, record_id: str) -> None: ...
 

@@ -260,7 +260,11 @@ class ImageSearchService:
     # --- records -----------------------------------------------------------------------------------
 
     async def get(self, image_id: str, with_vector: bool = False) -> ImageRecord:
+        """NOT_FOUND only after a strong re-read: a record another replica has just written, or one the
+        store has not yet made readable after a restart, is never answered as absent."""
         records = await self.store.get([self.check_id(image_id)], with_vectors=with_vector)
+        if not records:
+            records = await self.store.get([image_id], with_vectors=with_vector, strong=True)
         if not records:
             raise ServiceError(ErrorKind.NOT_FOUND, f"no image with id {image_id!r}")
         return records[0]
@@ -270,7 +274,7 @@ class ImageSearchService:
 
     async def thumbnail(self, image_id: str) -> bytes:
         """The JPEG stored at index time."""
-        encoded = await self.store.thumbnail(self.check_id(image_id))
+        encoded = await self.store.thumbnail(self.check_id(image_id)) or await self.store.thumbnail(image_id, strong=True)
         if not encoded:
             raise ServiceError(ErrorKind.NOT_FOUND, f"no thumbnail for image {image_id!r}")
         return base64.b64decode(encoded)

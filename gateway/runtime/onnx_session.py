@@ -5,6 +5,11 @@ does not load, a CPU-only wheel) is refused with an error: a GPU deployment that
 the pod's CPUs is slower by orders of magnitude and looks healthy. ONNX Runtime's
 ``get_available_providers()`` only says which providers were compiled in; ``session.get_providers()``
 says which one the session actually got.
+
+ONNX Runtime's CPU memory arena is off: it keeps every buffer a run ever needed for the life of the
+session, and BLIP's beam search needs large ones (keys/values per beam). Measured with the base models
+in one process (bench/memory.py, docs/benchmarks.md): 3.6 GiB resident after a few caption batches with
+the arena, 2.8-3.2 GiB without (the distinct weights: 1.5 GiB), at the same speed.
 """
 
 from __future__ import annotations
@@ -41,15 +46,17 @@ def triton_instance_device(args: dict) -> tuple[Device, int]:
 
 
 def create_session(path: Path | str, device: Device = "cpu", device_id: int = 0, threads: int = 0,
-                   inter_op_threads: int = 1, tensorrt: dict[str, str] | None = None) -> ort.InferenceSession:
+                   inter_op_threads: int = 1, tensorrt: dict[str, str] | None = None, cpu_arena: bool = False
+                   ) -> ort.InferenceSession:
     """An InferenceSession for ``path`` on ``device``; ProviderUnavailable when that device's provider
     (TensorRT's, given ``tensorrt`` options) is not the one the session runs on. ``threads``: intra-op
     threads (0: ONNX Runtime's default, one per physical core of the machine, which on a shared node is
-    rarely what you want)."""
+    rarely what you want); ``cpu_arena``: ONNX Runtime's CPU memory arena (off: see above)."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = inter_op_threads
     options.log_severity_level = 3
+    options.enable_cpu_mem_arena = cpu_arena
     providers = providers_for(device, device_id, tensorrt)
     session = ort.InferenceSession(str(path), options, providers=providers)
     wanted = providers[0] if isinstance(providers[0], str) else providers[0][0]

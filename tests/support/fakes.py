@@ -85,6 +85,7 @@ class RecordingStore(InMemoryStore):
         self.searched: list[list[Condition]] = []  # the conditions each search was given, in order
         self.fail: ServiceError | None = None
         self.started = self.closed = False
+        self.strong_reads = 0
 
     def _check(self) -> None:
         if self.fail is not None:
@@ -95,9 +96,10 @@ class RecordingStore(InMemoryStore):
         self.upserts += 1
         await super().upsert(records)
 
-    async def get(self, ids: list[str], with_vectors: bool = False) -> list[ImageRecord]:
+    async def get(self, ids: list[str], with_vectors: bool = False, strong: bool = False) -> list[ImageRecord]:
         self._check()
-        return await super().get(ids, with_vectors)
+        self.strong_reads += strong
+        return await super().get(ids, with_vectors, strong)
 
     async def delete(self, record_id: str) -> None:
         self._check()

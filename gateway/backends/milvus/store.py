@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from ...core.consistency import read_after, wrote
 from ...core.errors import ErrorKind, ServiceError, unavailable
 from ...core.filters import Condition
 from ...core.protocols import Feature, StoreCapabilities
@@ -50,13 +51,33 @@ class MilvusStore:
         self.client: Any = None  # pymilvus.MilvusClient once started
         self.lite = is_lite(options.uri)
         self.index_type: IndexType = options.index_type if options.index_type != "auto" else ("FLAT" if self.lite else "HNSW")
-        # Every read passes this. Strong waits for a server time tick (~200 ms); Session reads at the
-        # timestamp of this client's last write, which pymilvus records from each write's reply.
-        self.read: dict[str, Any] = {"consistency_level": options.read_consistency}
         self.flusher = BulkFlusher(self._flush, options.flush_after_rows, options.flush_idle_s, self.name)
         self.full_text = False  # whether this Milvus has BM25 full-text search
         self.caption_words = False  # whether any stored caption is not empty (BM25 needs one)
         self.capabilities = self._capabilities(Feature(False, "not connected"))
+
+    def read(self, strong: bool = False) -> dict[str, Any]:
+        """The consistency every read passes. Session (the default) reads at the timestamp of this
+        client's last write, which pymilvus records from each write's reply; Strong waits for a server
+        time tick (~200 ms); a call with another replica's consistency token reads at the later of the
+        token and this client's own last write (a wait only until the server has passed the token)."""
+        if strong or self.options.read_consistency == "Strong":
+            return {"consistency_level": "Strong"}
+        after = read_after()
+        if after is None:
+            return {"consistency_level": "Session"}
+        return {"consistency_level": "Customized", "guarantee_timestamp": max(after, self._session_timestamp())}
+
+    def _session_timestamp(self) -> int:
+        """This client's last write to the collection (0: none, and always 0 on Milvus Lite, whose replies
+        carry no timestamps). pymilvus keeps it per server address and has no public call for either."""
+        from pymilvus.client import ts_utils
+
+        return int(ts_utils.get_collection_ts(self.name, self.client._get_connection().server_address) or 0)
+
+    def _report_write(self) -> None:
+        if timestamp := self._session_timestamp():
+            wrote(timestamp)
 
     def _capabilities(self, keyword_search: Feature) -> StoreCapabilities:
         vectors = {"FLAT": "exact (FLAT)", "HNSW": f"approximate (HNSW, ef {self.options.hnsw_ef} or k)",
@@ -91,7 +112,7 @@ class MilvusStore:
         if KEYWORDS in fields(self.client, self.name):
             keywords = Feature(True)
             self.caption_words = bool(self.client.query(self.name, filter='caption != ""', output_fields=["id"], limit=1,
-                                                        **self.read))
+                                                        **self.read()))
         elif not self.full_text:
             keywords = Feature(False, f"Milvus {version} has no BM25 full-text search (2.5 and later have it); text"
                                " search re-ranks CLIP's candidates by caption words")
@@ -121,27 +142,33 @@ class MilvusStore:
 
     async def upsert(self, records: list[ImageRecord]) -> None:
         await self.calls("upsert", self.client.upsert, self.name, [row(r) for r in records])
+        self._report_write()
         self.caption_words = self.caption_words or any(r.caption.strip() for r in records)
         self.flusher.written(len(records))
 
     async def _flush(self) -> None:
         await self.calls("flush", self.client.flush, self.name, deadline=STARTUP_DEADLINE_S)
 
-    async def get(self, ids: list[str], with_vectors: bool = False) -> list[ImageRecord]:
+    async def get(self, ids: list[str], with_vectors: bool = False, strong: bool = False) -> list[ImageRecord]:
         if not ids:
             return []
+        if strong:  # the read that decides a 404: an unloaded collection is UNAVAILABLE, not empty
+            await self.calls("get", self._check_loaded)
         rows = await self.calls("get", self.client.query, self.name, filter=ids_in(ids),
-                                output_fields=["id", *FIELDS] + (["vector"] if with_vectors else []), **self.read)
+                                output_fields=["id", *FIELDS] + (["vector"] if with_vectors else []), **self.read(strong))
         return [from_entity(dict(row)) for row in rows]
 
-    async def thumbnail(self, record_id: str) -> str | None:
+    async def thumbnail(self, record_id: str, strong: bool = False) -> str | None:
         """The stored thumbnail (base64 JPEG) of an image, None when there is no such image."""
+        if strong:
+            await self.calls("thumbnail", self._check_loaded)
         rows = await self.calls("thumbnail", self.client.query, self.name, filter=ids_in([record_id]),
-                                output_fields=["thumbnail"], **self.read)
+                                output_fields=["thumbnail"], **self.read(strong))
         return rows[0]["thumbnail"] if rows else None
 
     async def delete(self, record_id: str) -> None:
         await self.calls("delete", self._delete, record_id)
+        self._report_write()
 
     def _delete(self, record_id: str) -> None:
         self.client.delete(self.name, filter=ids_in([record_id]))
@@ -157,14 +184,14 @@ class MilvusStore:
 
     async def list_records(self, limit: int, offset: int) -> list[ImageRecord]:
         rows = await self.calls("list", self.client.query, self.name, filter='id != ""', output_fields=["id", *FIELDS],
-                                limit=limit, offset=offset, **self.read)
+                                limit=limit, offset=offset, **self.read())
         return sorted((from_entity(dict(row)) for row in rows), key=lambda r: r.id)
 
     async def all_records(self, batch_size: int = 1000) -> list[ImageRecord]:
         """Every record with its vector, through a query iterator (no offset window)."""
         def collect() -> list[dict]:
             iterator = self.client.query_iterator(self.name, batch_size=batch_size, filter='id != ""',
-                                                  output_fields=["id", *FIELDS, "vector"], **self.read)
+                                                  output_fields=["id", *FIELDS, "vector"], **self.read())
             rows: list[dict] = []
             try:
                 while page := iterator.next():
@@ -177,7 +204,7 @@ class MilvusStore:
         return [from_entity(dict(row)) for row in rows]
 
     async def count(self) -> int:
-        rows = await self.calls("count", self.client.query, self.name, filter="", output_fields=["count(*)"], **self.read)
+        rows = await self.calls("count", self.client.query, self.name, filter="", output_fields=["count(*)"], **self.read())
         return int(rows[0]["count(*)"])
 
     async def search(self, vectors: np.ndarray, k: int, conditions: Sequence[Condition] = ()
@@ -185,7 +212,7 @@ class MilvusStore:
         params = {"metric_type": "COSINE", "params": {"ef": max(k, self.options.hnsw_ef)} if self.index_type == "HNSW" else {}}
         hits = await self.calls("search", self.client.search, self.name, data=np.asarray(vectors, np.float32).tolist(),
                                 anns_field="vector", limit=k, filter=render(conditions), output_fields=["id", *FIELDS],
-                                search_params=params, **self.read)
+                                search_params=params, **self.read())
         return [[(from_entity({**hit["entity"], "id": hit["id"]}), float(hit["distance"])) for hit in row]
                 for row in hits]
 
@@ -203,7 +230,7 @@ class MilvusStore:
         try:
             return self.client.search(self.name, data=[text], anns_field=KEYWORDS, limit=k, filter=expression,
                                       output_fields=["id", *FIELDS, "vector"], search_params={"metric_type": "BM25"},
-                                      **self.read)
+                                      **self.read())
         except MilvusException as exc:
             # Milvus computes BM25 with the average caption length; with no caption words stored yet (an
             # empty collection, or captions off) that is 0/0 and it refuses the query: no keyword hits.
@@ -213,9 +240,21 @@ class MilvusStore:
             raise
 
     async def check_ready(self) -> None:
+        """Ready means acknowledged records are readable: the collection is loaded (after a server restart
+        Milvus reloads it, and until then reads miss records without an error) and a Strong read answers."""
         if self.client is None:
             raise unavailable("Milvus is not connected")
-        await self.calls("ready", self.client.has_collection, self.name)
+        await self.calls("ready", self._check_ready)
+
+    def _check_ready(self) -> None:
+        self._check_loaded()
+        self.client.query(self.name, filter="", output_fields=["count(*)"], consistency_level="Strong")
+
+    def _check_loaded(self) -> None:
+        state = self.client.get_load_state(self.name)["state"]
+        if getattr(state, "name", str(state)) != "Loaded":
+            raise unavailable(f"collection {self.name!r} is not loaded ({getattr(state, 'name', state)}): Milvus is"
+                              " loading it, e.g. after a restart")
 
     async def close(self) -> None:
         self.flusher.close()

@@ -13,6 +13,7 @@ import uuid
 
 import grpc
 
+from ...core.consistency import consistency
 from ...core.deadlines import within
 from ...core.errors import ErrorKind, ServiceError
 from ..access import SCOPE_OF, AccessControl
@@ -26,6 +27,7 @@ log = logging.getLogger("gateway")
 # Dependencies get the caller's deadline less this, so that the gateway's own DEADLINE_EXCEEDED (with
 # its request id and error code) reaches the caller before the caller's deadline ends the call.
 REPLY_MARGIN_S = 0.05
+CONSISTENCY_KEY = "x-consistency-token"  # metadata in (reads), trailing metadata out (writes)
 
 
 def peer_host(peer: str) -> str:
@@ -68,9 +70,11 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
             try:
                 principal = self.access.authorize(headers, peer_host(context.peer()), scope).name
                 left = context.time_remaining()
-                with within(None if left is None else max(0.0, left - REPLY_MARGIN_S)):
+                with within(None if left is None else max(0.0, left - REPLY_MARGIN_S)), \
+                        consistency(headers.get(CONSISTENCY_KEY)) as state:
                     reply = await behavior(checked(request), context)
-                context.set_trailing_metadata((("x-request-id", request_id),))
+                written = () if state.written is None else ((CONSISTENCY_KEY, str(state.written)),)
+                context.set_trailing_metadata((("x-request-id", request_id), *written))
                 return reply
             except ServiceError as exc:
                 code = STATUS[exc.kind]

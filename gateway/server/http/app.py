@@ -11,6 +11,8 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 
+from ...core.consistency import consistency
+from ...core.errors import ServiceError
 from ...core.service import ImageSearchService
 from ...settings import Settings
 from ..access import AccessControl
@@ -23,6 +25,7 @@ from .errors import error_response, install_error_handlers
 from .routes import compat, docs, embeddings, images, operations, page, search
 
 log = logging.getLogger("gateway")
+CONSISTENCY_HEADER = "X-Consistency-Token"  # writes answer with it; reads that send it see those writes
 ROUTERS = (page.router, compat.router, images.router, search.router, embeddings.router)
 
 
@@ -61,7 +64,12 @@ def create_app(settings: Settings | None = None, service: ImageSearchService | N
         token = REQUEST_ID.set(request_id)
         start = time.perf_counter()
         try:
-            response = await call_next(request)
+            with consistency(request.headers.get(CONSISTENCY_HEADER)) as state:
+                response = await call_next(request)
+            if state.written is not None:
+                response.headers[CONSISTENCY_HEADER] = str(state.written)
+        except ServiceError as exc:  # a malformed consistency token
+            response = error_response(exc)
         finally:
             REQUEST_ID.reset(token)
         route = getattr(request.scope.get("route"), "path", "unmatched")
@@ -76,7 +84,7 @@ def create_app(settings: Settings | None = None, service: ImageSearchService | N
 
     if settings.cors_origins:  # outermost: preflights and refusals get CORS headers too
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST", "DELETE"],
-                           allow_headers=["Authorization", "X-API-Key", "Content-Type", "X-Request-Id"],
-                           expose_headers=["X-Request-Id", "Retry-After"], max_age=600)
+                           allow_headers=["Authorization", "X-API-Key", "Content-Type", "X-Request-Id", CONSISTENCY_HEADER],
+                           expose_headers=["X-Request-Id", "Retry-After", CONSISTENCY_HEADER], max_age=600)
     install_error_handlers(app)
     return app
