@@ -1,7 +1,8 @@
 """Resident memory of the in-process models, per model and per ONNX Runtime setting, with their speed
 beside it: each variant in a fresh process, loading clip_image, clip_text and blip_caption one after
 the other (RSS after each), then running them as the gateway does (CLIP at batch 8, a text batch,
-BLIP captions of 4 images with 3 beams; RSS after), in interleaved rounds.
+BLIP captions of 4 images with 3 beams; RSS after), in interleaved rounds; then the trim the idle
+in-process captioner makes (glibc's malloc_trim; RSS after, and its seconds).
 
     python -m bench.memory --repository .cache/clip-repo --out bench/results/memory-cpu-2core
 """
@@ -25,6 +26,7 @@ def worker(repository: Path, cpu_arena: bool, rounds: int) -> dict:
     import psutil
 
     import gateway.runtime.blip_decode as blip_decode
+    from gateway.backends.local import freed_memory_returner
     from gateway.runtime.blip_decode import BlipDecoder, CaptionText, GenerationSettings, caption_requests
     from gateway.runtime.onnx_session import create_session
     from gateway.runtime.preprocess import PixelSpec
@@ -61,6 +63,12 @@ def worker(repository: Path, cpu_arena: bool, rounds: int) -> dict:
             one()
             seconds[name].append(time.perf_counter() - started)
     memory["after runs"] = rss_mb()
+    trim = freed_memory_returner()
+    if trim is not None:  # what the in-process captioner does once idle (gateway.backends.local)
+        started = time.perf_counter()
+        trim()
+        seconds["idle trim"] = [0.0, time.perf_counter() - started]
+        memory["after idle trim"] = rss_mb()
     weights = sum(p.stat().st_size for p in repository.glob("*/1/*.onnx"))
     return {"memory_mb": memory, "onnx_files_mb": round(weights / 2 ** 20),
             "median_s": {name: round(statistics.median(values[1:]), 4) for name, values in seconds.items()},
@@ -88,13 +96,14 @@ def markdown(result: dict) -> str:
     lines = [f"# Memory of the in-process models ({result['machine']['date']})", "",
              f"{result['machine']['cpu']}, {result['machine']['cores']} cores; each row a fresh process; resident MB;"
              f" ONNX files {result['rows'][0]['onnx_files_mb']} MB.", "",
-             "| variant | repeat | python | +clip_image | +clip_text | +blip_caption | after runs | "
+             "| variant | repeat | python | +clip_image | +clip_text | +blip_caption | after runs | after idle trim | "
              + " | ".join(f"{n} (s, median)" for n in names) + " |",
-             "|---|---|---|---|---|---|---|" + "---|" * len(names)]
+             "|---|---|---|---|---|---|---|---|" + "---|" * len(names)]
     for row in result["rows"]:
         m = row["memory_mb"]
         lines.append(f"| {row['variant']} | {row['repeat']} | {m['python']} | {m['+clip_image']} | {m['+clip_text']} |"
-                     f" {m['+blip_caption']} | {m['after runs']} | " + " | ".join(str(row["median_s"][n]) for n in names) + " |")
+                     f" {m['+blip_caption']} | {m['after runs']} | {m.get('after idle trim', '-')} | "
+                     + " | ".join(str(row["median_s"][n]) for n in names) + " |")
     return "\n".join(lines) + "\n"
 
 

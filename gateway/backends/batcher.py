@@ -17,11 +17,13 @@ log = logging.getLogger("gateway.backends")
 
 class MicroBatcher:
     """Gathers concurrent calls into one ``run(items)`` call of at most ``max_batch`` rows, waiting at
-    most ``max_delay`` seconds after the first, and runs it in a single worker thread."""
+    most ``max_delay`` seconds after the first, and runs it in a single worker thread. ``when_idle``
+    runs in that thread once no call has come for ``idle_s`` after a batch (never beside a batch)."""
 
     def __init__(self, name: str, run: Callable[[list], list], max_batch: int, max_delay: float,
-                 rows: Callable[[Any], int] = len):
+                 rows: Callable[[Any], int] = len, when_idle: Callable[[], Any] | None = None, idle_s: float = 2.0):
         self.name, self.run, self.max_batch, self.max_delay, self.rows = name, run, max_batch, max_delay, rows
+        self.when_idle, self.idle_s, self.busy_since_idle = when_idle, idle_s, False
         self.queue: asyncio.Queue = asyncio.Queue()
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"batch-{name}")
         self.worker: asyncio.Task | None = None
@@ -33,10 +35,21 @@ class MicroBatcher:
         await self.queue.put((item, future))
         return await future
 
+    async def _next(self):
+        """The next queued call; ``when_idle`` first, once, if it has been idle_s since the last batch."""
+        if self.when_idle is None or not self.busy_since_idle:
+            return await self.queue.get()
+        try:
+            return await asyncio.wait_for(self.queue.get(), self.idle_s)
+        except asyncio.TimeoutError:
+            self.busy_since_idle = False
+            await asyncio.get_running_loop().run_in_executor(self.executor, self.when_idle)
+            return await self.queue.get()
+
     async def _work(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            batch = [await self.queue.get()]
+            batch = [await self._next()]
             rows = self.rows(batch[0][0])
             deadline = loop.time() + self.max_delay
             while rows < self.max_batch:
@@ -48,6 +61,7 @@ class MicroBatcher:
                 batch.append(item)
                 rows += self.rows(item[0])
             INFERENCE_BATCH.labels(self.name).observe(rows)
+            self.busy_since_idle = True
             with INFERENCE_SECONDS.labels(self.name).time():
                 try:
                     results = await loop.run_in_executor(self.executor, self.run, [item for item, _ in batch])

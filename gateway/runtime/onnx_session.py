@@ -9,7 +9,8 @@ says which one the session actually got.
 ONNX Runtime's CPU memory arena is off: it keeps every buffer a run ever needed for the life of the
 session, and BLIP's beam search needs large ones (keys/values per beam). Measured with the base models
 in one process (bench/memory.py, docs/benchmarks.md): 3.6 GiB resident after a few caption batches with
-the arena, 2.8-3.2 GiB without (the distinct weights: 1.5 GiB), at the same speed.
+the arena, 3.1-3.2 GiB without and 2.2 GiB once the idle captioner has trimmed the heap (the distinct
+weights: 1.5 GiB), at the same speed.
 """
 
 from __future__ import annotations

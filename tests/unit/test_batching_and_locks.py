@@ -97,6 +97,29 @@ def test_a_failing_run_fails_every_caller_of_that_batch_as_internal():
                for r in results)
 
 
+def test_when_idle_runs_once_after_a_quiet_spell_that_follows_work_and_never_beside_a_batch():
+    events: list[str] = []
+
+    def run(items):
+        events.append("run")
+        time.sleep(0.05)
+        return items
+
+    async def scenario():
+        batcher = MicroBatcher("m", run, max_batch=4, max_delay=0, rows=lambda item: 1, when_idle=lambda: events.append("idle"),
+                               idle_s=0.1)
+        await asyncio.sleep(0.3)  # no work yet: nothing to tidy
+        await batcher.submit(1)
+        await asyncio.sleep(0.05)  # within idle_s: the next call comes first
+        await batcher.submit(2)
+        await asyncio.sleep(0.4)
+        await batcher.submit(3)
+        await batcher.close()
+
+    asyncio.run(scenario())
+    assert events == ["run", "run", "idle", "run"]
+
+
 def test_writers_of_one_key_take_turns_and_other_keys_do_not_wait():
     order: list[str] = []
 
