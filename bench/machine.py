@@ -1,7 +1,8 @@
-"""What a benchmark ran on, for its results file."""
+"""What a benchmark ran on, for its results file, and writing that file."""
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import time
@@ -15,3 +16,12 @@ def machine() -> dict:
                   if line.startswith("model name")), platform.processor())
     return {"cpu": model, "cores": os.cpu_count(), "memory_gb": round(psutil.virtual_memory().total / 2 ** 30),
             "python": platform.python_version(), "date": time.strftime("%Y-%m-%d")}
+
+
+def write_results(out: Path | None, name: str, result: dict, markdown: str) -> None:
+    """Print the Markdown table; with ``out``, write <name>.json and <name>.md there."""
+    print(markdown)
+    if out:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / f"{name}.json").write_text(json.dumps(result, indent=1))
+        (out / f"{name}.md").write_text(markdown)

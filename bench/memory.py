@@ -18,6 +18,8 @@ import sys
 import time
 from pathlib import Path
 
+from bench.machine import machine, write_results
+
 VARIANTS = {"arena off (shipped)": {"cpu_arena": False}, "arena on (before)": {"cpu_arena": True}}
 
 
@@ -76,8 +78,6 @@ def worker(repository: Path, cpu_arena: bool, rounds: int) -> dict:
 
 
 def run(args: argparse.Namespace) -> dict:
-    from bench.machine import machine
-
     rows = []
     for repeat in range(args.repeats):
         for name in (VARIANTS if repeat % 2 == 0 else dict(reversed(VARIANTS.items()))):
@@ -120,11 +120,7 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(worker(args.repository, args.arena, args.rounds)))
         return
     result = run(args)
-    print(markdown(result))
-    if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "memory.json").write_text(json.dumps(result, indent=1))
-        (args.out / "memory.md").write_text(markdown(result))
+    write_results(args.out, "memory", result, markdown(result))
 
 
 if __name__ == "__main__":

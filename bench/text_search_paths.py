@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.machine import machine
+from bench.machine import machine, write_results
 from gateway.core.records import ImageRecord
 from gateway.core.service import ImageSearchService
 from gateway.core.text_ranking import candidate_pool, hybrid
@@ -122,11 +122,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
     result = asyncio.run(run(args))
-    print(markdown(result))
-    if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "text_search_paths.json").write_text(json.dumps(result, indent=1))
-        (args.out / "text_search_paths.md").write_text(markdown(result))
+    write_results(args.out, "text_search_paths", result, markdown(result))
 
 
 if __name__ == "__main__":

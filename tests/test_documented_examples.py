@@ -9,11 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.server.http.app import create_app
-from local_servers.processes import free_ports
-from local_servers.uvicorn_server import LiveServer
+from tests.support.gateways import http_and_grpc
 from tests.support.images import photo_bytes
-from tests.support.references import settings_for
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).parents[1]
@@ -25,11 +22,8 @@ def python_blocks(document: Path) -> list[str]:
 
 @pytest.fixture(scope="module")
 def gateway(model_repository, tmp_path_factory):
-    (grpc_port,) = free_ports(1)
-    settings = settings_for(model_repository, str(tmp_path_factory.mktemp("examples") / "images.db"), grpc_port=grpc_port,
-                            host="127.0.0.1")
-    with LiveServer(create_app(settings)) as server:
-        yield server.url, f"127.0.0.1:{grpc_port}"
+    with http_and_grpc(model_repository, str(tmp_path_factory.mktemp("examples") / "images.db")) as addresses:
+        yield addresses
 
 
 @pytest.fixture

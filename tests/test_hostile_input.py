@@ -22,12 +22,10 @@ from PIL import Image, ImageCms
 from gateway.api import image_search_pb2 as pb
 from gateway.api import image_search_pb2_grpc as pb_grpc
 from gateway.runtime.preprocess import ImageError, decode_image
-from gateway.server.http.app import create_app
-from local_servers.processes import free_ports
-from local_servers.uvicorn_server import LiveServer
+from tests.support.gateways import http_and_grpc
 from tests.support.images import PHOTO_JPEGS as PHOTOS
 from tests.support.images import STORED_AS, adobe_rgb_profile, encode, photo_array, photo_bytes, png_header_only
-from tests.support.references import expected_embedding, settings_for
+from tests.support.references import expected_embedding
 
 pytestmark = pytest.mark.integration
 
@@ -35,14 +33,11 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def served(model_repository, tmp_path_factory):
     """(HTTP URL, gRPC target) of one gateway."""
-    (grpc_port,) = free_ports(1)
-    settings = settings_for(model_repository, str(tmp_path_factory.mktemp("hostile") / "images.db"), grpc_port=grpc_port,
-                            host="127.0.0.1")
-    with LiveServer(create_app(settings)) as server:
+    with http_and_grpc(model_repository, str(tmp_path_factory.mktemp("hostile") / "images.db")) as (url, target):
         seed = [("files", (f"{n}.jpg", PHOTOS[n], "image/jpeg")) for n in ("astronaut", "coffee", "rocket")]
-        response = httpx.post(f"{server.url}/v1/images", files=seed, data={"metadata": '{"album": "seed"}'}, timeout=120)
+        response = httpx.post(f"{url}/v1/images", files=seed, data={"metadata": '{"album": "seed"}'}, timeout=120)
         assert response.status_code == 200
-        yield server.url, f"127.0.0.1:{grpc_port}"
+        yield url, target
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,21 @@
+"""A test gateway in this process: HTTP under a real uvicorn and the gRPC API beside it, on free ports."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from gateway.server.http.app import create_app
+from local_servers.processes import free_ports
+from local_servers.uvicorn_server import LiveServer
+from tests.support.references import settings_for
+
+
+@contextmanager
+def http_and_grpc(repository: Path, milvus_uri: str, **overrides) -> Iterator[tuple[str, str]]:
+    """(HTTP URL, gRPC target) of a gateway over the repository's models and a Milvus URI."""
+    (grpc_port,) = free_ports(1)
+    settings = settings_for(repository, milvus_uri, grpc_port=grpc_port, host="127.0.0.1", **overrides)
+    with LiveServer(create_app(settings)) as server:
+        yield server.url, f"127.0.0.1:{grpc_port}"
