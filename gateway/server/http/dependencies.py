@@ -3,7 +3,6 @@ API route runs first: fields it does not take are refused, never ignored."""
 
 from __future__ import annotations
 
-import json
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -41,8 +40,8 @@ def _refuse(kind: str, unknown: set[str], accepted: set[str], request: Request) 
 
 
 async def known_fields_only(request: Request) -> None:
-    """422 invalid_request naming the accepted fields when a request has a query parameter, form field
-    or JSON body field its route does not declare (a misspelt ``filters=`` must not give unfiltered
+    """422 invalid_request naming the accepted fields when a request has a query parameter or form field
+    its route does not declare (JSON body fields: unknown_body_fields) (a misspelt ``filters=`` must not give unfiltered
     results that look filtered)."""
     query, form, body = _accepted(request.scope["route"])
     if unknown := set(request.query_params) - query:
@@ -50,13 +49,14 @@ async def known_fields_only(request: Request) -> None:
     is_form = request.headers.get("content-type", "").startswith(("multipart/form-data", "application/x-www-form-urlencoded"))
     if form and is_form and (unknown := set((await request.form()).keys()) - form):
         raise _refuse("form field" + "s" * (len(unknown) > 1), unknown, form, request)
-    if body is not None:
-        try:
-            sent = json.loads(await request.body())
-        except ValueError:
-            return  # not JSON: the body's own validation says so
-        if isinstance(sent, dict) and (unknown := set(sent) - body):
-            raise _refuse("body field" + "s" * (len(unknown) > 1), unknown, body, request)
+    # JSON bodies: their models forbid extra fields, and the validation error becomes unknown_body_fields()
+
+
+def unknown_body_fields(request: Request, unknown: set[str]) -> ServiceError:
+    """The refusal of JSON body fields the route's body model does not declare (from its validation
+    error, so the body is parsed once)."""
+    _, _, body = _accepted(request.scope["route"])
+    return _refuse("body field" + "s" * (len(unknown) > 1), unknown, body or set(), request)
 
 
 KnownFieldsOnly = Depends(known_fields_only)

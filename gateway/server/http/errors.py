@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ...core.errors import ErrorKind, ServiceError
 from ..logging import REQUEST_ID
 from ..metrics import ERRORS
+from .dependencies import unknown_body_fields
 
 log = logging.getLogger("gateway")
 
@@ -68,6 +69,9 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError):
         errors = exc.errors()
+        extra = {e["loc"][1] for e in errors if e["type"] == "extra_forbidden" and len(e["loc"]) == 2 and e["loc"][0] == "body"}
+        if extra:
+            return error_response(unknown_body_fields(request, extra))
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors)
         # a filter that fails its schema is an invalid filter however it came (JSON body, form, query)
         in_filter = all(tuple(e["loc"][:2]) in FILTER_LOCATIONS for e in errors)

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 import numpy as np
 from fastapi import Path
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from ...core.filters import FilterCondition
 from ...core.records import ID_PATTERN, Hit, ImageRecord, Indexed, TextHit
@@ -119,6 +119,7 @@ class TextSearchResponse(BaseModel):
 
 
 class TextSearchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # an unknown field is refused, naming the accepted ones
     query: str = Field(examples=["man in red jacket"], description=QUERY_DESCRIPTION)
     k: int = Field(DEFAULT_K, description=K_DESCRIPTION)
     filters: list[FilterCondition] = Field(default_factory=list)

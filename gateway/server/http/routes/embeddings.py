@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Literal
 
 from fastapi import APIRouter
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from ....core.errors import invalid
 from ..access import requires
@@ -19,6 +19,7 @@ router = APIRouter(tags=["embeddings"])
 
 
 class EmbeddingsRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # as OpenAI's API: an unknown field is refused, not ignored
     input: str | list[str] = Field(description='texts, and images as "data:image/...;base64,..." URIs',
                                    examples=[["a red bicycle", "data:image/png;base64,iVBORw0KGgo..."]])
     model: str | None = Field(None, description="accepted and named in the response; the gateway serves one CLIP model")
