@@ -3,8 +3,13 @@ etcd) for tests. `make setup` installs it in its own environment, .venv-milvus/.
 
 Its client port is chosen free; its internal ports (etcd 2379/2380, 9091, 19529, ...) are fixed,
 so only one such server runs at a time. It ignores SIGTERM: it is stopped with SIGKILL of its
-process group. (Restarted on the same data folder after a kill, it waits for its old etcd session
-to expire before it serves again: minutes here.)
+process group.
+
+`kill()` then `restart()` is a crash and a restart on the same data and the same ports. The restart
+runs the engine (`<data>/bin/milvus run standalone`, which the `milvus-server` wrapper writes and
+starts) directly, with the environment and configuration the first start gave it: the wrapper
+itself would move to the next free port, since its bind test (no SO_REUSEADDR) fails on a port
+whose killed server left connections in TIME_WAIT, and the restarted server would answer elsewhere.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ class MilvusServer:
         # milvus.yaml settings by dotted key: the service's own (deploy/milvus/user.yaml), then ``config``
         self.config = {**service_config(), **(config or {})}
         self.process: subprocess.Popen | None = None
+        self._engine: tuple[list[str], dict[str, str]] | None = None  # the engine's command line and environment
 
     @property
     def uri(self) -> str:
@@ -59,7 +65,32 @@ class MilvusServer:
         except BaseException:
             self.stop()
             raise
+        self._engine = self._engine_of(self.process.pid)
         return self
+
+    @staticmethod
+    def _engine_of(wrapper_pid: int) -> tuple[list[str], dict[str, str]]:
+        for child in Path(f"/proc/{wrapper_pid}/task/{wrapper_pid}/children").read_text().split():
+            command = Path(f"/proc/{child}/cmdline").read_bytes().rstrip(b"\0").split(b"\0")
+            if command[-2:] == [b"run", b"standalone"]:
+                variables = Path(f"/proc/{child}/environ").read_bytes().rstrip(b"\0").split(b"\0")
+                return ([part.decode() for part in command],
+                        dict(v.decode().split("=", 1) for v in variables if b"=" in v))
+        raise RuntimeError(f"milvus-server (pid {wrapper_pid}) has no `milvus run standalone` child")
+
+    def kill(self) -> None:
+        """A crash: SIGKILL of the server and everything it started, nothing flushed."""
+        self.stop()
+
+    def restart(self) -> None:
+        """After kill(): the same engine on the same data, ports and configuration; returns once it
+        answers (which is not yet once every acknowledged write is readable)."""
+        assert self._engine is not None and self.process is None, "restart() follows start() and kill()"
+        command, env = self._engine
+        with open(self.data_dir / "server.log", "ab") as log:
+            self.process = start_server(command, log, env=env, cwd=self.data_dir)
+        wait_until_ready(self.process, self._answers, self.startup_timeout,
+                         f"restarted milvus (log: {self.data_dir}/logs)", interval=0.2)
 
     def _answers(self) -> bool:
         from pymilvus import MilvusClient

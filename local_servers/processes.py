@@ -22,11 +22,12 @@ def _die_with_parent() -> None:
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
-def start_server(command: list[str], log, env: dict[str, str] | None = None) -> subprocess.Popen:
+def start_server(command: list[str], log, env: dict[str, str] | None = None,
+                 cwd: os.PathLike | None = None) -> subprocess.Popen:
     """A server process in its own process group (stop_group takes its children too) that dies with
     this process. Start servers from the main thread: the kernel counts the thread that forked as
     the parent."""
-    return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+    return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd, start_new_session=True,
                             preexec_fn=_die_with_parent)
 
 

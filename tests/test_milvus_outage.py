@@ -1,4 +1,6 @@
-"""Milvus failing under a running gateway, on the session's real Milvus server: a hung server gives
+"""Milvus failing under a running gateway, on the session's real Milvus server: a server SIGKILLed and
+restarted on its data loses no acknowledged write, and while it reloads the gateway is not ready and
+answers 503, never 404, and once ready reads every acknowledged write back at once; a hung server gives
 504s within the store deadline and a red /readyz, and the gateway recovers by itself when it
 answers again, with nothing half-written; a dead server gives fast 503s with Retry-After. The
 server is killed at the end: this module is its last user."""
@@ -21,6 +23,34 @@ pytestmark = [pytest.mark.integration, pytest.mark.milvus_server]
 
 def upload(url: str, name: str, data: bytes) -> httpx.Response:
     return httpx.post(f"{url}/v1/images", files=[("files", (name, data, "image/png"))], timeout=60)
+
+
+def test_acknowledged_writes_are_read_back_at_once_after_the_server_is_killed_and_restarted(model_repository,
+                                                                                          milvus_server):
+    settings = settings_for(model_repository, milvus_server.uri, collection="images_restart", captions=False)
+    with LiveServer(create_app(settings)) as gateway:
+        images = {upload(gateway.url, f"{seed}.png", unique_image(seed)).json()["images"][0]["id"]: unique_image(seed)
+                  for seed in range(3000, 3040)}  # 40 acknowledged uploads, the last one just before the crash
+        assert len(images) == 40
+
+        milvus_server.kill()
+        milvus_server.restart()  # answers again on the same address; the collection is still reloading
+        answers: list[int] = []
+        deadline = time.monotonic() + 240
+        while (ready := httpx.get(f"{gateway.url}/readyz", timeout=30)).status_code != 200:
+            assert time.monotonic() < deadline, f"not ready 240 s after the restart: {ready.text}"
+            answers.append(httpx.get(f"{gateway.url}/v1/images/{next(iter(images))}", timeout=30).status_code)
+            time.sleep(0.5)
+        assert set(answers) <= {200, 503}, answers  # reloading: 503, never 404 for a stored record
+
+        # ready means readable: every acknowledged write, at once, by id and by image
+        found = [httpx.get(f"{gateway.url}/v1/images/{image_id}", timeout=30).status_code for image_id in images]
+        assert found == [200] * 40
+        for image_id, data in list(images.items())[-5:]:
+            hits = httpx.post(f"{gateway.url}/v1/search/image", files={"file": ("q.png", data, "image/png")},
+                              data={"k": "1"}, timeout=30).json()["results"]
+            assert [hit["id"] for hit in hits] == [image_id]
+        assert httpx.get(f"{gateway.url}/v1/images", params={"limit": 100}, timeout=30).json()["total"] == 40
 
 
 def test_hung_then_dead_milvus(model_repository, milvus_server):
