@@ -53,6 +53,23 @@ class Settings(BaseSettings):
     caption_max_new_tokens: int = Field(20, ge=1, le=128)
     caption_memory_mb: int = Field(DECODE_MEMORY_MB, ge=64, description="in-process BLIP: keys/values one decode loop may hold"
                                    " (larger batches decode in several loops)")
+    caption_nice: int = Field(10, ge=0, le=19, description="in-process BLIP's threads run at this nice level, so that"
+                              " queued captions yield the CPU to uploads and searches (0: same as everything else)")
+
+    # the caption queue (gateway.core.caption_queue): uploads answer once embedded, captions follow
+    caption_worker: bool = Field(True, description="a caption worker runs in this gateway (false: only"
+                                 " `python -m gateway.captioner` processes caption)")
+    caption_spool: Path | None = Field(None, description="where BLIP's input waits for its caption, shared by every"
+                                       " gateway and captioner (None: caption-spool/ beside the Milvus Lite file, or"
+                                       " data/caption-spool with a server)")
+    caption_batch: int = Field(8, ge=1, le=256, description="records a worker claims and captions at a time")
+    caption_lease_s: float = Field(600, gt=0, description="how long a claim holds: a killed worker's records are"
+                                   " due again after this; it must exceed a batch's captioning time")
+    caption_settle_s: float = Field(3, gt=0, description="the wait between claiming records and checking the claim;"
+                                    " must exceed a claim's read + write time (slower claims are dropped)")
+    caption_max_attempts: int = Field(5, ge=1, description="caption attempts before a record is marked failed")
+    caption_retry_s: float = Field(10, ge=0, description="wait after a failed attempt; x3 after each further one")
+    caption_poll_s: float = Field(1, gt=0, description="an idle worker's wait between looks at the queue")
 
     # vector store
     milvus_uri: str = Field("data/images.db", description="a Milvus Lite file, or http://host:19530 for a server")

@@ -3,12 +3,17 @@ servers and the CLI alike. Backends take no defaults of their own: every default
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from .backends.local import LocalInference
 from .backends.milvus import MilvusOptions, MilvusStore
+from .backends.milvus.connection import is_lite
 from .backends.repository import read_model_info
+from .backends.spool import FolderSpool
 from .backends.triton import TritonInference
+from .core.caption_queue import QueueOptions
 from .core.protocols import Inference, VectorStore
-from .core.service import ImageSearchService, Limits
+from .core.service import CaptionQueueing, ImageSearchService, Limits
 from .runtime.blip_decode import GenerationSettings
 from .settings import Settings
 
@@ -20,7 +25,7 @@ def build_inference(settings: Settings) -> Inference:
                                timeout_s=settings.triton_timeout_s, retries=settings.triton_retries)
     return LocalInference(settings.model_repository, settings.captions, caption, max_batch=settings.local_max_batch,
                           max_delay_s=settings.local_max_delay_ms / 1000, threads=settings.local_threads,
-                          caption_memory_mb=settings.caption_memory_mb)
+                          caption_memory_mb=settings.caption_memory_mb, caption_nice=settings.caption_nice)
 
 
 def build_store(settings: Settings, dim: int) -> MilvusStore:
@@ -49,7 +54,25 @@ def build_service(settings: Settings) -> ImageSearchService:
     return service_over(settings, inference, build_store(settings, inference.info.embedding_dim))
 
 
-def service_over(settings: Settings, inference: Inference, store: VectorStore) -> ImageSearchService:
-    """The service over given backends, with the settings' limits and options."""
+def queue_options(settings: Settings) -> QueueOptions:
+    return QueueOptions(batch=settings.caption_batch, lease_s=settings.caption_lease_s, settle_s=settings.caption_settle_s,
+                        max_attempts=settings.caption_max_attempts, retry_s=settings.caption_retry_s,
+                        poll_s=settings.caption_poll_s)
+
+
+def caption_inputs(settings: Settings) -> FolderSpool:
+    """GATEWAY_CAPTION_SPOOL, or caption-spool/ beside the Milvus Lite file (data/ with a server)."""
+    if settings.caption_spool is not None:
+        return FolderSpool(settings.caption_spool)
+    return FolderSpool((Path(settings.milvus_uri).parent if is_lite(settings.milvus_uri) else Path("data")) / "caption-spool")
+
+
+def service_over(settings: Settings, inference: Inference, store: VectorStore, worker_here: bool | None = None
+                 ) -> ImageSearchService:
+    """The service over given backends, with the settings' limits and options; ``worker_here``
+    overrides GATEWAY_CAPTION_WORKER."""
+    queueing = (CaptionQueueing(caption_inputs(settings), queue_options(settings),
+                                settings.caption_worker if worker_here is None else worker_here)
+                if settings.captions else None)
     return ImageSearchService(inference, store, limits(settings), settings.caption_weight, settings.exact_decode,
-                              settings.keyword_search)
+                              settings.keyword_search, queueing)

@@ -8,6 +8,7 @@ their children.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -67,6 +68,13 @@ class ServiceProcess:
             stop_group(self.process, 30)
             self.process = None
 
+    def kill(self) -> None:
+        """A crash: SIGKILL of the process and its children, no shutdown."""
+        if self.process is not None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(10)
+            self.process = None
+
     def __enter__(self) -> ServiceProcess:
         return self.start()
 
@@ -74,14 +82,25 @@ class ServiceProcess:
         self.stop()
 
 
+def gateway_env(repository: Path, workdir: Path, port: int, **settings: str) -> dict[str, str]:
+    return {"GATEWAY_MODEL_REPOSITORY": str(Path(repository).resolve()), "GATEWAY_PORT": str(port),
+            "GATEWAY_HOST": "127.0.0.1", "GATEWAY_MILVUS_URI": str(Path(workdir).resolve() / "images.db"),
+            "GATEWAY_LOG_LEVEL": "WARNING", **{f"GATEWAY_{k.upper()}": str(v) for k, v in settings.items()}}
+
+
 def gateway_process(repository: Path, workdir: Path, **settings: str) -> ServiceProcess:
     """`python -m gateway` on the repository with a fresh Milvus Lite file; more GATEWAY_* settings
     as keyword arguments (inference_mode="triton", triton_url=..., captions="false", ...)."""
     port, grpc_port = free_ports(2)
-    env = {"GATEWAY_MODEL_REPOSITORY": str(Path(repository).resolve()), "GATEWAY_PORT": str(port),
-           "GATEWAY_GRPC_PORT": str(grpc_port),
-           "GATEWAY_HOST": "127.0.0.1", "GATEWAY_MILVUS_URI": str(Path(workdir).resolve() / "images.db"),
-           "GATEWAY_LOG_LEVEL": "WARNING", **{f"GATEWAY_{k.upper()}": str(v) for k, v in settings.items()}}
+    env = {**gateway_env(repository, workdir, port, **settings), "GATEWAY_GRPC_PORT": str(grpc_port)}
     process = ServiceProcess([sys.executable, "-m", "gateway"], port, env, Path(workdir) / "gateway.log")
     process.grpc_url = f"127.0.0.1:{env['GATEWAY_GRPC_PORT']}"
     return process
+
+
+def captioner_process(repository: Path, workdir: Path, **settings: str) -> ServiceProcess:
+    """`python -m gateway.captioner` with the gateway's settings (a Milvus server's milvus_uri and the
+    gateways' caption_spool among them), ready once its /metrics answers."""
+    (port,) = free_ports(1)
+    return ServiceProcess([sys.executable, "-m", "gateway.captioner"], port, gateway_env(repository, workdir, port, **settings),
+                          Path(workdir) / "captioner.log", ready_path="/metrics")

@@ -26,7 +26,7 @@ from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1egateway/api/image_search.proto\x12\x0eimagesearch.v1\x1a\x1bgoogle/protobuf/empty.proto\x1a\x1cgoogle/protobuf/struct.proto\"\x95\x01\n\x05Image\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07\x63\x61ption\x18\x02 \x01(\t\x12\x0e\n\x06source\x18\x03 \x01(\t\x12)\n\x08metadata\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x12\n\ncreated_at\x18\x05 \x01(\x03\x12\r\n\x05phash\x18\x06 \x01(\t\x12\x11\n\tembedding\x18\x07 \x03(\x02\"\"\n\x11\x45mbedImageRequest\x12\r\n\x05image\x18\x01 \x01(\x0c\"<\n\x12\x45mbedImageResponse\x12\x13\n\x0b\x64\x65scription\x18\x01 \x01(\t\x12\x11\n\tembedding\x18\x02 \x03(\x02\"\xae\x01\n\x12IndexImagesRequest\x12\r\n\x05image\x18\x01 \x01(\x0c\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x32\n\x0fmetadata_struct\x18\x03 \x01(\x0b\x32\x17.google.protobuf.StructH\x00\x12\x17\n\rmetadata_json\x18\x04 \x01(\tH\x00\x12\x15\n\x08\x63\x61ptions\x18\x05 \x01(\x08H\x01\x88\x01\x01\x42\n\n\x08metadataB\x0b\n\t_captions\"E\n\x0cIndexedImage\x12$\n\x05image\x18\x01 \x01(\x0b\x32\x15.imagesearch.v1.Image\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"C\n\x13IndexImagesResponse\x12,\n\x06images\x18\x01 \x03(\x0b\x32\x1c.imagesearch.v1.IndexedImage\"M\n\tCondition\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\n\n\x02op\x18\x02 \x01(\t\x12%\n\x05value\x18\x03 \x01(\x0b\x32\x16.google.protobuf.Value\"\x8b\x01\n\x12SearchImageRequest\x12\r\n\x05image\x18\x01 \x01(\x0c\x12\x0e\n\x01k\x18\x02 \x01(\x05H\x00\x88\x01\x01\x12*\n\x07\x66ilters\x18\x03 \x03(\x0b\x32\x19.imagesearch.v1.Condition\x12\x16\n\tmin_score\x18\x04 \x01(\x01H\x01\x88\x01\x01\x42\x04\n\x02_kB\x0c\n\n_min_score\":\n\x03Hit\x12$\n\x05image\x18\x01 \x01(\x0b\x32\x15.imagesearch.v1.Image\x12\r\n\x05score\x18\x02 \x01(\x01\";\n\x13SearchImageResponse\x12$\n\x07results\x18\x01 \x03(\x0b\x32\x13.imagesearch.v1.Hit\"\x8a\x01\n\x14SearchSimilarRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x01k\x18\x02 \x01(\x05H\x00\x88\x01\x01\x12*\n\x07\x66ilters\x18\x03 \x03(\x0b\x32\x19.imagesearch.v1.Condition\x12\x16\n\tmin_score\x18\x04 \x01(\x01H\x01\x88\x01\x01\x42\x04\n\x02_kB\x0c\n\n_min_score\"\x8a\x01\n\x11SearchTextRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12\x0e\n\x01k\x18\x02 \x01(\x05H\x00\x88\x01\x01\x12*\n\x07\x66ilters\x18\x03 \x03(\x0b\x32\x19.imagesearch.v1.Condition\x12\x16\n\tmin_score\x18\x04 \x01(\x01H\x01\x88\x01\x01\x42\x04\n\x02_kB\x0c\n\n_min_score\"\x94\x01\n\x07TextHit\x12$\n\x05image\x18\x01 \x01(\x0b\x32\x15.imagesearch.v1.Image\x12\r\n\x05score\x18\x02 \x01(\x01\x12\x12\n\nclip_score\x18\x03 \x01(\x01\x12\x15\n\rcaption_match\x18\x04 \x01(\x01\x12\x15\n\rkeyword_score\x18\x05 \x01(\x01\x12\x12\n\nrank_score\x18\x06 \x01(\x01\">\n\x12SearchTextResponse\x12(\n\x07results\x18\x01 \x03(\x0b\x32\x17.imagesearch.v1.TextHit\"8\n\x0fGetImageRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x19\n\x11include_embedding\x18\x02 \x01(\x08\"!\n\x13GetThumbnailRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x19\n\tThumbnail\x12\x0c\n\x04jpeg\x18\x01 \x01(\x0c\" \n\x12\x44\x65leteImageRequest\x12\n\n\x02id\x18\x01 \x01(\t\":\n\x11ListImagesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"h\n\x12ListImagesResponse\x12%\n\x06images\x18\x01 \x03(\x0b\x32\x15.imagesearch.v1.Image\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x12\n\ntotal_size\x18\x03 \x01(\x03\x32\xf9\x05\n\x0bImageSearch\x12S\n\nEmbedImage\x12!.imagesearch.v1.EmbedImageRequest\x1a\".imagesearch.v1.EmbedImageResponse\x12X\n\x0bIndexImages\x12\".imagesearch.v1.IndexImagesRequest\x1a#.imagesearch.v1.IndexImagesResponse(\x01\x12V\n\x0bSearchImage\x12\".imagesearch.v1.SearchImageRequest\x1a#.imagesearch.v1.SearchImageResponse\x12Z\n\rSearchSimilar\x12$.imagesearch.v1.SearchSimilarRequest\x1a#.imagesearch.v1.SearchImageResponse\x12S\n\nSearchText\x12!.imagesearch.v1.SearchTextRequest\x1a\".imagesearch.v1.SearchTextResponse\x12\x42\n\x08GetImage\x12\x1f.imagesearch.v1.GetImageRequest\x1a\x15.imagesearch.v1.Image\x12N\n\x0cGetThumbnail\x12#.imagesearch.v1.GetThumbnailRequest\x1a\x19.imagesearch.v1.Thumbnail\x12I\n\x0b\x44\x65leteImage\x12\".imagesearch.v1.DeleteImageRequest\x1a\x16.google.protobuf.Empty\x12S\n\nListImages\x12!.imagesearch.v1.ListImagesRequest\x1a\".imagesearch.v1.ListImagesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1egateway/api/image_search.proto\x12\x0eimagesearch.v1\x1a\x1bgoogle/protobuf/empty.proto\x1a\x1cgoogle/protobuf/struct.proto\"\xc3\x01\n\x05Image\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07\x63\x61ption\x18\x02 \x01(\t\x12\x0e\n\x06source\x18\x03 \x01(\t\x12)\n\x08metadata\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x12\n\ncreated_at\x18\x05 \x01(\x03\x12\r\n\x05phash\x18\x06 \x01(\t\x12\x11\n\tembedding\x18\x07 \x03(\x02\x12\x15\n\rcaption_state\x18\x08 \x01(\t\x12\x15\n\rcaption_error\x18\t \x01(\t\"\"\n\x11\x45mbedImageRequest\x12\r\n\x05image\x18\x01 \x01(\x0c\"<\n\x12\x45mbedImageResponse\x12\x13\n\x0b\x64\x65scription\x18\x01 \x01(\t\x12\x11\n\tembedding\x18\x02 \x03(\x02\"\xc8\x01\n\x12IndexImagesRequest\x12\r\n\x05image\x18\x01 \x01(\x0c\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x32\n\x0fmetadata_struct\x18\x03 \x01(\x0b\x32\x17.google.protobuf.StructH\x00\x12\x17\n\rmetadata_json\x18\x04 \x01(\tH\x00\x12\x15\n\x08\x63\x61ptions\x18\x05 \x01(\x08H\x01\x88\x01\x01\x12\x18\n\x10wait_for_caption\x18\x06 \x01(\x08\x42\n\n\x08metadataB\x0b\n\t_captions\"E\n\x0cIndexedImage\x12$\n\x05image\x18\x01 \x01(\x0b\x32\x15.imagesearch.v1.Image\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"C\n\x13IndexImagesResponse\x12,\n\x06images\x18\x01 \x03(\x0b\x32\x1c.imagesearch.v1.IndexedImage\"M\n\tCondition\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\n\n\x02op\x18\x02 \x01(\t\x12%\n\x05value\x18\x03 \x01(\x0b\x32\x16.google.protobuf.Value\"\x8b\x01\n\x12SearchImageRequest\x12\r\n\x05image\x18\x01 \x01(\x0c\x12\x0e\n\x01k\x18\x02 \x01(\x05H\x00\x88\x01\x01\x12*\n\x07\x66ilters\x18\x03 \x03(\x0b\x32\x19.imagesearch.v1.Condition\x12\x16\n\tmin_score\x18\x04 \x01(\x01H\x01\x88\x01\x01\x42\x04\n\x02_kB\x0c\n\n_min_score\":\n\x03Hit\x12$\n\x05image\x18\x01 \x01(\x0b\x32\x15.imagesearch.v1.Image\x12\r\n\x05score\x18\x02 \x01(\x01\";\n\x13SearchImageResponse\x12$\n\x07results\x18\x01 \x03(\x0b\x32\x13.imagesearch.v1.Hit\"\x8a\x01\n\x14SearchSimilarRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x01k\x18\x02 \x01(\x05H\x00\x88\x01\x01\x12*\n\x07\x66ilters\x18\x03 \x03(\x0b\x32\x19.imagesearch.v1.Condition\x12\x16\n\tmin_score\x18\x04 \x01(\x01H\x01\x88\x01\x01\x42\x04\n\x02_kB\x0c\n\n_min_score\"\x8a\x01\n\x11SearchTextRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12\x0e\n\x01k\x18\x02 \x01(\x05H\x00\x88\x01\x01\x12*\n\x07\x66ilters\x18\x03 \x03(\x0b\x32\x19.imagesearch.v1.Condition\x12\x16\n\tmin_score\x18\x04 \x01(\x01H\x01\x88\x01\x01\x42\x04\n\x02_kB\x0c\n\n_min_score\"\x94\x01\n\x07TextHit\x12$\n\x05image\x18\x01 \x01(\x0b\x32\x15.imagesearch.v1.Image\x12\r\n\x05score\x18\x02 \x01(\x01\x12\x12\n\nclip_score\x18\x03 \x01(\x01\x12\x15\n\rcaption_match\x18\x04 \x01(\x01\x12\x15\n\rkeyword_score\x18\x05 \x01(\x01\x12\x12\n\nrank_score\x18\x06 \x01(\x01\">\n\x12SearchTextResponse\x12(\n\x07results\x18\x01 \x03(\x0b\x32\x17.imagesearch.v1.TextHit\"8\n\x0fGetImageRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x19\n\x11include_embedding\x18\x02 \x01(\x08\"!\n\x13GetThumbnailRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x19\n\tThumbnail\x12\x0c\n\x04jpeg\x18\x01 \x01(\x0c\" \n\x12\x44\x65leteImageRequest\x12\n\n\x02id\x18\x01 \x01(\t\":\n\x11ListImagesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"h\n\x12ListImagesResponse\x12%\n\x06images\x18\x01 \x03(\x0b\x32\x15.imagesearch.v1.Image\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x12\n\ntotal_size\x18\x03 \x01(\x03\x32\xf9\x05\n\x0bImageSearch\x12S\n\nEmbedImage\x12!.imagesearch.v1.EmbedImageRequest\x1a\".imagesearch.v1.EmbedImageResponse\x12X\n\x0bIndexImages\x12\".imagesearch.v1.IndexImagesRequest\x1a#.imagesearch.v1.IndexImagesResponse(\x01\x12V\n\x0bSearchImage\x12\".imagesearch.v1.SearchImageRequest\x1a#.imagesearch.v1.SearchImageResponse\x12Z\n\rSearchSimilar\x12$.imagesearch.v1.SearchSimilarRequest\x1a#.imagesearch.v1.SearchImageResponse\x12S\n\nSearchText\x12!.imagesearch.v1.SearchTextRequest\x1a\".imagesearch.v1.SearchTextResponse\x12\x42\n\x08GetImage\x12\x1f.imagesearch.v1.GetImageRequest\x1a\x15.imagesearch.v1.Image\x12N\n\x0cGetThumbnail\x12#.imagesearch.v1.GetThumbnailRequest\x1a\x19.imagesearch.v1.Thumbnail\x12I\n\x0b\x44\x65leteImage\x12\".imagesearch.v1.DeleteImageRequest\x1a\x16.google.protobuf.Empty\x12S\n\nListImages\x12!.imagesearch.v1.ListImagesRequest\x1a\".imagesearch.v1.ListImagesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,45 +34,45 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'gateway.api.image_search_pb
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_IMAGE']._serialized_start=110
-  _globals['_IMAGE']._serialized_end=259
-  _globals['_EMBEDIMAGEREQUEST']._serialized_start=261
-  _globals['_EMBEDIMAGEREQUEST']._serialized_end=295
-  _globals['_EMBEDIMAGERESPONSE']._serialized_start=297
-  _globals['_EMBEDIMAGERESPONSE']._serialized_end=357
-  _globals['_INDEXIMAGESREQUEST']._serialized_start=360
-  _globals['_INDEXIMAGESREQUEST']._serialized_end=534
-  _globals['_INDEXEDIMAGE']._serialized_start=536
-  _globals['_INDEXEDIMAGE']._serialized_end=605
-  _globals['_INDEXIMAGESRESPONSE']._serialized_start=607
-  _globals['_INDEXIMAGESRESPONSE']._serialized_end=674
-  _globals['_CONDITION']._serialized_start=676
-  _globals['_CONDITION']._serialized_end=753
-  _globals['_SEARCHIMAGEREQUEST']._serialized_start=756
-  _globals['_SEARCHIMAGEREQUEST']._serialized_end=895
-  _globals['_HIT']._serialized_start=897
-  _globals['_HIT']._serialized_end=955
-  _globals['_SEARCHIMAGERESPONSE']._serialized_start=957
-  _globals['_SEARCHIMAGERESPONSE']._serialized_end=1016
-  _globals['_SEARCHSIMILARREQUEST']._serialized_start=1019
-  _globals['_SEARCHSIMILARREQUEST']._serialized_end=1157
-  _globals['_SEARCHTEXTREQUEST']._serialized_start=1160
-  _globals['_SEARCHTEXTREQUEST']._serialized_end=1298
-  _globals['_TEXTHIT']._serialized_start=1301
-  _globals['_TEXTHIT']._serialized_end=1449
-  _globals['_SEARCHTEXTRESPONSE']._serialized_start=1451
-  _globals['_SEARCHTEXTRESPONSE']._serialized_end=1513
-  _globals['_GETIMAGEREQUEST']._serialized_start=1515
-  _globals['_GETIMAGEREQUEST']._serialized_end=1571
-  _globals['_GETTHUMBNAILREQUEST']._serialized_start=1573
-  _globals['_GETTHUMBNAILREQUEST']._serialized_end=1606
-  _globals['_THUMBNAIL']._serialized_start=1608
-  _globals['_THUMBNAIL']._serialized_end=1633
-  _globals['_DELETEIMAGEREQUEST']._serialized_start=1635
-  _globals['_DELETEIMAGEREQUEST']._serialized_end=1667
-  _globals['_LISTIMAGESREQUEST']._serialized_start=1669
-  _globals['_LISTIMAGESREQUEST']._serialized_end=1727
-  _globals['_LISTIMAGESRESPONSE']._serialized_start=1729
-  _globals['_LISTIMAGESRESPONSE']._serialized_end=1833
-  _globals['_IMAGESEARCH']._serialized_start=1836
-  _globals['_IMAGESEARCH']._serialized_end=2597
+  _globals['_IMAGE']._serialized_end=305
+  _globals['_EMBEDIMAGEREQUEST']._serialized_start=307
+  _globals['_EMBEDIMAGEREQUEST']._serialized_end=341
+  _globals['_EMBEDIMAGERESPONSE']._serialized_start=343
+  _globals['_EMBEDIMAGERESPONSE']._serialized_end=403
+  _globals['_INDEXIMAGESREQUEST']._serialized_start=406
+  _globals['_INDEXIMAGESREQUEST']._serialized_end=606
+  _globals['_INDEXEDIMAGE']._serialized_start=608
+  _globals['_INDEXEDIMAGE']._serialized_end=677
+  _globals['_INDEXIMAGESRESPONSE']._serialized_start=679
+  _globals['_INDEXIMAGESRESPONSE']._serialized_end=746
+  _globals['_CONDITION']._serialized_start=748
+  _globals['_CONDITION']._serialized_end=825
+  _globals['_SEARCHIMAGEREQUEST']._serialized_start=828
+  _globals['_SEARCHIMAGEREQUEST']._serialized_end=967
+  _globals['_HIT']._serialized_start=969
+  _globals['_HIT']._serialized_end=1027
+  _globals['_SEARCHIMAGERESPONSE']._serialized_start=1029
+  _globals['_SEARCHIMAGERESPONSE']._serialized_end=1088
+  _globals['_SEARCHSIMILARREQUEST']._serialized_start=1091
+  _globals['_SEARCHSIMILARREQUEST']._serialized_end=1229
+  _globals['_SEARCHTEXTREQUEST']._serialized_start=1232
+  _globals['_SEARCHTEXTREQUEST']._serialized_end=1370
+  _globals['_TEXTHIT']._serialized_start=1373
+  _globals['_TEXTHIT']._serialized_end=1521
+  _globals['_SEARCHTEXTRESPONSE']._serialized_start=1523
+  _globals['_SEARCHTEXTRESPONSE']._serialized_end=1585
+  _globals['_GETIMAGEREQUEST']._serialized_start=1587
+  _globals['_GETIMAGEREQUEST']._serialized_end=1643
+  _globals['_GETTHUMBNAILREQUEST']._serialized_start=1645
+  _globals['_GETTHUMBNAILREQUEST']._serialized_end=1678
+  _globals['_THUMBNAIL']._serialized_start=1680
+  _globals['_THUMBNAIL']._serialized_end=1705
+  _globals['_DELETEIMAGEREQUEST']._serialized_start=1707
+  _globals['_DELETEIMAGEREQUEST']._serialized_end=1739
+  _globals['_LISTIMAGESREQUEST']._serialized_start=1741
+  _globals['_LISTIMAGESREQUEST']._serialized_end=1799
+  _globals['_LISTIMAGESRESPONSE']._serialized_start=1801
+  _globals['_LISTIMAGESRESPONSE']._serialized_end=1905
+  _globals['_IMAGESEARCH']._serialized_start=1908
+  _globals['_IMAGESEARCH']._serialized_end=2669
 # @@protoc_insertion_point(module_scope)

@@ -9,7 +9,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Image(_message.Message):
-    __slots__ = ("id", "caption", "source", "metadata", "created_at", "phash", "embedding")
+    __slots__ = ("id", "caption", "source", "metadata", "created_at", "phash", "embedding", "caption_state", "caption_error")
     ID_FIELD_NUMBER: _ClassVar[int]
     CAPTION_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
@@ -17,6 +17,8 @@ class Image(_message.Message):
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     PHASH_FIELD_NUMBER: _ClassVar[int]
     EMBEDDING_FIELD_NUMBER: _ClassVar[int]
+    CAPTION_STATE_FIELD_NUMBER: _ClassVar[int]
+    CAPTION_ERROR_FIELD_NUMBER: _ClassVar[int]
     id: str
     caption: str
     source: str
@@ -24,7 +26,9 @@ class Image(_message.Message):
     created_at: int
     phash: str
     embedding: _containers.RepeatedScalarFieldContainer[float]
-    def __init__(self, id: _Optional[str] = ..., caption: _Optional[str] = ..., source: _Optional[str] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., created_at: _Optional[int] = ..., phash: _Optional[str] = ..., embedding: _Optional[_Iterable[float]] = ...) -> None: ...
+    caption_state: str
+    caption_error: str
+    def __init__(self, id: _Optional[str] = ..., caption: _Optional[str] = ..., source: _Optional[str] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., created_at: _Optional[int] = ..., phash: _Optional[str] = ..., embedding: _Optional[_Iterable[float]] = ..., caption_state: _Optional[str] = ..., caption_error: _Optional[str] = ...) -> None: ...
 
 class EmbedImageRequest(_message.Message):
     __slots__ = ("image",)
@@ -41,18 +45,20 @@ class EmbedImageResponse(_message.Message):
     def __init__(self, description: _Optional[str] = ..., embedding: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class IndexImagesRequest(_message.Message):
-    __slots__ = ("image", "name", "metadata_struct", "metadata_json", "captions")
+    __slots__ = ("image", "name", "metadata_struct", "metadata_json", "captions", "wait_for_caption")
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     METADATA_STRUCT_FIELD_NUMBER: _ClassVar[int]
     METADATA_JSON_FIELD_NUMBER: _ClassVar[int]
     CAPTIONS_FIELD_NUMBER: _ClassVar[int]
+    WAIT_FOR_CAPTION_FIELD_NUMBER: _ClassVar[int]
     image: bytes
     name: str
     metadata_struct: _struct_pb2.Struct
     metadata_json: str
     captions: bool
-    def __init__(self, image: _Optional[bytes] = ..., name: _Optional[str] = ..., metadata_struct: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., metadata_json: _Optional[str] = ..., captions: _Optional[bool] = ...) -> None: ...
+    wait_for_caption: bool
+    def __init__(self, image: _Optional[bytes] = ..., name: _Optional[str] = ..., metadata_struct: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., metadata_json: _Optional[str] = ..., captions: _Optional[bool] = ..., wait_for_caption: _Optional[bool] = ...) -> None: ...
 
 class IndexedImage(_message.Message):
     __slots__ = ("image", "created")

@@ -18,14 +18,16 @@ log = logging.getLogger("gateway.backends")
 class MicroBatcher:
     """Gathers concurrent calls into one ``run(items)`` call of at most ``max_batch`` rows, waiting at
     most ``max_delay`` seconds after the first, and runs it in a single worker thread. ``when_idle``
-    runs in that thread once no call has come for ``idle_s`` after a batch (never beside a batch)."""
+    runs in that thread once no call has come for ``idle_s`` after a batch (never beside a batch);
+    ``thread_setup`` runs in it first."""
 
     def __init__(self, name: str, run: Callable[[list], list], max_batch: int, max_delay: float,
-                 rows: Callable[[Any], int] = len, when_idle: Callable[[], Any] | None = None, idle_s: float = 2.0):
+                 rows: Callable[[Any], int] = len, when_idle: Callable[[], Any] | None = None, idle_s: float = 2.0,
+                 thread_setup: Callable[[], Any] | None = None):
         self.name, self.run, self.max_batch, self.max_delay, self.rows = name, run, max_batch, max_delay, rows
         self.when_idle, self.idle_s, self.busy_since_idle = when_idle, idle_s, False
         self.queue: asyncio.Queue = asyncio.Queue()
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"batch-{name}")
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"batch-{name}", initializer=thread_setup)
         self.worker: asyncio.Task | None = None
 
     async def submit(self, item):

@@ -8,6 +8,8 @@ images are expected as uint8 pixels exactly as for Triton: the same files, the s
 from __future__ import annotations
 
 import ctypes
+import os
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -33,6 +35,15 @@ def freed_memory_returner() -> Callable[[], int] | None:
     return lambda: trim(0)
 
 
+def lowered_priority(nice: int) -> Callable[[], None]:
+    """Sets the calling thread's nice level (Linux: per thread; threads it starts inherit it, ONNX
+    Runtime's intra-op threads among them, which a session starts when it is made)."""
+    def lower() -> None:
+        if nice:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
+    return lower
+
+
 def _split(arrays: list[np.ndarray], output: np.ndarray) -> list[np.ndarray]:
     bounds = np.cumsum([len(a) for a in arrays])[:-1]
     return np.split(output, bounds)
@@ -40,8 +51,10 @@ def _split(arrays: list[np.ndarray], output: np.ndarray) -> list[np.ndarray]:
 
 class LocalInference(RepositoryModels):
     def __init__(self, repository: Path, captions: bool, caption_settings: GenerationSettings, *, max_batch: int,
-                 max_delay_s: float, threads: int, caption_memory_mb: int):
-        """``captions``: load BLIP; the rest as GATEWAY_LOCAL_* and GATEWAY_CAPTION_MEMORY_MB (gateway.settings)."""
+                 max_delay_s: float, threads: int, caption_memory_mb: int, caption_nice: int):
+        """``captions``: load BLIP; the rest as GATEWAY_LOCAL_*, GATEWAY_CAPTION_MEMORY_MB and
+        GATEWAY_CAPTION_NICE (gateway.settings): BLIP runs in threads of lowered priority, made in the
+        captioner's own thread, so that captions yield the CPU to CLIP (uploads, searches)."""
         super().__init__(repository, captions, caption_settings)
         image = create_session(repository / "clip_image" / "1" / "model.onnx", threads=threads)
         text = create_session(repository / "clip_text" / "1" / "model.onnx", threads=threads)
@@ -58,11 +71,13 @@ class LocalInference(RepositoryModels):
         self.texts = MicroBatcher("clip_text", embed_texts, max_batch, max_delay_s, rows=lambda item: len(item[0]))
         self.captioner: MicroBatcher | None = None
         if captions:
-            decoder = BlipDecoder.from_folder(repository / "blip_caption", threads, memory_mb=caption_memory_mb)
             caption_text = CaptionText(repository / "blip_caption")
-            self.captioner = MicroBatcher("blip_caption", lambda items: caption_requests(decoder, caption_text, items),
+            loaded: list[BlipDecoder] = []
+            self.captioner = MicroBatcher("blip_caption", lambda items: caption_requests(loaded[0], caption_text, items),
                                          max_batch, max_delay_s, rows=lambda item: len(item[0]),
-                                         when_idle=freed_memory_returner())
+                                         when_idle=freed_memory_returner(), thread_setup=lowered_priority(caption_nice))
+            loaded.append(self.captioner.executor.submit(
+                BlipDecoder.from_folder, repository / "blip_caption", threads, memory_mb=caption_memory_mb).result())
 
     async def embed_images(self, pixels: np.ndarray) -> np.ndarray:
         return await self.images.submit(pixels)

@@ -13,7 +13,7 @@ from dataclasses import replace
 import numpy as np
 
 from ..core.filters import Condition, matches
-from ..core.protocols import Feature, StoreCapabilities
+from ..core.protocols import CaptionQueueStats, Feature, StoreCapabilities
 from ..core.records import ImageRecord
 from ..core.text_ranking import words
 
@@ -78,6 +78,17 @@ class InMemoryStore:
         wanted = words(text)
         scored = [(view(r, True), float(len(wanted & words(r.caption)))) for r in self._matching(conditions)]
         return sorted([s for s in scored if s[1] > 0], key=lambda s: s[1], reverse=True)[:k]
+
+    async def captions_due(self, limit: int, now_ms: int) -> list[ImageRecord]:
+        await asyncio.sleep(0)
+        due = [r for r in self.records.values()
+               if r.caption_state == "pending" and r.job.lease_until_ms < now_ms and r.job.retry_at_ms <= now_ms]
+        return [replace(r) for r in due[:limit]]
+
+    async def caption_queue(self) -> CaptionQueueStats:
+        pending = [r.created_at for r in self.records.values() if r.caption_state == "pending"]
+        failed = sum(r.caption_state == "failed" for r in self.records.values())
+        return CaptionQueueStats(len(pending), failed, min(pending, default=None))
 
     async def migrate(self) -> int | None:
         return None  # one schema: nothing to migrate

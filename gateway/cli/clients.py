@@ -4,8 +4,10 @@ core's types and raise ServiceError."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
+import sys
 from typing import Protocol
 
 import httpx
@@ -20,7 +22,8 @@ from ..core.service import ImageSearchService
 class Client(Protocol):
     async def exists(self, image_id: str) -> bool: ...
 
-    async def index(self, files: list[tuple[str, bytes]], metadata: dict, captions: bool | None) -> list[Indexed]: ...
+    async def index(self, files: list[tuple[str, bytes]], metadata: dict, captions: bool | None,
+                    wait_for_caption: bool = False) -> list[Indexed]: ...
 
     async def search_image(self, data: bytes, k: int, conditions: list[FilterCondition],
                            min_score: float | None = None) -> list[Hit]: ...
@@ -32,6 +35,11 @@ class Client(Protocol):
                       min_score: float | None = None) -> list[Hit]: ...
 
     async def thumbnail(self, image_id: str) -> bytes | None: ...
+
+    async def finish_captions(self, progress: bool) -> str | None:
+        """Wait until the captions this client queued are written, where they are written in this process
+        (the embedded stack); what became of them, or None where a gateway captions them."""
+        ...
 
     async def close(self) -> None: ...
 
@@ -45,8 +53,27 @@ class EmbeddedClient:
     async def exists(self, image_id: str) -> bool:
         return await self.service.exists(image_id)
 
-    async def index(self, files: list[tuple[str, bytes]], metadata: dict, captions: bool | None) -> list[Indexed]:
-        return await self.service.index_images([Upload(name, data, metadata) for name, data in files], captions)
+    async def index(self, files: list[tuple[str, bytes]], metadata: dict, captions: bool | None,
+                    wait_for_caption: bool = False) -> list[Indexed]:
+        return await self.service.index_images([Upload(name, data, metadata) for name, data in files], captions,
+                                               wait_for_caption)
+
+    async def finish_captions(self, progress: bool) -> str | None:
+        """The queue drained by this process's worker (the embedded store is this process's alone)."""
+        from tqdm import tqdm
+
+        worker = self.service.worker
+        if worker is None or not (stats := await self.service.store.caption_queue()).pending:
+            return None
+        bar = tqdm(total=stats.pending, unit="img", desc="captioning", disable=not progress, file=sys.stderr)
+        start = worker.counts.captioned + worker.counts.failed
+        while (stats := await self.service.store.caption_queue()).pending:
+            bar.n = worker.counts.captioned + worker.counts.failed - start
+            bar.refresh()
+            await asyncio.sleep(0.5)
+        bar.n = worker.counts.captioned + worker.counts.failed - start
+        bar.close()
+        return f"captioned {worker.counts.captioned - start}, caption failed {stats.failed} (GET /v1/images: caption_error)"
 
     async def search_image(self, data: bytes, k: int, conditions: list[FilterCondition],
                            min_score: float | None = None) -> list[Hit]:
@@ -84,7 +111,8 @@ def record_of(body: dict) -> ImageRecord:
     embedding = body.get("embedding")
     vector = None if embedding is None else (np.frombuffer(base64.b64decode(embedding), np.float32)
                                             if isinstance(embedding, str) else np.asarray(embedding, np.float32))
-    return ImageRecord(body["id"], body["caption"], body["source"], body["metadata"], body["created_at"], body["phash"], vector)
+    return ImageRecord(body["id"], body["caption"], body["source"], body["metadata"], body["created_at"], body["phash"], vector,
+                       caption_state=body.get("caption_state", "done"), caption_error=body.get("caption_error", ""))
 
 
 CONSISTENCY_HEADER = "X-Consistency-Token"  # (gateway.server.http.app's: the CLI does not import the server)
@@ -123,8 +151,10 @@ class HttpClient:
     async def exists(self, image_id: str) -> bool:
         return (await self._call("GET", f"/v1/images/{image_id}", missing_ok=True)).status_code == 200
 
-    async def index(self, files: list[tuple[str, bytes]], metadata: dict, captions: bool | None) -> list[Indexed]:
-        form = {"metadata": json.dumps(metadata), **({} if captions is None else {"captions": str(captions).lower()})}
+    async def index(self, files: list[tuple[str, bytes]], metadata: dict, captions: bool | None,
+                    wait_for_caption: bool = False) -> list[Indexed]:
+        form = {"metadata": json.dumps(metadata), **({} if captions is None else {"captions": str(captions).lower()}),
+                **({"wait_for_caption": "true"} if wait_for_caption else {})}
         response = await self._call("POST", "/v1/images", data=form,
                                     files=[("files", (n, d, "application/octet-stream")) for n, d in files])
         return [Indexed(record_of(image), image["created"]) for image in response.json()["images"]]
@@ -155,6 +185,9 @@ class HttpClient:
     async def thumbnail(self, image_id: str) -> bytes | None:
         response = await self._call("GET", f"/v1/images/{image_id}/thumbnail", missing_ok=True)
         return response.content if response.status_code == 200 else None
+
+    async def finish_captions(self, progress: bool) -> str | None:
+        return None  # the gateway's caption queue writes them
 
     async def close(self) -> None:
         await self.client.aclose()

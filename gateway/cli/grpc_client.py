@@ -28,7 +28,9 @@ TIMEOUT_S = 600
 
 def record_of(image: pb.Image) -> ImageRecord:
     vector = np.asarray(image.embedding, np.float32) if len(image.embedding) else None
-    return ImageRecord(image.id, image.caption, image.source, to_python(image.metadata), image.created_at, image.phash, vector)
+    state = image.caption_state or ("done" if image.caption else "none")  # (a gateway from before the caption queue)
+    return ImageRecord(image.id, image.caption, image.source, to_python(image.metadata), image.created_at, image.phash,
+                       vector, caption_state=state, caption_error=image.caption_error)  # type: ignore[arg-type]
 
 
 def condition_of(condition: FilterCondition) -> pb.Condition:
@@ -64,11 +66,14 @@ class GrpcClient:
     async def exists(self, image_id: str) -> bool:
         return await self._call(self.stub.GetImage, pb.GetImageRequest(id=image_id), missing_ok=True) is not None
 
-    async def index(self, files: list[tuple[str, bytes]], metadata: dict, captions: bool | None) -> list[Indexed]:
+    async def index(self, files: list[tuple[str, bytes]], metadata: dict, captions: bool | None,
+                    wait_for_caption: bool = False) -> list[Indexed]:
         text = json.dumps(metadata)
         messages = [pb.IndexImagesRequest(image=data, name=name, metadata_json=text) for name, data in files]
         if captions is not None and messages:
             messages[0].captions = captions
+        if messages:
+            messages[0].wait_for_caption = wait_for_caption
         reply = await self._call(self.stub.IndexImages, iter(messages))
         return [Indexed(record_of(done.image), done.created) for done in reply.images]
 
@@ -94,6 +99,9 @@ class GrpcClient:
     async def thumbnail(self, image_id: str) -> bytes | None:
         reply = await self._call(self.stub.GetThumbnail, pb.GetThumbnailRequest(id=image_id), missing_ok=True)
         return reply.jpeg if reply is not None else None
+
+    async def finish_captions(self, progress: bool) -> str | None:
+        return None  # the gateway's caption queue writes them
 
     async def close(self) -> None:
         await self.channel.close()

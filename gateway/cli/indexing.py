@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..core.errors import ErrorKind, ServiceError
 from ..core.images import decode, perceptual_hash
-from ..core.records import content_id
+from ..core.records import Indexed, content_id
 from .clients import Client
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp"}
@@ -32,6 +32,7 @@ class IndexSummary:
     skipped: list[str] = field(default_factory=list)  # already indexed (same bytes)
     near_duplicates: list[tuple[str, str, int]] = field(default_factory=list)  # file, of, pHash distance
     failed: list[tuple[str, str]] = field(default_factory=list)  # file, reason
+    captions_pending: int = 0  # indexed (searchable) with their captions queued
 
 
 def hash_distance(a: str, b: str) -> int:
@@ -51,7 +52,7 @@ async def find_near_duplicate(client: Client, data: bytes, max_distance: int, ma
 
 async def index_folder(client: Client, root: Path, metadata: dict, batch_size: int, near_duplicates: str | None,
                        phash_distance: int, concurrency: int, captions: bool | None, max_pixels: int,
-                       progress: bool = True) -> IndexSummary:
+                       progress: bool = True, wait_for_caption: bool = False) -> IndexSummary:
     """Index every image under ``root``: up to ``concurrency`` batches in flight (one when looking for
     near-duplicates, so that copies within one run are compared with what was just indexed)."""
     from tqdm import tqdm
@@ -63,18 +64,23 @@ async def index_folder(client: Client, root: Path, metadata: dict, batch_size: i
     in_flight: set[asyncio.Task] = set()
     stopped: list[ServiceError] = []  # a refusal of the whole run, raised by the loop below
 
+    def count(done: Indexed) -> None:
+        (summary.indexed if done.created else summary.skipped).append(done.record.source)
+        summary.captions_pending += done.created and done.record.caption_state == "pending"
+        bar.set_postfix(embedded=len(summary.indexed), captions_queued=summary.captions_pending, refresh=False)
+
     async def send(batch: list[tuple[str, bytes]]) -> None:
         try:
             try:
-                for done in await client.index(batch, metadata, captions):
-                    (summary.indexed if done.created else summary.skipped).append(done.record.source)
+                for done in await client.index(batch, metadata, captions, wait_for_caption):
+                    count(done)
             except ServiceError as exc:  # one bad file fails a batch: retry one by one to name it
                 if exc.kind not in FILE_ERRORS:
                     raise
                 for name, data in batch:
                     try:
-                        (done,) = await client.index([(name, data)], metadata, captions)
-                        (summary.indexed if done.created else summary.skipped).append(done.record.source)
+                        (done,) = await client.index([(name, data)], metadata, captions, wait_for_caption)
+                        count(done)
                     except ServiceError as one:
                         if one.kind not in FILE_ERRORS:
                             raise

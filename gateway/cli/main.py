@@ -54,6 +54,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                           help="caption with BLIP (default: GATEWAY_CAPTIONS, on unless disabled)")
     captions.add_argument("--no-captions", dest="captions", action="store_const", const=False,
                           help="skip BLIP for these images (much faster; their captions stay empty)")
+    index.add_argument("--wait-for-captions", action="store_true",
+                       help="each upload waits for its caption (default: images are searchable once embedded and"
+                       " the caption queue captions them; the embedded stack waits for it at the end)")
     index.add_argument("--metadata", default="{}", help="JSON object stored with every image")
     index.add_argument("--batch-size", type=int, default=8)
     index.add_argument("--concurrency", type=int, default=2, help="batches in flight at once")
@@ -134,14 +137,20 @@ async def index_command(client: Client, args: argparse.Namespace, max_pixels: in
         raise UsageError(f"not a folder: {root}")
     start = time.perf_counter()
     summary = await index_folder(client, root, parse_metadata(args.metadata), args.batch_size, args.near_duplicates,
-                                 args.phash_distance, args.concurrency, args.captions, max_pixels)
+                                 args.phash_distance, args.concurrency, args.captions, max_pixels,
+                                 wait_for_caption=args.wait_for_captions)
+    searchable = time.perf_counter() - start
     for name, reason in summary.failed:
         print(f"failed: {name}: {reason}", file=sys.stderr)
     for name, of, distance in summary.near_duplicates:
         print(f"near-duplicate: {name} ~ {of} ({distance} bits apart)"
               + (", skipped" if args.near_duplicates == "skip" else ""), file=sys.stderr)
     print(f"indexed {len(summary.indexed)}, already indexed {len(summary.skipped)}, near-duplicates "
-          f"{len(summary.near_duplicates)}, failed {len(summary.failed)} in {time.perf_counter() - start:.1f}s")
+          f"{len(summary.near_duplicates)}, failed {len(summary.failed)} in {searchable:.1f}s (searchable)")
+    if summary.captions_pending:
+        captioned = await client.finish_captions(progress=True)
+        print(f"{captioned} in {time.perf_counter() - start:.1f}s in all" if captioned else
+              f"{summary.captions_pending} captions queued: the gateway writes them (GET /readyz: features.captions)")
     return 1 if summary.failed and not summary.indexed and not summary.skipped else 0
 
 

@@ -30,7 +30,7 @@ from .records import ImageRecord
 Scalar = bool | int | float | str
 Op = Literal["eq", "ne", "gt", "gte", "lt", "lte", "in"]
 RANGES = ("gt", "gte", "lt", "lte")
-PLAIN_FIELDS: dict[str, type] = {"id": str, "source": str, "created_at": int, "phash": str}
+PLAIN_FIELDS: dict[str, type] = {"id": str, "source": str, "created_at": int, "phash": str, "caption_state": str}
 METADATA = "metadata."
 METADATA_KEY = re.compile(r"^[A-Za-z0-9_]{1,64}$")
 MAX_CONDITIONS, MAX_IN_VALUES, MAX_STRING = 16, 100, 1024

@@ -29,6 +29,11 @@ class PreparedImage:
     phash: str  # "" unless prepared for a stored record
     thumbnail: str  # "" unless prepared for a stored record (base64 JPEG for the search page)
 
+    @property
+    def blip_input(self) -> np.ndarray:
+        assert self.blip_pixels is not None, "prepared without BLIP's input"
+        return self.blip_pixels
+
 
 def as_service_error(exc: ImageError) -> ServiceError:
     if isinstance(exc, ImageTooLarge):

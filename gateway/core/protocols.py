@@ -61,6 +61,13 @@ class Feature:
 
 
 @dataclass(frozen=True)
+class CaptionQueueStats:
+    pending: int
+    failed: int
+    oldest_pending_at: int | None  # created_at (Unix s) of the oldest pending record, among at most max_window read
+
+
+@dataclass(frozen=True)
 class StoreCapabilities:
     """What differs between stores (Milvus Lite, a 2.3 or 2.5 server, the in-memory store), as the
     service needs to know it. Read after ``start``: a store learns some of it from its server."""
@@ -114,6 +121,14 @@ class VectorStore(Protocol):
         higher is better), with their vectors; only where capabilities.keyword_search is on."""
         ...
 
+    async def captions_due(self, limit: int, now_ms: int) -> list[ImageRecord]:
+        """Up to ``limit`` records whose caption is pending, whose lease has expired and whose retry time
+        has come at ``now_ms``: whole records (vector and thumbnail too: the queue writes them back),
+        read strongly."""
+        ...
+
+    async def caption_queue(self) -> CaptionQueueStats: ...
+
     async def migrate(self) -> int | None:
         """Instead of ``start``: connect and bring a collection made by an older version to the current
         schema, finishing an interrupted migration (an admin operation; writers paused). The records
@@ -123,3 +138,27 @@ class VectorStore(Protocol):
     async def check_ready(self) -> None: ...
 
     async def close(self) -> None: ...
+
+
+class CaptionInputs(Protocol):
+    """Where BLIP's input waits for a pending caption (a folder shared by gateways and captioners), and
+    the marks deletes leave so that no worker writes a deleted record back (gateway.core.caption_queue).
+    Blocking calls (run them in a thread)."""
+
+    def put(self, record_id: str, pixels: np.ndarray) -> None: ...
+
+    def get(self, record_id: str) -> np.ndarray | None: ...
+
+    def discard(self, record_id: str) -> None:
+        """The input removed once its caption is written (or given up)."""
+        ...
+
+    def forget(self, record_id: str) -> None:
+        """A delete: the input removed and a mark left that the record was deleted."""
+        ...
+
+    def was_deleted(self, record_id: str) -> bool: ...
+
+    def sweep(self, older_than_s: float) -> int:
+        """Marks older than that removed; the number removed."""
+        ...

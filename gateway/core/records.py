@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 
@@ -21,6 +22,23 @@ def is_image_id(value: str) -> bool:
     return bool(_ID.match(value))
 
 
+# pending: embedded and searchable, its caption queued; done: captioned; failed: captioning gave up
+# (caption_error says why); none: not captioned (captions off for it)
+CaptionState = Literal["pending", "done", "failed", "none"]
+CAPTION_STATES: tuple[CaptionState, ...] = ("pending", "done", "failed", "none")
+
+
+@dataclass(frozen=True)
+class CaptionJob:
+    """The caption queue's bookkeeping on a record (gateway.core.caption_queue): attempts made, the
+    worker holding it and until when (Unix ms), and the earliest next attempt after a failure."""
+
+    attempts: int = 0
+    lease_owner: str = ""
+    lease_until_ms: int = 0
+    retry_at_ms: int = 0
+
+
 @dataclass
 class ImageRecord:
     id: str
@@ -31,6 +49,9 @@ class ImageRecord:
     phash: str
     vector: np.ndarray | None = field(default=None, repr=False)
     thumbnail: str = field(default="", repr=False)  # base64 JPEG, at most THUMBNAIL_SIZE px
+    caption_state: CaptionState = "done"
+    caption_error: str = ""  # why captioning failed (caption_state "failed")
+    job: CaptionJob = field(default_factory=CaptionJob, repr=False)
 
 
 @dataclass

@@ -12,13 +12,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .caption_queue import CaptionWorker, QueueOptions
 from .errors import ErrorKind, ServiceError, invalid
 from .filters import Condition, FilterCondition, check
 from .images import PreparedImage, prepare
 from .locks import KeyedLocks
 from .metadata import check_metadata
-from .protocols import Feature, Inference, ModelInfo, VectorStore
-from .records import Embedded, Embeddings, Hit, ImageRecord, Indexed, Page, TextHit, Upload, is_image_id
+from .protocols import CaptionInputs, CaptionQueueStats, Feature, Inference, ModelInfo, VectorStore
+from .records import CaptionState, Embedded, Embeddings, Hit, ImageRecord, Indexed, Page, TextHit, Upload, is_image_id
 from .text_ranking import candidate_pool, fuse, hybrid
 
 DEFAULT_K = 10  # results when a request does not say (every transport)
@@ -40,14 +41,37 @@ class Limits:
     max_query_chars: int  # a text search query, or a text to embed
 
 
+@dataclass(frozen=True)
+class CaptionQueueing:
+    """Where pending captions wait (``inputs``), how workers take them, and whether one runs here."""
+
+    inputs: CaptionInputs
+    options: QueueOptions
+    worker_here: bool
+
+
+def spool(inputs: CaptionInputs, items: list[tuple[str, np.ndarray]]) -> None:
+    for record_id, pixels in items:
+        inputs.put(record_id, pixels)
+
+
+def unspool(inputs: CaptionInputs, ids: list[str]) -> None:
+    for record_id in ids:
+        inputs.discard(record_id)
+
+
 class ImageSearchService:
     def __init__(self, inference: Inference, store: VectorStore, limits: Limits, caption_weight: float,
-                 exact_decode: bool, keyword_search: bool):
+                 exact_decode: bool, keyword_search: bool, queueing: CaptionQueueing | None = None):
         """``exact_decode``: decode uploads at full size rather than at the scale their products need.
         ``keyword_search``: text search also finds captions by their words, where the store can.
-        (gateway.settings.Settings documents each and has their defaults.)"""
+        ``queueing``: uploads are answered once embedded and their captions queued (None: every upload
+        waits for its caption). (gateway.settings.Settings documents each and has their defaults.)"""
         self.inference, self.store, self.limits, self.caption_weight = inference, store, limits, caption_weight
-        self.exact_decode, self.keyword_search = exact_decode, keyword_search
+        self.exact_decode, self.keyword_search, self.queueing = exact_decode, keyword_search, queueing
+        self.worker = (CaptionWorker(inference, store, queueing.inputs, queueing.options)
+                       if queueing is not None and queueing.worker_here and self.captioning else None)
+        self.worker_task: asyncio.Task | None = None
         # Milvus has no unique key: concurrent upserts of one id would leave duplicate rows. Writers of
         # an id take its lock (one process; see the README for several gateway replicas).
         self.write_locks = KeyedLocks()
@@ -63,8 +87,13 @@ class ImageSearchService:
 
     async def start(self) -> None:
         await self.store.start()
+        if self.worker is not None:
+            self.worker_task = asyncio.get_running_loop().create_task(self.worker.run())
 
     async def close(self) -> None:
+        if self.worker_task is not None:
+            self.worker_task.cancel()
+            await asyncio.gather(self.worker_task, return_exceptions=True)
         await self.inference.close()
         await self.store.close()
 
@@ -85,8 +114,23 @@ class ImageSearchService:
         return self.store.capabilities.keyword_search if self.keyword_search else Feature(False, "GATEWAY_KEYWORD_SEARCH=false")
 
     def features(self) -> dict[str, str]:
-        """How this gateway searches, for operators (GET /readyz)."""
+        """How this gateway searches, for operators (GET /readyz, with captions_feature)."""
         return {"keyword_search": self.keyword_feature.describe(), "vector_search": self.store.capabilities.vector_search}
+
+    async def caption_queue(self) -> CaptionQueueStats | None:
+        """The queue's state (counts on the store), None without a queue."""
+        return await self.store.caption_queue() if self.queueing is not None and self.captioning else None
+
+    async def captions_feature(self) -> str:
+        """How this gateway captions, and the queue's state."""
+        if not self.captioning:
+            return "off: GATEWAY_CAPTIONS=false"
+        stats = await self.caption_queue()
+        if stats is None:
+            return "on: every upload waits for its caption"
+        oldest = "" if stats.oldest_pending_at is None else f", oldest {max(0, int(time.time()) - stats.oldest_pending_at)} s"
+        where = "a worker in this gateway" if self.worker is not None else "no worker here (python -m gateway.captioner)"
+        return f"queued: {stats.pending} pending{oldest}, {stats.failed} failed; {where}"
 
     # --- checks shared by every transport ----------------------------------------------------------
 
@@ -180,16 +224,21 @@ class ImageSearchService:
             vectors[list(rows)] = part
         return Embeddings(vectors, self.inference.count_tokens(list(texts.values())) if texts else 0)
 
-    async def index_images(self, uploads: Sequence[Upload], captions: bool | None = None) -> list[Indexed]:
+    async def index_images(self, uploads: Sequence[Upload], captions: bool | None = None,
+                           wait_for_caption: bool = False) -> list[Indexed]:
         """Index uploads. Same bytes -> same id: images already stored are returned as they are (no
-        inference, no write). New images are embedded and captioned first and written in one upsert at
-        the end, so a failure anywhere writes nothing. ``captions``: None for the service's default,
-        False to skip BLIP for this batch."""
+        inference, no write). New images are embedded (and, with ``wait_for_caption`` or without a
+        queue, captioned) first and written in one upsert at the end, so a failure anywhere writes
+        nothing; queued captions come later (gateway.core.caption_queue). ``captions``: None for the
+        service's default, False to skip BLIP for this batch."""
         self.check_batch(len(uploads))
         metadata = [check_metadata(u.metadata) for u in uploads]
         if captions and not self.captioning:
             raise invalid("captions are disabled on this gateway (GATEWAY_CAPTIONS=false)")
         caption = self.captioning if captions is None else captions
+        if wait_for_caption and not caption:
+            raise invalid("wait_for_caption needs captions (they are off for this request or this gateway)")
+        queue = self.queueing.inputs if caption and not wait_for_caption and self.queueing is not None else None
         labels = [f"files[{i}] ({u.name or 'unnamed'})" if len(uploads) > 1 else None for i, u in enumerate(uploads)]
         prepared = await self._prepare([(label, u.data) for label, u in zip(labels, uploads)], blip=caption, record=True)
         ids = sorted({p.id for p in prepared})
@@ -199,11 +248,19 @@ class ImageSearchService:
             records: dict[str, ImageRecord] = {}
             if fresh:
                 order = list(fresh.values())
-                vectors, texts = await self._embed_and_caption([p for _, _, p in order], caption)
+                state: CaptionState = "pending" if queue is not None else ("done" if caption else "none")
+                vectors, texts = await self._embed_and_caption([p for _, _, p in order], caption and queue is None)
                 now = int(time.time())
                 for (upload, meta, p), vector, text in zip(order, vectors, texts):
-                    records[p.id] = ImageRecord(p.id, text, upload.name, meta, now, p.phash, vector, p.thumbnail)
-                await self.store.upsert(list(records.values()))
+                    records[p.id] = ImageRecord(p.id, text, upload.name, meta, now, p.phash, vector, p.thumbnail, state)
+                if queue is not None:
+                    await asyncio.to_thread(spool, queue, [(p.id, p.blip_input) for _, _, p in order])
+                try:
+                    await self.store.upsert(list(records.values()))
+                except BaseException:
+                    if queue is not None:
+                        await asyncio.to_thread(unspool, queue, list(records))
+                    raise
         return [Indexed(existing[p.id], False) if p.id in existing else Indexed(records[p.id], True) for p in prepared]
 
     # --- search ------------------------------------------------------------------------------------
@@ -280,8 +337,12 @@ class ImageSearchService:
         return base64.b64decode(encoded)
 
     async def delete(self, image_id: str) -> None:
+        """A pending caption's input goes first, leaving the mark that keeps a worker from writing the
+        record back (gateway.core.caption_queue)."""
         async with self.write_locks.hold([image_id]):
             await self.get(image_id)
+            if self.queueing is not None:
+                await asyncio.to_thread(self.queueing.inputs.forget, image_id)
             await self.store.delete(image_id)
 
     async def list_images(self, limit: int, offset: int) -> Page:

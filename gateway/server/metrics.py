@@ -1,6 +1,19 @@
-"""Prometheus metrics of the transports (the backends' own are in gateway.backends.metrics)."""
+"""Prometheus metrics of the transports and the caption queue (the backends' own are in
+gateway.backends.metrics)."""
 
-from prometheus_client import Counter, Histogram
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import fields
+
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
+
+from ..core.caption_queue import CaptionWorker
+from ..core.protocols import CaptionQueueStats
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 REQUEST_SECONDS = Histogram("gateway_request_seconds", "HTTP request latency by route", ["method", "route", "status"],
@@ -8,3 +21,39 @@ REQUEST_SECONDS = Histogram("gateway_request_seconds", "HTTP request latency by 
 GRPC_SECONDS = Histogram("gateway_grpc_seconds", "gRPC call latency by method and status code", ["method", "code"],
                          buckets=LATENCY_BUCKETS)
 ERRORS = Counter("gateway_errors_total", "error responses by kind", ["code"])
+CAPTION_RECORDS = Gauge("gateway_caption_queue_records", "records by caption state, counted on the store at each scrape",
+                        ["state"])
+CAPTION_OLDEST = Gauge("gateway_caption_oldest_pending_seconds", "age of the oldest pending caption (0: none pending)")
+
+
+def observe_caption_queue(stats: CaptionQueueStats) -> None:
+    CAPTION_RECORDS.labels("pending").set(stats.pending)
+    CAPTION_RECORDS.labels("failed").set(stats.failed)
+    CAPTION_OLDEST.set(0 if stats.oldest_pending_at is None else max(0, time.time() - stats.oldest_pending_at))
+
+
+class WorkerCounts(Collector):
+    """What this process's caption worker did: gateway_captions_total{outcome}, one outcome per field of
+    gateway.core.caption_queue.WorkerCounts (captioned, failed, retried, dropped_claims, undone_deletes)."""
+
+    def __init__(self, worker: CaptionWorker):
+        self.worker = worker
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily("gateway_captions", "caption outcomes of this process's worker", labels=["outcome"])
+        for field in fields(self.worker.counts):
+            family.add_metric([field.name], getattr(self.worker.counts, field.name))
+        yield family
+
+
+@contextmanager
+def worker_metrics(worker: CaptionWorker | None) -> Iterator[None]:
+    """The worker's counts exported while it runs."""
+    collector = WorkerCounts(worker) if worker is not None else None
+    if collector is not None:
+        REGISTRY.register(collector)
+    try:
+        yield
+    finally:
+        if collector is not None:
+            REGISTRY.unregister(collector)

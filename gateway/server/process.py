@@ -14,6 +14,7 @@ from ..settings import Settings
 from ..wiring import build_service
 from .access import AccessControl
 from .grpc.server import GrpcServer
+from .metrics import worker_metrics
 
 log = logging.getLogger("gateway")
 
@@ -41,18 +42,19 @@ async def serving(settings: Settings, access: AccessControl, service: ImageSearc
                     settings.model_repository, mismatch)
     await service.start()
     grpc_server = None
-    try:
-        if settings.grpc_port:
-            grpc_server = GrpcServer(service, access, settings.host, settings.grpc_port)
-            await grpc_server.start()
-        log.info("gateway ready", extra={"fields": {
-            "url": f"http://{settings.host}:{settings.port}", "inference": settings.inference_mode,
-            **({"grpc": f"{settings.host}:{grpc_server.port}"} if grpc_server else {}),
-            **({"triton": settings.triton_url} if settings.inference_mode == "triton" else {}),
-            "milvus": settings.milvus_uri, "collection": settings.collection, "models": service.model_info.sources}})
-        yield RunningGateway(service, grpc_server, settings.shutdown_grace_s)
-    finally:
-        if grpc_server:
-            await grpc_server.stop(settings.shutdown_grace_s)
-        await service.close()
-        log.info("gateway stopped")
+    with worker_metrics(service.worker):
+        try:
+            if settings.grpc_port:
+                grpc_server = GrpcServer(service, access, settings.host, settings.grpc_port)
+                await grpc_server.start()
+            log.info("gateway ready", extra={"fields": {
+                "url": f"http://{settings.host}:{settings.port}", "inference": settings.inference_mode,
+                **({"grpc": f"{settings.host}:{grpc_server.port}"} if grpc_server else {}),
+                **({"triton": settings.triton_url} if settings.inference_mode == "triton" else {}),
+                "milvus": settings.milvus_uri, "collection": settings.collection, "models": service.model_info.sources}})
+            yield RunningGateway(service, grpc_server, settings.shutdown_grace_s)
+        finally:
+            if grpc_server:
+                await grpc_server.stop(settings.shutdown_grace_s)
+            await service.close()
+            log.info("gateway stopped")

@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import tempfile
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
 from gateway.backends.memory import InMemoryStore
+from gateway.core.caption_queue import CaptionWorker, WorkerCounts
 from gateway.core.errors import ServiceError
 from gateway.core.filters import Condition
 from gateway.core.protocols import ModelInfo
@@ -127,6 +130,17 @@ class RecordingStore(InMemoryStore):
 
 def fake_service(captions: bool = True, keyword_search: bool = False, **settings) -> ImageSearchService:
     """The service over FakeInference and a RecordingStore, with Settings' limits and options (``settings``
-    override them: ``max_k=5``)."""
-    return service_over(Settings(_env_file=None, **settings), FakeInference(captions=captions),
+    override them: ``max_k=5``); its caption spool in a new temporary folder, no caption worker of its own
+    (``drain`` runs one), claims settling in 10 ms."""
+    defaults = {"caption_spool": Path(tempfile.mkdtemp(prefix="spool-")), "caption_worker": False, "caption_settle_s": 0.01}
+    return service_over(Settings(_env_file=None, **{**defaults, **settings}), FakeInference(captions=captions),
                         RecordingStore(keyword_search))
+
+
+async def drain(core: ImageSearchService) -> WorkerCounts | None:
+    """Caption everything due in a service's queue with a worker of its own; what the worker did."""
+    if core.queueing is None or not core.captioning:
+        return None
+    worker = CaptionWorker(core.inference, core.store, core.queueing.inputs, core.queueing.options)
+    await worker.drain()
+    return worker.counts

@@ -137,7 +137,9 @@ def test_dependency_failures_are_503_with_retry_after_and_504(client, core):
 def test_readyz_is_red_with_the_reason(client, core):
     assert client.get("/readyz").json() == {"status": "ready", "checks": {"inference": "ok", "milvus": "ok"},
                                             "features": {"keyword_search": "off: the in-memory store was made without it",
-                                                             "vector_search": "exact (numpy brute force)"}}
+                                                             "vector_search": "exact (numpy brute force)",
+                                                             "captions": "queued: 0 pending, 0 failed; no worker here"
+                                                                         " (python -m gateway.captioner)"}}
     core.store.fail = ServiceError(ErrorKind.UNAVAILABLE, "Milvus ready failed: connection refused")
     assert "milvus: Milvus ready failed" in error(client.get("/readyz"), 503, "dependency_unavailable")
 
@@ -216,7 +218,7 @@ def test_every_error_carries_openais_type(client):
     (lambda c: c.post("/v1/search/image", data={"filters": "[]"}, files={"file": ("q.png", unique_image(5), "image/png")}),
      "unknown form field 'filters': POST /v1/search/image takes file, filter, k, min_score"),
     (lambda c: c.post("/v1/images", data={"meta": "{}"}, files=[("files", ("a.png", unique_image(6), "image/png"))]),
-     "unknown form field 'meta': POST /v1/images takes captions, files, metadata"),
+     "unknown form field 'meta': POST /v1/images takes captions, files, metadata, wait_for_caption"),
     (lambda c: c.get("/v1/images", params={"page": 2}), "unknown query parameter 'page': GET /v1/images takes limit, offset"),
 ])
 def test_a_field_a_route_does_not_take_is_refused_naming_those_it_does(client, core, call, message):

@@ -13,7 +13,7 @@ from gateway.core.filters import Condition, validate
 from gateway.core.records import Upload, content_id
 from gateway.settings import Settings
 from gateway.wiring import service_over
-from tests.support.fakes import RecordingStore, fake_service
+from tests.support.fakes import RecordingStore, drain, fake_service
 from tests.support.images import PHOTO_JPEGS, png_header_only, unique_image
 
 
@@ -25,8 +25,11 @@ def run(coroutine):
     return asyncio.run(coroutine)
 
 
-def index(core, files: list[tuple[str, bytes]], metadata: dict | None = None, captions: bool | None = None):
-    return core.index_images([Upload(name, data, metadata or {}) for name, data in files], captions)
+async def index(core, files: list[tuple[str, bytes]], metadata: dict | None = None, captions: bool | None = None):
+    """Index, then caption what that queued."""
+    done = await core.index_images([Upload(name, data, metadata or {}) for name, data in files], captions)
+    await drain(core)
+    return done
 
 
 def kind_of(coroutine) -> ServiceError:
@@ -37,7 +40,8 @@ def kind_of(coroutine) -> ServiceError:
 
 def test_index_embeds_captions_and_writes_once_then_the_same_bytes_write_nothing():
     core = service()
-    first = run(index(core, [("a.png", unique_image(1)), ("b.png", unique_image(2))], {"album": "x"}))
+    files = [("a.png", unique_image(1)), ("b.png", unique_image(2))]
+    first = run(core.index_images([Upload(n, d, {"album": "x"}) for n, d in files], wait_for_caption=True))
     assert [d.created for d in first] == [True, True] and core.store.upserts == 1
     assert first[0].record.id == content_id(unique_image(1)) and first[0].record.caption.startswith("a picture of")
     assert len(first[0].record.phash) == 16 and first[0].record.thumbnail and first[0].record.metadata == {"album": "x"}
@@ -69,7 +73,7 @@ def test_concurrent_uploads_of_one_image_make_one_record():
     core = service()
 
     async def main():
-        return await asyncio.gather(*(index(core, [("same.png", unique_image(5))], {}) for _ in range(6)))
+        return await asyncio.gather(*(core.index_images([Upload("same.png", unique_image(5))]) for _ in range(6)))
 
     results = run(main())
     assert sum(r[0].created for r in results) == 1 and len(core.store.records) == 1 and core.store.upserts == 1

@@ -46,3 +46,12 @@ def render(conditions: Sequence[Condition]) -> str:
 
 def ids_in(ids: Sequence[str]) -> str:
     return f"id in [{', '.join(literal(i) for i in ids)}]"
+
+
+def captions_due(now_ms: int) -> str:
+    """Records whose caption is pending, not leased to a worker and not waiting for a retry at ``now_ms``."""
+    return f'caption_state == "pending" and lease_until < {int(now_ms)} and retry_at <= {int(now_ms)}'
+
+
+def in_caption_state(state: str) -> str:
+    return f"caption_state == {literal(state)}"

@@ -1,5 +1,7 @@
-"""Rebuilding a collection made before keyword search with a BM25 caption field (`image-search
-migrate`): copy every record (vectors and thumbnails as stored, no model runs) aside into
+"""Rebuilding a collection made by an older version with the current schema (`image-search migrate`):
+the caption queue's fields (records keep their captions: state done, or none where a record has no
+caption) and, where Milvus has full-text search, the BM25 caption field. Copy every record (vectors
+and thumbnails as stored, no model runs) aside into
 ``<name>_migrating``, drop the collection, create it again with the field and copy the records back.
 Milvus Lite cannot rename collections (UNIMPLEMENTED), hence the copy back. Writes made meanwhile
 would be lost: writers pause. Blocking calls (run in a worker thread), never retried: a run stopped
@@ -12,7 +14,7 @@ import logging
 from typing import Any
 
 from ...core.errors import unavailable
-from .schema import FIELDS, KEYWORDS, IndexType, create_collection, fields
+from .schema import KEYWORDS, IndexType, create_collection, fields, from_entity, missing_queue_fields, row
 
 log = logging.getLogger("gateway.store")
 BATCH = 500
@@ -22,16 +24,21 @@ def staged(name: str) -> str:
     return f"{name}_migrating"
 
 
-def interrupted(client: Any, name: str) -> bool:
+def current(client: Any, name: str, full_text: bool) -> bool:
+    """Whether a collection has the current schema (the BM25 field only where Milvus has full-text search)."""
+    return not missing_queue_fields(client, name) and (KEYWORDS in fields(client, name) or not full_text)
+
+
+def interrupted(client: Any, name: str, full_text: bool) -> bool:
     """A migration stopped after copying the records aside: the collection gone, or already rebuilt
-    with the BM25 field but not yet refilled."""
-    return client.has_collection(staged(name)) and (not client.has_collection(name) or KEYWORDS in fields(client, name))
+    with the current schema but not yet refilled."""
+    return client.has_collection(staged(name)) and (not client.has_collection(name) or current(client, name, full_text))
 
 
-def migrate(client: Any, name: str, dim: int, index_type: IndexType, consistency: str) -> int:
+def migrate(client: Any, name: str, dim: int, index_type: IndexType, consistency: str, full_text: bool) -> int:
     """The records in the rebuilt collection."""
     aside = staged(name)
-    if not interrupted(client, name):
+    if not interrupted(client, name, full_text):
         if client.has_collection(aside):
             client.drop_collection(aside)  # a copy stopped before the drop: start over
         create_collection(client, aside, dim, index_type, False, consistency)
@@ -39,23 +46,25 @@ def migrate(client: Any, name: str, dim: int, index_type: IndexType, consistency
         client.drop_collection(name)
     elif client.has_collection(name):
         client.drop_collection(name)  # rebuilt but not fully refilled
-    create_collection(client, name, dim, index_type, True, consistency)
+    create_collection(client, name, dim, index_type, full_text, consistency)
     copied = copy(client, aside, name)
     client.drop_collection(aside)
     client.load_collection(name)
-    log.info("migrated collection %s: %d records, BM25 captions on", name, copied)
+    log.info("migrated collection %s: %d records, caption queue fields%s", name, copied, ", BM25 captions" * full_text)
     return copied
 
 
 def copy(client: Any, source: str, target: str) -> int:
-    """Every record of one collection into another (empty) one, checked by count."""
+    """Every record of one collection into another (empty) one, checked by count; fields the source
+    lacks get their defaults (schema.from_entity)."""
     client.load_collection(source)
+    stored = [f for f in fields(client, source) if f != KEYWORDS]  # BM25 vectors are derived, never written
     iterator = client.query_iterator(source, batch_size=BATCH, filter='id != ""', consistency_level="Strong",
-                                     output_fields=["id", *FIELDS, "vector", "thumbnail"])
+                                     output_fields=stored)
     copied = 0
     try:
         while page := iterator.next():
-            client.insert(target, [{**dict(r), "vector": list(r["vector"])} for r in page])
+            client.insert(target, [row(from_entity(dict(r))) for r in page])
             copied += len(page)
     finally:
         iterator.close()

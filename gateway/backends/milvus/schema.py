@@ -9,26 +9,35 @@ from typing import Any, Literal
 import numpy as np
 
 from ...core.errors import ErrorKind, ServiceError
-from ...core.records import ImageRecord
+from ...core.records import CaptionJob, ImageRecord
 
 log = logging.getLogger("gateway.store")
-FIELDS = ["caption", "source", "metadata", "created_at", "phash"]  # what reads return beside the id
+QUEUE_FIELDS = ["caption_state", "caption_error", "caption_attempts", "lease_owner", "lease_until", "retry_at"]
+FIELDS = ["caption", "source", "metadata", "created_at", "phash", *QUEUE_FIELDS]  # what reads return beside the id
 KEYWORDS = "caption_words"  # the BM25 sparse vector Milvus derives from each caption
 IndexType = Literal["FLAT", "IVF_FLAT", "HNSW"]
-MAX_CAPTION_CHARS, MAX_SOURCE_CHARS, MAX_THUMBNAIL_CHARS = 4096, 1024, 65535
+MAX_CAPTION_CHARS, MAX_SOURCE_CHARS, MAX_THUMBNAIL_CHARS, MAX_ERROR_CHARS = 4096, 1024, 65535, 1024
 
 
 def row(record: ImageRecord) -> dict:
+    job = record.job
     return {"id": record.id, "vector": np.asarray(record.vector, np.float32).tolist(), "caption": record.caption,
             "source": record.source, "metadata": record.metadata, "created_at": record.created_at,
-            "phash": record.phash, "thumbnail": record.thumbnail}
+            "phash": record.phash, "thumbnail": record.thumbnail, "caption_state": record.caption_state,
+            "caption_error": record.caption_error[:MAX_ERROR_CHARS], "caption_attempts": job.attempts,
+            "lease_owner": job.lease_owner, "lease_until": job.lease_until_ms, "retry_at": job.retry_at_ms}
 
 
 def from_entity(entity: dict) -> ImageRecord:
     vector = entity.get("vector")
-    return ImageRecord(entity["id"], entity.get("caption", ""), entity.get("source", ""), entity.get("metadata") or {},
+    caption = entity.get("caption", "")
+    job = CaptionJob(int(entity.get("caption_attempts", 0)), entity.get("lease_owner", ""),
+                     int(entity.get("lease_until", 0)), int(entity.get("retry_at", 0)))
+    return ImageRecord(entity["id"], caption, entity.get("source", ""), entity.get("metadata") or {},
                        int(entity.get("created_at", 0)), entity.get("phash", ""),
-                       None if vector is None else np.asarray(vector, np.float32), entity.get("thumbnail", ""))
+                       None if vector is None else np.asarray(vector, np.float32), entity.get("thumbnail", ""),
+                       # rows copied from a collection made before the caption queue have no state
+                       entity.get("caption_state") or ("done" if caption else "none"), entity.get("caption_error", ""), job)
 
 
 def create_collection(client: Any, name: str, dim: int, index_type: IndexType, full_text: bool, consistency: str) -> None:
@@ -45,6 +54,12 @@ def create_collection(client: Any, name: str, dim: int, index_type: IndexType, f
     schema.add_field("created_at", DataType.INT64)
     schema.add_field("phash", DataType.VARCHAR, max_length=32)
     schema.add_field("thumbnail", DataType.VARCHAR, max_length=MAX_THUMBNAIL_CHARS)
+    schema.add_field("caption_state", DataType.VARCHAR, max_length=16)
+    schema.add_field("caption_error", DataType.VARCHAR, max_length=MAX_ERROR_CHARS)
+    schema.add_field("caption_attempts", DataType.INT64)
+    schema.add_field("lease_owner", DataType.VARCHAR, max_length=128)
+    schema.add_field("lease_until", DataType.INT64)
+    schema.add_field("retry_at", DataType.INT64)
     index = client.prepare_index_params()
     params = {"M": 16, "efConstruction": 200} if index_type == "HNSW" else ({"nlist": 128} if index_type == "IVF_FLAT" else {})
     index.add_index("vector", index_type=index_type, metric_type="COSINE", params=params)
@@ -58,6 +73,12 @@ def create_collection(client: Any, name: str, dim: int, index_type: IndexType, f
 
 def fields(client: Any, name: str) -> dict[str, dict]:
     return {f["name"]: f for f in client.describe_collection(name)["fields"]}
+
+
+def missing_queue_fields(client: Any, name: str) -> list[str]:
+    """The caption queue's fields a collection made before it lacks (`image-search migrate` adds them)."""
+    have = fields(client, name)
+    return [f for f in QUEUE_FIELDS if f not in have]
 
 
 def check_dimension(client: Any, name: str, dim: int, where: str) -> None:

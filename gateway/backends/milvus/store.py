@@ -17,13 +17,23 @@ import numpy as np
 from ...core.consistency import read_after, wrote
 from ...core.errors import ErrorKind, ServiceError, unavailable
 from ...core.filters import Condition
-from ...core.protocols import Feature, StoreCapabilities
+from ...core.protocols import CaptionQueueStats, Feature, StoreCapabilities
 from ...core.records import ImageRecord
 from . import migration
 from .connection import STARTUP_DEADLINE_S, Calls, has_full_text, is_lite, open_client
-from .expressions import ids_in, render
+from .expressions import captions_due, ids_in, in_caption_state, render
 from .flusher import BulkFlusher
-from .schema import FIELDS, KEYWORDS, IndexType, check_dimension, create_collection, fields, from_entity, row
+from .schema import (
+    FIELDS,
+    KEYWORDS,
+    IndexType,
+    check_dimension,
+    create_collection,
+    fields,
+    from_entity,
+    missing_queue_fields,
+    row,
+)
 
 log = logging.getLogger("gateway.store")
 MAX_WINDOW = 16384  # Milvus refuses queries with offset + limit above this (its queryNode.maxQueryResultWindow)
@@ -53,6 +63,7 @@ class MilvusStore:
         self.index_type: IndexType = options.index_type if options.index_type != "auto" else ("FLAT" if self.lite else "HNSW")
         self.flusher = BulkFlusher(self._flush, options.flush_after_rows, options.flush_idle_s, self.name)
         self.full_text = False  # whether this Milvus has BM25 full-text search
+        self.schema_current = False  # whether the collection has the current schema (else: `image-search migrate`)
         self.caption_words = False  # whether any stored caption is not empty (BM25 needs one)
         self.capabilities = self._capabilities(Feature(False, "not connected"))
 
@@ -96,7 +107,7 @@ class MilvusStore:
     def _connect(self, migrating: bool) -> None:
         self.client, version = open_client(self.options.uri, self.options.token, self.startup_deadline)
         self.full_text = has_full_text(version)
-        if migration.interrupted(self.client, self.name):
+        if migration.interrupted(self.client, self.name, self.full_text):
             self.capabilities = self._capabilities(Feature(
                 False, f"an interrupted migration left the records in {migration.staged(self.name)!r}"))
             if migrating:
@@ -108,6 +119,11 @@ class MilvusStore:
             check_dimension(self.client, self.name, self.dim, self.options.uri)
         else:
             create_collection(self.client, self.name, self.dim, self.index_type, self.full_text, self.options.read_consistency)
+        self.schema_current = migration.current(self.client, self.name, self.full_text)
+        if (missing := missing_queue_fields(self.client, self.name)) and not migrating:
+            raise ServiceError(ErrorKind.MISCONFIGURED, (
+                f"collection {self.name!r} was made before the caption queue (it has no {', '.join(missing)}): run"
+                " `image-search migrate` once, with writers paused (records, vectors and captions are kept)"))
         self.client.load_collection(self.name)
         if KEYWORDS in fields(self.client, self.name):
             keywords = Feature(True)
@@ -125,19 +141,17 @@ class MilvusStore:
 
     async def migrate(self) -> int | None:
         await self.calls("connect", self._connect, True, deadline=self.startup_deadline)
-        if self.capabilities.keyword_search.on:
+        if self.schema_current and not migration.interrupted(self.client, self.name, self.full_text):
             return None
-        if not self.full_text:
-            raise ServiceError(ErrorKind.MISCONFIGURED,
-                               f"cannot migrate: keyword search {self.capabilities.keyword_search.describe()}")
         try:
             copied = await asyncio.to_thread(migration.migrate, self.client, self.name, self.dim, self.index_type,
-                                             self.options.read_consistency)
+                                             self.options.read_consistency, self.full_text)
         except ServiceError:
             raise
         except Exception as exc:
             raise unavailable(f"migration of {self.name!r} stopped: {exc}; run it again to resume it") from exc
-        self.capabilities = self._capabilities(Feature(True))
+        self.schema_current = True
+        self.capabilities = self._capabilities(Feature(True) if self.full_text else self.capabilities.keyword_search)
         return copied
 
     async def upsert(self, records: list[ImageRecord]) -> None:
@@ -206,6 +220,23 @@ class MilvusStore:
     async def count(self) -> int:
         rows = await self.calls("count", self.client.query, self.name, filter="", output_fields=["count(*)"], **self.read())
         return int(rows[0]["count(*)"])
+
+    async def captions_due(self, limit: int, now_ms: int) -> list[ImageRecord]:
+        rows = await self.calls("caption queue", self.client.query, self.name, filter=captions_due(now_ms), limit=limit,
+                                output_fields=["id", *FIELDS, "vector", "thumbnail"], consistency_level="Strong")
+        return [from_entity(dict(row)) for row in rows]
+
+    async def caption_queue(self) -> CaptionQueueStats:
+        def stats() -> CaptionQueueStats:
+            def count(state: str) -> int:
+                rows = self.client.query(self.name, filter=in_caption_state(state), output_fields=["count(*)"], **self.read())
+                return int(rows[0]["count(*)"])
+
+            oldest = self.client.query(self.name, filter=in_caption_state("pending"), output_fields=["created_at"],
+                                       limit=MAX_WINDOW, **self.read())
+            return CaptionQueueStats(count("pending"), count("failed"), min((int(r["created_at"]) for r in oldest), default=None))
+
+        return await self.calls("caption queue", stats)
 
     async def search(self, vectors: np.ndarray, k: int, conditions: Sequence[Condition] = ()
                      ) -> list[list[tuple[ImageRecord, float]]]:

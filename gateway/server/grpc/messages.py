@@ -45,7 +45,8 @@ def conditions_of(filters) -> list[FilterCondition]:
 
 def image_of(record: ImageRecord, with_embedding: bool = False) -> pb.Image:
     image = pb.Image(id=record.id, caption=record.caption, source=record.source, metadata=struct_of(record.metadata),
-                     created_at=record.created_at, phash=record.phash)
+                     created_at=record.created_at, phash=record.phash, caption_state=record.caption_state,
+                     caption_error=record.caption_error)
     if with_embedding and record.vector is not None:
         image.embedding.extend(record.vector.tolist())
     return image

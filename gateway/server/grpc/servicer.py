@@ -47,7 +47,7 @@ class ImageSearchServicer(pb_grpc.ImageSearchServicer):
 
     async def IndexImages(self, request_iterator, context) -> pb.IndexImagesResponse:
         """Reads the stream with the HTTP route's limits: files per request, bytes per file and per request."""
-        limits, received, captions = self.service.limits, 0, None
+        limits, received, captions, wait_for_caption = self.service.limits, 0, None, False
         uploads: list[Upload] = []
         async for message in request_iterator:
             if len(uploads) == limits.max_files_per_request:
@@ -55,10 +55,11 @@ class ImageSearchServicer(pb_grpc.ImageSearchServicer):
             received += len(message.image)
             if received > limits.max_request_bytes:
                 raise ServiceError(ErrorKind.TOO_LARGE, f"the images of one call exceed {limits.max_request_bytes:,} bytes")
-            if not uploads and message.HasField("captions"):
-                captions = message.captions
+            if not uploads:
+                captions = message.captions if message.HasField("captions") else None
+                wait_for_caption = message.wait_for_caption
             uploads.append(Upload(message.name, message.image, metadata_of(message)))
-        done = await self.service.index_images(uploads, captions)
+        done = await self.service.index_images(uploads, captions, wait_for_caption)
         return pb.IndexImagesResponse(images=[indexed_of(d) for d in done])
 
     async def SearchImage(self, request: pb.SearchImageRequest, context) -> pb.SearchImageResponse:

@@ -10,7 +10,7 @@ from fastapi import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from ...core.filters import FilterCondition
-from ...core.records import ID_PATTERN, Hit, ImageRecord, Indexed, TextHit
+from ...core.records import ID_PATTERN, CaptionState, Hit, ImageRecord, Indexed, TextHit
 from ...core.service import DEFAULT_K
 from .errors import ErrorBody
 
@@ -45,7 +45,10 @@ class EmbedImageResponse(BaseModel):
 class ImageOut(BaseModel):
     id: str = Field(description="first 128 bits of SHA-256 of the image bytes, hex",
                     examples=["9f2c1e0d4b7a8c6e5f3a2b1c0d9e8f7a"])
-    caption: str
+    caption: str = Field(description='BLIP caption ("" until caption_state is "done")')
+    caption_state: CaptionState = Field(description='"pending": embedded and searchable, caption queued; "done";'
+                                        ' "failed" (caption_error says why); "none": indexed without captions')
+    caption_error: str = Field("", description='why captioning failed, or why the last attempt did (still "pending")')
     source: str = Field(description="file name given at upload")
     metadata: dict
     created_at: int = Field(description="unix seconds")
@@ -60,7 +63,8 @@ class ImageOut(BaseModel):
 
 def fields_of(record: ImageRecord) -> dict:
     """ImageOut's fields of a record (every response model that shows a record starts from these)."""
-    return {"id": record.id, "caption": record.caption, "source": record.source, "metadata": record.metadata,
+    return {"id": record.id, "caption": record.caption, "caption_state": record.caption_state,
+            "caption_error": record.caption_error, "source": record.source, "metadata": record.metadata,
             "created_at": record.created_at, "phash": record.phash}
 
 
@@ -131,4 +135,5 @@ class ReadyResponse(BaseModel):
     status: Literal["ready"]
     checks: dict[str, str]
     features: dict[str, str] = Field(description='keyword_search: "on", or "off: <why>"; vector_search: exact or'
-                                     " approximate, and how")
+                                     ' approximate, and how; captions: "off: <why>", or the queue ("queued: 3 pending,'
+                                     ' oldest 12 s, 0 failed; a worker in this gateway")')

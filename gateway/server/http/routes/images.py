@@ -38,11 +38,14 @@ async def index_images(service: Service, files: Annotated[list[UploadFile], File
                        metadata: Annotated[str | None, Form(description="JSON object stored with every image",
                                                             examples=['{"album": "holiday"}'])] = None,
                        captions: Annotated[bool | None, Form(
-                           description="caption with BLIP (default: the gateway's GATEWAY_CAPTIONS); false skips it")] = None
+                           description="caption with BLIP (default: the gateway's GATEWAY_CAPTIONS); false skips it")] = None,
+                       wait_for_caption: Annotated[bool, Form(
+                           description="answer once captioned, the caption in the reply (default: once embedded and"
+                           ' stored, searchable at once, caption_state "pending" until the caption queue has it)')] = False
                        ) -> IndexResponse:
     meta = parse_metadata(metadata)
     uploads = [Upload(f.filename or "", await read_upload(f, service.limits.max_upload_bytes), meta) for f in files]
-    done = await service.index_images(uploads, captions)
+    done = await service.index_images(uploads, captions, wait_for_caption)
     return IndexResponse(images=[IndexedImage.of_indexed(d) for d in done])
 
 

@@ -7,6 +7,7 @@ from fastapi.responses import PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ....core.errors import ErrorKind, ServiceError
+from ...metrics import observe_caption_queue
 from ..dependencies import Service
 from ..errors import ErrorBody
 from ..schemas import ReadyResponse
@@ -26,9 +27,15 @@ async def readyz(service: Service) -> ReadyResponse:
     failed = "; ".join(f"{name}: {state}" for name, state in checks.items() if state != "ok")
     if failed:
         raise ServiceError(ErrorKind.UNAVAILABLE, failed)
-    return ReadyResponse(status="ready", checks=checks, features=service.features())
+    features = {**service.features(), "captions": await service.captions_feature()}
+    return ReadyResponse(status="ready", checks=checks, features=features)
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse)
-async def metrics() -> PlainTextResponse:
+async def metrics(service: Service) -> PlainTextResponse:
+    try:
+        if (stats := await service.caption_queue()) is not None:
+            observe_caption_queue(stats)
+    except ServiceError:
+        pass  # the store is down: the queue's gauges keep their last values, everything else is current
     return PlainTextResponse(generate_latest(), media_type=CONTENT_TYPE_LATEST)
