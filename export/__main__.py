@@ -56,6 +56,30 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def hub_failure(source: str, why: str) -> str:
+    return (f"error: {source} cannot be loaded from the Hugging Face hub ({why}). Without hub access: `make random-models`,"
+            f" then `make serve CLIP_MODEL=.cache/clip-base BLIP_MODEL=.cache/blip-base` (README: Without access to the"
+            f" Hugging Face hub); or give a local checkpoint folder with --model")
+
+
+def hub_unreachable(source: str) -> str | None:
+    """Why a hub id cannot be loaded, found at once (the hub's name does not resolve and the checkpoint is
+    not in the local cache), rather than after transformers' retries; None when it may load."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    if Path(source).is_dir() or constants.HF_HUB_OFFLINE or isinstance(try_to_load_from_cache(source, "config.json"), str):
+        return None
+    host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
+    try:
+        socket.getaddrinfo(host, 443)
+    except OSError as exc:
+        return f"{host} does not resolve: {exc.strerror or exc}"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     serving = TritonOptions(flavour=args.flavour, max_batch_size=args.max_batch_size,
@@ -65,6 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     module, function, default_model = FAMILIES[args.family]
     source = args.model or default_model
+    if (unreachable := hub_unreachable(source)) is not None:
+        say(hub_failure(source, unreachable))
+        return 1
     try:
         export = getattr(importlib.import_module(module), function)
         export(source, args.repository, serving, force=args.force, parity_device=args.parity_device)
@@ -74,9 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         if Path(source).is_dir() or "huggingface" not in f"{type(exc).__module__} {exc}".lower():
             raise
-        say(f"error: {source} cannot be loaded from the Hugging Face hub ({str(exc).splitlines()[0]}). Without hub"
-            f" access: `make random-models`, then `make serve CLIP_MODEL=.cache/clip-base BLIP_MODEL=.cache/blip-base`"
-            f" (README: Without access to the Hugging Face hub); or give a local checkpoint folder with --model")
+        say(hub_failure(source, str(exc).splitlines()[0]))
         return 1
     say(f"export finished in {time.perf_counter() - start:.1f}s")
     return 0
