@@ -83,8 +83,10 @@ class ServiceProcess:
 
 
 def gateway_env(repository: Path, workdir: Path, port: int, **settings: str) -> dict[str, str]:
+    """(The caption spool in ``workdir`` unless given: with a server's milvus_uri it would be the checkout's data/.)"""
     return {"GATEWAY_MODEL_REPOSITORY": str(Path(repository).resolve()), "GATEWAY_PORT": str(port),
             "GATEWAY_HOST": "127.0.0.1", "GATEWAY_MILVUS_URI": str(Path(workdir).resolve() / "images.db"),
+            "GATEWAY_CAPTION_SPOOL": str(Path(workdir).resolve() / "caption-spool"),
             "GATEWAY_LOG_LEVEL": "WARNING", **{f"GATEWAY_{k.upper()}": str(v) for k, v in settings.items()}}
 
 

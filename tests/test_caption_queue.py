@@ -51,8 +51,10 @@ def test_captions_come_from_the_queue_exactly_once_though_a_captioner_is_killed_
         assert [h["id"] for h in hits] == [ids[first]] and hits[0]["caption_state"] == "pending"  # searchable at once
         deleted = ids.pop(4011)
         assert httpx.delete(f"{gateway.url}/v1/images/{deleted}", timeout=30).status_code == 204
-        assert httpx.get(f"{gateway.url}/readyz", timeout=30).json()["features"]["captions"].startswith(
-            "queued: 11 pending, oldest ")
+        def captions() -> str:
+            return httpx.get(f"{gateway.url}/readyz", timeout=30).json()["features"]["captions"]
+
+        wait_for(lambda: captions().startswith("queued: 11 pending, oldest "), 30, "11 pending in /readyz")  # (counted every 5 s)
 
         killed = captioner_process(model_repository, tmp_path / "killed", **shared).start()
         try:
@@ -75,8 +77,6 @@ def test_captions_come_from_the_queue_exactly_once_though_a_captioner_is_killed_
             assert done[image_id]["caption"] == expected_caption(model_repository, images[seed], "index"), seed
         assert httpx.get(f"{gateway.url}/v1/images/{deleted}", timeout=30).status_code == 404  # never written back
         assert 'gateway_captions_total{outcome="captioned"}' in metrics
-        gateway_metrics = httpx.get(f"{gateway.url}/metrics", timeout=30).text
-        assert 'gateway_caption_queue_records{state="pending"} 0.0' in gateway_metrics
-        assert httpx.get(f"{gateway.url}/readyz", timeout=30).json()["features"]["captions"].startswith(
-            "queued: 0 pending, 0 failed; no worker here")
+        wait_for(lambda: captions().startswith("queued: 0 pending, 0 failed; no worker here"), 30, "0 pending in /readyz")
+        assert 'gateway_caption_queue_records{state="pending"} 0.0' in httpx.get(f"{gateway.url}/metrics", timeout=30).text
         assert not list((tmp_path / "spool").glob("??/*.npy"))  # every input removed once captioned

@@ -277,10 +277,25 @@ def test_kubernetes_objects_agree_with_each_other_and_with_the_gateway(manifests
     job_name = job["metadata"]["labels"]["app.kubernetes.io/name"]
     assert {"podSelector": {"matchLabels": {"app.kubernetes.io/name": job_name}}} in allowed
     assert job["spec"]["containers"][0]["command"][0] == "image-search"  # the CLI's entry point (pyproject)
-    # only the gateway reaches Triton's gRPC port
+    # only the gateway and the captioners reach Triton's gRPC port and Milvus
+    callers = [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": name}}} for name in ("gateway", "captioner")]
     (grpc_rule, _) = manifests[("NetworkPolicy", "triton")]["spec"]["ingress"]
-    assert grpc_rule["from"] == [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "gateway"}}}]
-    assert grpc_rule["ports"] == [{"port": int(port), "protocol": "TCP"}]
+    assert grpc_rule["from"] == callers and grpc_rule["ports"] == [{"port": int(port), "protocol": "TCP"}]
+    assert manifests[("NetworkPolicy", "milvus")]["spec"]["ingress"][0]["from"] == callers
+    # the captioners run the gateway's image and settings, on the spool volume the gateway pods write
+    captioner = container(manifests, "captioner")
+    assert captioner["command"] == ["python", "-m", "gateway.captioner"] and captioner["image"] == gateway["image"]
+    assert captioner["envFrom"] == gateway["envFrom"] and config["GATEWAY_CAPTION_WORKER"] == "false"
+    for name in ("gateway", "captioner"):
+        pod = manifests[("Deployment", name)]["spec"]["template"]["spec"]
+        (spool,) = [v for v in pod["volumes"] if v["name"] == "caption-spool"]
+        assert spool["persistentVolumeClaim"]["claimName"] == "caption-spool"
+        mount = {"name": "caption-spool", "mountPath": config["GATEWAY_CAPTION_SPOOL"]}
+        assert mount in container(manifests, name)["volumeMounts"]
+    assert manifests[("PersistentVolumeClaim", "caption-spool")]["spec"]["accessModes"] == ["ReadWriteMany"]
+    hpa = manifests[("HorizontalPodAutoscaler", "captioner")]["spec"]
+    adapter = yaml.safe_load(manifests[("ConfigMap", "prometheus-adapter-rules")]["data"]["config.yaml"])
+    assert hpa["metrics"][0]["external"]["metric"]["name"] in {r["name"]["as"] for r in adapter["externalRules"]}
     # graceful shutdown fits in the grace period; uploads fit through the ingress
     spec = manifests[("Deployment", "gateway")]["spec"]["template"]["spec"]
     drain = int(config["GATEWAY_SHUTDOWN_GRACE_S"]) + gateway["lifecycle"]["preStop"]["sleep"]["seconds"]
@@ -294,7 +309,7 @@ def test_kubernetes_objects_agree_with_each_other_and_with_the_gateway(manifests
 def test_pod_monitors_scrape_every_gateway_and_triton_pod_on_its_metrics_port(manifests):
     """What the Prometheus Operator needs (its CRD's required fields), and that each PodMonitor's
     selector matches the Deployment's pods and names a container port serving /metrics."""
-    for name in ("gateway", "triton"):
+    for name in ("gateway", "triton", "captioner"):
         monitor = manifests[("PodMonitor", name)]
         assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
         assert monitor["spec"]["selector"]["matchLabels"].items() <= pod_labels(manifests, name).items()

@@ -9,6 +9,7 @@ import base64
 import json
 import re
 import subprocess
+import time
 from dataclasses import dataclass
 
 import httpx
@@ -90,14 +91,26 @@ def test_embedding_as_base64_float32(gateway):
 
 # --- indexing ----------------------------------------------------------------------------------------
 
+def captioned(gateway: Gateway, image_id: str, timeout: float = 60) -> dict:
+    """The record once the gateway's caption worker has written its caption."""
+    deadline = time.monotonic() + timeout
+    while (record := httpx.get(f"{gateway.url}/v1/images/{image_id}", timeout=30).json())["caption_state"] == "pending":
+        assert time.monotonic() < deadline, f"{image_id} not captioned within {timeout} s"
+        time.sleep(0.25)
+    return record
+
+
 @pytest.fixture(scope="module")
 def indexed(gateway):
+    """PHOTOS indexed, as they are once captioned (the upload answers before: caption_state pending)."""
     images = index(gateway, PHOTOS, {"album": "photos"})
-    return {image["source"]: image for image in images}
+    assert {(i["caption_state"], i["caption"]) for i in images} == {("pending", "")}
+    return {image["source"]: captioned(gateway, image["id"]) for image in images}
 
 
 def test_index_returns_ids_captions_and_metadata(gateway, indexed, model_repository):
     assert len({i["id"] for i in indexed.values()}) == len(PHOTOS)
+    assert {i["caption_state"] for i in indexed.values()} == {"done"}  # by the worker inside the gateway (Milvus Lite)
     assert indexed["astronaut"]["caption"] == expected_caption(model_repository, PHOTOS["astronaut"], "index")
     stored = httpx.get(f"{gateway.url}/v1/images/{indexed['coffee']['id']}", params={"include_embedding": True}).json()
     assert stored["metadata"] == {"album": "photos"} and stored["source"] == "coffee" and len(stored["phash"]) == 16

@@ -19,7 +19,7 @@ from gateway.core.service import ImageSearchService
 from gateway.core.text_ranking import RRF_K
 from gateway.settings import Settings
 from gateway.wiring import build_store, service_over
-from tests.support.fakes import FakeInference, unit
+from tests.support.fakes import FakeInference, unit, unit_settings
 
 pytestmark = pytest.mark.integration
 QUERY = "red bicycle"
@@ -42,7 +42,7 @@ def store_at(uri: str, dim: int = DIM, **settings) -> MilvusStore:
 
 
 async def started(store: MilvusStore, keyword_search: bool = True) -> ImageSearchService:
-    service = service_over(Settings(_env_file=None, keyword_search=keyword_search), FakeInference(dim=DIM), store)
+    service = service_over(unit_settings(keyword_search=keyword_search), FakeInference(dim=DIM), store)
     await service.start()
     return service
 

@@ -5,7 +5,12 @@ from __future__ import annotations
 import base64
 import html
 
-from ..core.records import Hit
+from ..core.records import Hit, ImageRecord
+
+
+def caption_of(record: ImageRecord) -> str:
+    """The caption, or what its state says while there is none."""
+    return record.caption or {"pending": "(caption pending)", "failed": "(caption failed)"}.get(record.caption_state, "")
 
 
 def results_html(title: str, hits: list[Hit], thumbnails: dict[str, bytes | None]) -> str:
@@ -15,7 +20,7 @@ def results_html(title: str, hits: list[Hit], thumbnails: dict[str, bytes | None
         jpeg = thumbnails.get(hit.record.id)
         uri = "data:image/jpeg;base64," + base64.b64encode(jpeg).decode() if jpeg else None
         image = f'<img src="{uri}" alt="">' if uri else '<div class="missing">no thumbnail</div>'
-        cards.append(f'<figure>{image}<figcaption><b>#{rank}</b> score {hit.score:.4f}<br>{html.escape(hit.record.caption)}'
+        cards.append(f'<figure>{image}<figcaption><b>#{rank}</b> score {hit.score:.4f}<br>{html.escape(caption_of(hit.record))}'
                      f'<br><small>{html.escape(hit.record.source)}</small></figcaption></figure>')
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title><style>
 body{{font-family:system-ui,sans-serif;margin:1.5rem}}
@@ -30,4 +35,4 @@ figcaption{{font-size:.85rem;margin-top:.4rem;word-break:break-word}}</style></h
 def print_table(hits: list[Hit]) -> None:
     print(f"{'#':>3}  {'score':>7}  {'caption':<50}  source")
     for rank, hit in enumerate(hits, 1):
-        print(f"{rank:>3}  {hit.score:>7.4f}  {hit.record.caption[:50]:<50}  {hit.record.source}")
+        print(f"{rank:>3}  {hit.score:>7.4f}  {caption_of(hit.record)[:50]:<50}  {hit.record.source}")

@@ -120,6 +120,7 @@ async def embedded_client(settings: Settings) -> EmbeddedClient:
 
     service = build_service(settings)
     await service.start()
+    service.start_worker()  # (GATEWAY_CAPTION_WORKER; only `index` has one: see run)
     return EmbeddedClient(service)
 
 
@@ -187,6 +188,8 @@ async def run(args: argparse.Namespace) -> int:
     # embedded --no-captions does not even load BLIP; --with_captions loads it whatever GATEWAY_CAPTIONS says
     captions = getattr(args, "captions", None)
     settings = Settings(captions=captions) if captions is not None and not args.url else Settings()
+    if args.command != "index":  # only indexing waits for the captions it queued
+        settings = settings.model_copy(update={"caption_worker": False})
     if args.command == "migrate":
         return await migrate(settings)
     client = remote_client(args.url, args.api_key) if args.url else await embedded_client(settings)

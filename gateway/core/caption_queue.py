@@ -97,8 +97,22 @@ class CaptionWorker:
         """Claim one batch and caption it; the records claimed (0: nothing was due, or the claim was lost)."""
         held = await self.claim()
         if held:
-            await self.caption(held)
+            try:
+                await self.caption(held)
+            except asyncio.CancelledError:
+                await asyncio.shield(self._release(held))  # stopped (not killed): the records are due again at once
+                raise
         return len(held)
+
+    async def _release(self, held: list[ImageRecord]) -> None:
+        try:
+            still = {r.id for r in await self._still_held(held)}
+            released = [replace(r, job=replace(r.job, lease_owner="", lease_until_ms=0)) for r in held if r.id in still]
+            await self.store.upsert(released)
+            await self._undo_deleted(released)
+        except ServiceError as exc:
+            log.warning("caption queue: could not release %d records (due again when their lease expires): %s",
+                        len(held), exc.message)
 
     async def claim(self) -> list[ImageRecord]:
         started, now = time.monotonic(), now_ms()

@@ -24,6 +24,7 @@ from .text_ranking import candidate_pool, fuse, hybrid
 
 DEFAULT_K = 10  # results when a request does not say (every transport)
 DEFAULT_PAGE_SIZE = 50  # records per listing page when a request does not say
+QUEUE_STATS_TTL_S = 5.0  # how long the caption queue's counts are reused (readiness, metrics)
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,7 @@ class ImageSearchService:
         self.worker = (CaptionWorker(inference, store, queueing.inputs, queueing.options)
                        if queueing is not None and queueing.worker_here and self.captioning else None)
         self.worker_task: asyncio.Task | None = None
+        self.queue_stats: tuple[float, CaptionQueueStats | None] = (0.0, None)  # (when counted, what)
         # Milvus has no unique key: concurrent upserts of one id would leave duplicate rows. Writers of
         # an id take its lock (one process; see the README for several gateway replicas).
         self.write_locks = KeyedLocks()
@@ -87,7 +89,11 @@ class ImageSearchService:
 
     async def start(self) -> None:
         await self.store.start()
-        if self.worker is not None:
+
+    def start_worker(self) -> None:
+        """Run this process's caption worker (GATEWAY_CAPTION_WORKER) until close(): the serving gateway
+        and the embedded CLI's index call it, once started."""
+        if self.worker is not None and self.worker_task is None:
             self.worker_task = asyncio.get_running_loop().create_task(self.worker.run())
 
     async def close(self) -> None:
@@ -118,8 +124,15 @@ class ImageSearchService:
         return {"keyword_search": self.keyword_feature.describe(), "vector_search": self.store.capabilities.vector_search}
 
     async def caption_queue(self) -> CaptionQueueStats | None:
-        """The queue's state (counts on the store), None without a queue."""
-        return await self.store.caption_queue() if self.queueing is not None and self.captioning else None
+        """The queue's state, None without a queue: counts on the store, made at most every
+        QUEUE_STATS_TTL_S (readiness probes and scrapes ask often; the oldest pending record takes a scan)."""
+        if self.queueing is None or not self.captioning:
+            return None
+        counted_at, stats = self.queue_stats
+        if stats is None or time.monotonic() - counted_at > QUEUE_STATS_TTL_S:
+            stats = await self.store.caption_queue()
+            self.queue_stats = (time.monotonic(), stats)
+        return stats
 
     async def captions_feature(self) -> str:
         """How this gateway captions, and the queue's state."""

@@ -12,7 +12,7 @@ from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
-from ..core.caption_queue import CaptionWorker
+from ..core.caption_queue import CaptionWorker, WorkerCounts
 from ..core.protocols import CaptionQueueStats
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
@@ -32,28 +32,32 @@ def observe_caption_queue(stats: CaptionQueueStats) -> None:
     CAPTION_OLDEST.set(0 if stats.oldest_pending_at is None else max(0, time.time() - stats.oldest_pending_at))
 
 
-class WorkerCounts(Collector):
-    """What this process's caption worker did: gateway_captions_total{outcome}, one outcome per field of
-    gateway.core.caption_queue.WorkerCounts (captioned, failed, retried, dropped_claims, undone_deletes)."""
+class CaptionOutcomes(Collector):
+    """What this process's caption workers did: gateway_captions_total{outcome}, one outcome per field of
+    gateway.core.caption_queue.WorkerCounts (captioned, failed, retried, dropped_claims, undone_deletes),
+    summed over the workers running (one per serving gateway; several in a test process)."""
 
-    def __init__(self, worker: CaptionWorker):
-        self.worker = worker
+    def __init__(self) -> None:
+        self.workers: set[CaptionWorker] = set()
 
     def collect(self) -> Iterator[CounterMetricFamily]:
-        family = CounterMetricFamily("gateway_captions", "caption outcomes of this process's worker", labels=["outcome"])
-        for field in fields(self.worker.counts):
-            family.add_metric([field.name], getattr(self.worker.counts, field.name))
+        family = CounterMetricFamily("gateway_captions", "caption outcomes of this process's workers", labels=["outcome"])
+        for field in fields(WorkerCounts):
+            family.add_metric([field.name], sum(getattr(w.counts, field.name) for w in list(self.workers)))
         yield family
+
+
+CAPTIONS = CaptionOutcomes()
+REGISTRY.register(CAPTIONS)
 
 
 @contextmanager
 def worker_metrics(worker: CaptionWorker | None) -> Iterator[None]:
     """The worker's counts exported while it runs."""
-    collector = WorkerCounts(worker) if worker is not None else None
-    if collector is not None:
-        REGISTRY.register(collector)
+    if worker is not None:
+        CAPTIONS.workers.add(worker)
     try:
         yield
     finally:
-        if collector is not None:
-            REGISTRY.unregister(collector)
+        if worker is not None:
+            CAPTIONS.workers.discard(worker)

@@ -41,6 +41,7 @@ async def serving(settings: Settings, access: AccessControl, service: ImageSearc
         log.warning("model repository %s: %s (CLIP_MODEL / BLIP_MODEL); serving the repository as it is",
                     settings.model_repository, mismatch)
     await service.start()
+    service.start_worker()
     grpc_server = None
     with worker_metrics(service.worker):
         try:

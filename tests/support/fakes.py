@@ -129,12 +129,16 @@ class RecordingStore(InMemoryStore):
 
 
 def fake_service(captions: bool = True, keyword_search: bool = False, **settings) -> ImageSearchService:
-    """The service over FakeInference and a RecordingStore, with Settings' limits and options (``settings``
-    override them: ``max_k=5``); its caption spool in a new temporary folder, no caption worker of its own
-    (``drain`` runs one), claims settling in 10 ms."""
+    """The service over FakeInference and a RecordingStore, with unit_settings (``settings`` override them:
+    ``max_k=5``; ``drain`` runs a caption worker)."""
+    return service_over(unit_settings(**settings), FakeInference(captions=captions), RecordingStore(keyword_search))
+
+
+def unit_settings(**settings) -> Settings:
+    """Settings for fast tests: no .env file, the caption spool in a new temporary folder, no caption
+    worker of the service's own, claims settling in 10 ms; ``settings`` override them."""
     defaults = {"caption_spool": Path(tempfile.mkdtemp(prefix="spool-")), "caption_worker": False, "caption_settle_s": 0.01}
-    return service_over(Settings(_env_file=None, **{**defaults, **settings}), FakeInference(captions=captions),
-                        RecordingStore(keyword_search))
+    return Settings(_env_file=None, **{**defaults, **settings})
 
 
 async def drain(core: ImageSearchService) -> WorkerCounts | None:

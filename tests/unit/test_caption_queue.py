@@ -195,3 +195,27 @@ def test_a_slow_claim_is_dropped_and_its_records_wait_for_the_lease():
         assert core.store.records[next(iter(core.store.records))].job.lease_owner == worker.owner
 
     run(main())
+
+
+def test_a_worker_stopped_mid_batch_releases_its_records_at_once():
+    core = fake_service()
+    started = asyncio.Event()
+
+    async def endless(pixels):
+        started.set()
+        await asyncio.sleep(3600)
+
+    async def main():
+        await upload(core, [33, 34])
+        caption = core.inference.caption
+        core.inference.caption = endless
+        stopped = worker_of(core)
+        task = asyncio.create_task(stopped.step())
+        await started.wait()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        assert all(not r.job.lease_owner and r.caption_state == "pending" for r in core.store.records.values())
+        core.inference.caption = caption
+        assert (await drain(core)).captioned == 2  # due at once, no lease to wait for
+
+    run(main())

@@ -11,9 +11,8 @@ import pytest
 from gateway.core.errors import ErrorKind, ServiceError
 from gateway.core.filters import Condition, validate
 from gateway.core.records import Upload, content_id
-from gateway.settings import Settings
 from gateway.wiring import service_over
-from tests.support.fakes import RecordingStore, drain, fake_service
+from tests.support.fakes import RecordingStore, drain, fake_service, unit_settings
 from tests.support.images import PHOTO_JPEGS, png_header_only, unique_image
 
 
@@ -174,7 +173,7 @@ def test_text_search_asks_both_paths_with_one_filter_where_the_store_searches_ke
     core = service()
     run(index(core, [("a.png", unique_image(30)), ("b.png", unique_image(31))]))
     assert core.features()["keyword_search"] == "off: the in-memory store was made without it"
-    core = service_over(Settings(_env_file=None), core.inference, RecordingStore(keyword_search=True))
+    core = service_over(unit_settings(), core.inference, RecordingStore(keyword_search=True))
     run(index(core, [("a.png", unique_image(30)), ("b.png", unique_image(31))]))
     assert core.features() == {"keyword_search": "on", "vector_search": "exact (numpy brute force)"}
     conditions = validate([{"field": "metadata.album", "value": "x"}])
@@ -183,5 +182,5 @@ def test_text_search_asks_both_paths_with_one_filter_where_the_store_searches_ke
     hits = run(core.search_text("brightness", 2, conditions))  # every caption: "a picture of brightness N"
     assert core.store.searched == [[Condition("metadata.album", "eq", ("x",))]] * 2  # the keyword path and CLIP's
     assert len(hits) == 1 and hits[0].keyword_score > 0 and hits[0].record.metadata == {"album": "x"}
-    off = service_over(Settings(_env_file=None, keyword_search=False), core.inference, core.store)
+    off = service_over(unit_settings(keyword_search=False), core.inference, core.store)
     assert off.features()["keyword_search"] == "off: GATEWAY_KEYWORD_SEARCH=false" and not off.keyword_feature.on
