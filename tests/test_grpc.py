@@ -58,7 +58,8 @@ def start_gateway(model_repository, uri: str, **overrides):
 
 @pytest.fixture(scope="module")
 def gateway(model_repository, tmp_path_factory):
-    server, target = start_gateway(model_repository, str(tmp_path_factory.mktemp("grpc") / "images.db"))
+    # no caption worker: records stay as indexed (pending), so that reads at different moments compare equal
+    server, target = start_gateway(model_repository, str(tmp_path_factory.mktemp("grpc") / "images.db"), caption_worker=False)
     with server:
         gw = Gateway(server, target)
         yield gw
@@ -85,8 +86,8 @@ def http_record(gateway: Gateway, image_id: str) -> dict:
 
 def as_http(image: pb.Image) -> dict:
     """An Image message in the HTTP API's shape (Struct numbers as JSON gives them)."""
-    return {"id": image.id, "caption": image.caption, "source": image.source, "created_at": image.created_at,
-            "phash": image.phash, "metadata": to_python(image.metadata)}
+    return {"id": image.id, "caption": image.caption, "caption_state": image.caption_state, "caption_error": image.caption_error,
+            "source": image.source, "created_at": image.created_at, "phash": image.phash, "metadata": to_python(image.metadata)}
 
 
 @pytest.fixture(scope="module")

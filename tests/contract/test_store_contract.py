@@ -1,8 +1,8 @@
 """One contract for every VectorStore: the in-memory store (the fast subset), Milvus Lite and the
 Milvus 2.3.5 server (integration), each checked against brute force over the same records: reads,
 every filter operator on plain fields and metadata keys (values of every JSON kind, missing keys),
-``in`` lists of mixed types, ANDs, paging, upserts of the same id, deletes, and keyword search where
-the store's capabilities say it has it.
+``in`` lists of mixed types, ANDs, paging, upserts of the same id, deletes, keyword search where
+the store's capabilities say it has it, and the caption queue's reads (due records, counts).
 
 The reference is written here, condition by condition, as the rules of gateway.core.filters state
 them, independently of the in-memory store's own evaluation. Milvus collections use FLAT (exact)
@@ -20,7 +20,7 @@ import pytest
 from gateway.backends.memory import InMemoryStore
 from gateway.core.filters import check, validate
 from gateway.core.protocols import VectorStore
-from gateway.core.records import ImageRecord
+from gateway.core.records import CaptionJob, ImageRecord
 from gateway.settings import Settings
 from gateway.wiring import build_store
 
@@ -208,5 +208,33 @@ def test_keyword_search_finds_the_captions_holding_a_word_where_the_store_has_it
             assert {r.id for r, _ in found} == wanted, word
             assert all(score > 0 and r.vector is not None for r, score in found)
             assert [s for _, s in found] == sorted((s for _, s in found), reverse=True)
+
+    on_filled_store(make_store, scenario)
+
+
+def test_the_caption_queue_reads_the_due_records_whole_and_counts_by_state(make_store):
+    async def scenario(store: VectorStore, stored: list[ImageRecord]) -> None:
+        now = 1_800_000_000_000
+        jobs = {0: ("pending", CaptionJob()), 1: ("pending", CaptionJob(1, "w", now + 60_000)),  # leased
+                2: ("pending", CaptionJob(1, "", 0, now + 60_000)), 3: ("pending", CaptionJob(2, "old", now - 1, now)),
+                4: ("failed", CaptionJob(5)), 5: ("none", CaptionJob())}
+        changed = [ImageRecord(stored[i].id, "", stored[i].source, stored[i].metadata, 1_700_000_000 + i, stored[i].phash,
+                               stored[i].vector, stored[i].thumbnail, state, "why" if state == "failed" else "", job)
+                   for i, (state, job) in jobs.items()]
+        await store.upsert(changed)
+        due = {r.id: r for r in await store.captions_due(10, now)}
+        assert set(due) == {stored[0].id, stored[3].id}  # not leased, not waiting for a retry
+        for i in (0, 3):
+            record = due[stored[i].id]
+            assert record.thumbnail == stored[i].thumbnail and record.caption_state == "pending"
+            np.testing.assert_allclose(record.vector, stored[i].vector, atol=1e-6)
+            assert record.job == jobs[i][1]
+        assert len(await store.captions_due(1, now)) == 1
+        (failed,) = await store.get([stored[4].id], strong=True)
+        assert (failed.caption_state, failed.caption_error, failed.job.attempts) == ("failed", "why", 5)
+        stats = await store.caption_queue()
+        assert (stats.pending, stats.failed, stats.oldest_pending_at) == (4, 1, 1_700_000_000)
+        (hits,) = await store.search(stored[0].vector[None], N, check(validate([{"field": "caption_state", "value": "pending"}])))
+        assert {r.id for r, _ in hits} == {stored[i].id for i in range(4)}
 
     on_filled_store(make_store, scenario)
