@@ -62,7 +62,9 @@ class Settings(BaseSettings):
     caption_spool: Path | None = Field(None, description="where BLIP's input waits for its caption, shared by every"
                                        " gateway and captioner (None: caption-spool/ beside the Milvus Lite file, or"
                                        " data/caption-spool with a server)")
-    caption_batch: int = Field(8, ge=1, le=256, description="records a worker claims and captions at a time")
+    caption_batch: int = Field(8, ge=1, le=256, description="records a worker claims and captions at a time (the next"
+                               " batch is claimed while one is captioned: raise it where a batch captions faster than"
+                               " GATEWAY_CAPTION_SETTLE_S, e.g. on a GPU)")
     caption_lease_s: float = Field(600, gt=0, description="how long a claim holds: a killed worker's records are"
                                    " due again after this; it must exceed a batch's captioning time")
     caption_settle_s: float = Field(3, gt=0, description="the wait between claiming records and checking the claim;"

@@ -27,7 +27,9 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Awaitable
 from dataclasses import dataclass, replace
+from typing import TypeVar
 
 import numpy as np
 
@@ -36,6 +38,7 @@ from .protocols import CaptionInputs, Inference, VectorStore
 from .records import CaptionJob, ImageRecord
 
 log = logging.getLogger("gateway.captions")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -75,34 +78,60 @@ class CaptionWorker:
 
     async def run(self) -> None:
         """Caption until cancelled; a failing store or model is logged and tried again after poll_s."""
-        while True:
-            try:
-                worked = await self.step()
-            except ServiceError as exc:
-                log.warning("caption queue: %s", exc.message)
-                worked = 0
-            except Exception:
-                log.exception("caption queue: unexpected failure")
-                worked = 0
-            if not worked:
-                await asyncio.sleep(self.options.poll_s)
-                await self._sweep()
+        await self._work(until_idle=False)
 
     async def drain(self) -> None:
         """Caption until nothing is due (for the CLI's embedded index and tests)."""
-        while await self.step():
-            pass
+        await self._work(until_idle=True)
 
     async def step(self) -> int:
         """Claim one batch and caption it; the records claimed (0: nothing was due, or the claim was lost)."""
         held = await self.claim()
         if held:
-            try:
-                await self.caption(held)
-            except asyncio.CancelledError:
-                await asyncio.shield(self._release(held))  # stopped (not killed): the records are due again at once
-                raise
+            await self._caption_or_release(held)
         return len(held)
+
+    async def _work(self, until_idle: bool) -> None:
+        """Claim and caption batch after batch, the next batch's claim settling while this one is captioned."""
+        claiming: asyncio.Future | None = None
+        try:
+            while True:
+                prefetched = claiming is not None  # claimed while the last batch was captioned
+                claiming = claiming or asyncio.ensure_future(self.claim())
+                held = await self._logged(claiming) or []
+                claiming = None
+                if not held and prefetched:
+                    continue  # the last batch's retries may be due now: look again
+                if not held:
+                    if until_idle:
+                        return
+                    await asyncio.sleep(self.options.poll_s)
+                    await self._sweep()
+                    continue
+                claiming = asyncio.ensure_future(self.claim())
+                await self._logged(self._caption_or_release(held))
+        finally:
+            if claiming is not None:
+                claiming.cancel()
+                await asyncio.gather(claiming, return_exceptions=True)
+
+    @staticmethod
+    async def _logged(work: Awaitable[T]) -> T | None:
+        """``work``'s result; a failure logged (None), the worker carries on."""
+        try:
+            return await work
+        except ServiceError as exc:
+            log.warning("caption queue: %s", exc.message)
+        except Exception:
+            log.exception("caption queue: unexpected failure")
+        return None
+
+    async def _caption_or_release(self, held: list[ImageRecord]) -> None:
+        try:
+            await self.caption(held)
+        except asyncio.CancelledError:
+            await asyncio.shield(self._release(held))  # stopped (not killed): the records are due again at once
+            raise
 
     async def _release(self, held: list[ImageRecord]) -> None:
         try:
@@ -123,6 +152,13 @@ class CaptionWorker:
         claims = [replace(r, job=replace(r.job, lease_owner=self.owner, lease_until_ms=until)) for r in due]
         await self.store.upsert(claims)
         await self._undo_deleted(claims)
+        try:
+            return await self._settle(claims, started)
+        except asyncio.CancelledError:
+            await asyncio.shield(self._release(claims))  # stopped while the claim settled
+            raise
+
+    async def _settle(self, claims: list[ImageRecord], started: float) -> list[ImageRecord]:
         if time.monotonic() - started >= self.options.settle_s:
             log.warning("caption queue: a claim took %.1f s (>= GATEWAY_CAPTION_SETTLE_S): its %d records wait for"
                         " their lease to expire", time.monotonic() - started, len(claims))
