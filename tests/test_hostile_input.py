@@ -22,7 +22,7 @@ from PIL import Image, ImageCms
 from gateway.api import image_search_pb2 as pb
 from gateway.api import image_search_pb2_grpc as pb_grpc
 from gateway.runtime.preprocess import ImageError, decode_image
-from tests.support.gateways import http_and_grpc
+from tests.support.gateways import http_and_grpc, wait_until_captioned
 from tests.support.images import PHOTO_JPEGS as PHOTOS
 from tests.support.images import STORED_AS, adobe_rgb_profile, encode, photo_array, photo_bytes, png_header_only
 from tests.support.references import expected_embedding
@@ -37,6 +37,7 @@ def served(model_repository, tmp_path_factory):
         seed = [("files", (f"{n}.jpg", PHOTOS[n], "image/jpeg")) for n in ("astronaut", "coffee", "rocket")]
         response = httpx.post(f"{url}/v1/images", files=seed, data={"metadata": '{"album": "seed"}'}, timeout=120)
         assert response.status_code == 200
+        wait_until_captioned(url)  # the snapshots compare captions: let the worker write them first
         yield url, target
 
 

@@ -85,23 +85,30 @@ class CaptionWorker:
         await self._work(until_idle=True)
 
     async def step(self) -> int:
-        """Claim one batch and caption it; the records claimed (0: nothing was due, or the claim was lost)."""
+        """Claim one batch, caption it and write it; the records claimed (0: nothing was due, or the claim
+        was lost)."""
         held = await self.claim()
         if held:
-            await self._caption_or_release(held)
+            await self._write(held, await self._captioned_or_release(held))
         return len(held)
 
     async def _work(self, until_idle: bool) -> None:
-        """Claim and caption batch after batch, the next batch's claim settling while this one is captioned."""
+        """Claim, caption and write batch after batch: the next batch's claim settles while this one is
+        captioned, and this one is written while the next is captioned (BLIP never waits for the store)."""
         claiming: asyncio.Future | None = None
+        previous: asyncio.Future | None = None
+        writing: asyncio.Future | None = None
         try:
             while True:
                 prefetched = claiming is not None  # claimed while the last batch was captioned
                 claiming = claiming or asyncio.ensure_future(self.claim())
                 held = await self._logged(claiming) or []
                 claiming = None
-                if not held and prefetched:
-                    continue  # the last batch's retries may be due now: look again
+                if not held and (writing is not None or prefetched):
+                    if writing is not None:
+                        await self._logged(writing)
+                        writing = None
+                    continue  # the last batches' retries may be due now: look again
                 if not held:
                     if until_idle:
                         return
@@ -109,11 +116,16 @@ class CaptionWorker:
                     await self._sweep()
                     continue
                 claiming = asyncio.ensure_future(self.claim())
-                await self._logged(self._caption_or_release(held))
+                updates = await self._logged(self._captioned_or_release(held))
+                previous, writing = writing, asyncio.ensure_future(self._write(held, updates)) if updates is not None else None
+                if previous is not None:
+                    await self._logged(previous)
         finally:
             if claiming is not None:
                 claiming.cancel()
                 await asyncio.gather(claiming, return_exceptions=True)
+            # captions made are written, even when stopping
+            await asyncio.shield(asyncio.gather(*(w for w in (previous, writing) if w is not None), return_exceptions=True))
 
     @staticmethod
     async def _logged(work: Awaitable[T]) -> T | None:
@@ -126,9 +138,9 @@ class CaptionWorker:
             log.exception("caption queue: unexpected failure")
         return None
 
-    async def _caption_or_release(self, held: list[ImageRecord]) -> None:
+    async def _captioned_or_release(self, held: list[ImageRecord]) -> list[ImageRecord]:
         try:
-            await self.caption(held)
+            return await self.captioned(held)
         except asyncio.CancelledError:
             await asyncio.shield(self._release(held))  # stopped (not killed): the records are due again at once
             raise
@@ -172,7 +184,8 @@ class CaptionWorker:
         return [r for r in records if (c := current.get(r.id)) is not None and c.caption_state == "pending"
                 and c.job.lease_owner == self.owner and c.job.lease_until_ms == r.job.lease_until_ms]
 
-    async def caption(self, held: list[ImageRecord]) -> None:
+    async def captioned(self, held: list[ImageRecord]) -> list[ImageRecord]:
+        """The held records as they are to be written: captioned, or failed (for good or for a retry)."""
         inputs = await asyncio.to_thread(lambda: [self.inputs.get(r.id) for r in held])
         updates: list[ImageRecord] = []
         present = [(r, pixels) for r, pixels in zip(held, inputs) if pixels is not None]
@@ -187,7 +200,7 @@ class CaptionWorker:
                                     job=CaptionJob(attempts=r.job.attempts + 1)) for (r, _), text in zip(present, texts)]
             except ServiceError as exc:
                 updates += [self._failed_attempt(r, exc.message) for r, _ in present]
-        await self._write(held, updates)
+        return updates
 
     def _failed_attempt(self, record: ImageRecord, reason: str) -> ImageRecord:
         attempts = record.job.attempts + 1

@@ -238,3 +238,29 @@ def test_the_caption_queue_reads_the_due_records_whole_and_counts_by_state(make_
         assert {r.id for r, _ in hits} == {stored[i].id for i in range(4)}
 
     on_filled_store(make_store, scenario)
+
+
+def test_reads_beside_rewrites_of_the_same_records_never_miss_them(make_store):
+    """The caption queue rewrites records (its claims, its captions) while clients read them: no read may
+    fall between the two halves of an upsert (Milvus Lite's upsert is a delete and an insert)."""
+    async def scenario(store: VectorStore, stored: list[ImageRecord]) -> None:
+        rewritten = stored[:2]
+        done = asyncio.Event()
+
+        async def rewrite() -> None:
+            for _ in range(30):
+                await store.upsert(rewritten)
+            done.set()
+
+        async def read() -> tuple[int, int, int]:
+            reads = short_counts = misses = 0
+            while not done.is_set() or reads < 20:
+                reads += 1
+                short_counts += await store.count() != N
+                misses += len(await store.get([rewritten[0].id])) != 1
+            return reads, short_counts, misses
+
+        _, (reads, short_counts, misses) = await asyncio.gather(rewrite(), read())
+        assert (short_counts, misses) == (0, 0), f"{reads} reads"
+
+    on_filled_store(make_store, scenario)

@@ -1,10 +1,14 @@
-"""A test gateway in this process: HTTP under a real uvicorn and the gRPC API beside it, on free ports."""
+"""A test gateway in this process: HTTP under a real uvicorn and the gRPC API beside it, on free ports;
+waiting for a gateway's caption worker."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+import httpx
 
 from gateway.server.http.app import create_app
 from local_servers.processes import free_ports
@@ -19,3 +23,11 @@ def http_and_grpc(repository: Path, milvus_uri: str, **overrides) -> Iterator[tu
     settings = settings_for(repository, milvus_uri, grpc_port=grpc_port, host="127.0.0.1", **overrides)
     with LiveServer(create_app(settings)) as server:
         yield server.url, f"127.0.0.1:{grpc_port}"
+
+
+def wait_until_captioned(url: str, timeout: float = 120) -> None:
+    """Until no record of the gateway at ``url`` (at most 1000 of them) has its caption pending."""
+    deadline = time.monotonic() + timeout
+    while any(i["caption_state"] == "pending" for i in httpx.get(f"{url}/v1/images", params={"limit": 1000}).json()["images"]):
+        assert time.monotonic() < deadline, f"captions still pending at {url} after {timeout} s"
+        time.sleep(0.25)

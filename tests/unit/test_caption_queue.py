@@ -219,3 +219,16 @@ def test_a_worker_stopped_mid_batch_releases_its_records_at_once():
         assert (await drain(core)).captioned == 2  # due at once, no lease to wait for
 
     run(main())
+
+
+def test_batch_after_batch_each_written_while_the_next_is_captioned():
+    core = fake_service(caption_batch=4)
+
+    async def main():
+        await upload(core, range(40, 58))
+        worker = worker_of(core)
+        await worker.drain()
+        assert worker.counts.captioned == 18 and [n for m, n in core.inference.calls if m == "blip_caption"] == [4, 4, 4, 4, 2]
+        assert all(r.caption_state == "done" and not r.job.lease_owner for r in core.store.records.values())
+
+    run(main())

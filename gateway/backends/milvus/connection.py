@@ -9,7 +9,8 @@ import logging
 import os
 import re
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -74,16 +75,64 @@ def open_client(uri: str, token: str, timeout_s: float) -> tuple[Any, str]:
     return client, LITE_VERSION if is_lite(uri) else client.get_server_version()
 
 
+class WritesApart:
+    """Reads share, writes exclude (waiting writers first). Milvus Lite applies an upsert as a delete and
+    an insert that concurrent reads can fall between: measured with 2 rows upserted in a loop and reads
+    beside it, 765 of 5,333 reads by id missed the row and 3,715 counts were short; with writes kept
+    apart from reads, none missed. The caption queue rewrites every record when it claims and when it
+    captions, so on Lite (one process: every reader and writer is here) reads wait for writes."""
+
+    def __init__(self) -> None:
+        self.readers = self.writers_waiting = 0
+        self.writing = False
+        self.changed: asyncio.Condition | None = None
+
+    def _condition(self) -> asyncio.Condition:
+        if self.changed is None:
+            self.changed = asyncio.Condition()
+        return self.changed
+
+    @asynccontextmanager
+    async def hold(self, write: bool) -> AsyncIterator[None]:
+        changed = self._condition()
+        async with changed:
+            if write:
+                self.writers_waiting += 1
+                await changed.wait_for(lambda: not self.writing and self.readers == 0)
+                self.writers_waiting -= 1
+                self.writing = True
+            else:
+                await changed.wait_for(lambda: not self.writing and self.writers_waiting == 0)
+                self.readers += 1
+        try:
+            yield
+        finally:
+            async with changed:
+                if write:
+                    self.writing = False
+                else:
+                    self.readers -= 1
+                changed.notify_all()
+
+
 class Calls:
     """Blocking pymilvus calls in worker threads, each within its deadline (the caller's, when nearer
     than ours) and timed per operation. Every operation the store makes is idempotent (reads, upserts
     of content-keyed rows, deletes by id), so a transient failure (a dropped connection, a GOAWAY) is
-    retried once before it becomes UNAVAILABLE."""
+    retried once before it becomes UNAVAILABLE. ``apart``: writes (``write=True``) kept apart from reads
+    (Milvus Lite, see WritesApart)."""
 
-    def __init__(self, timeout_s: float):
-        self.timeout_s = timeout_s
+    def __init__(self, timeout_s: float, apart: WritesApart | None = None):
+        self.timeout_s, self.apart = timeout_s, apart
 
-    async def __call__(self, operation: str, fn: Callable, *args, deadline: float | None = None, **kwargs):
+    async def __call__(self, operation: str, fn: Callable, *args, deadline: float | None = None, write: bool = False,
+                       **kwargs):
+        if self.apart is None:
+            return await self._call(operation, fn, *args, deadline=deadline, **kwargs)
+        async with self.apart.hold(write):
+            return await self._call(operation, fn, *args, deadline=deadline, **kwargs)
+
+    async def _call(self, operation: str, fn: Callable, *args, deadline: float | None = None, **kwargs):
         start = time.perf_counter()
         try:
             for attempt in (1, 2):

@@ -20,7 +20,7 @@ from ...core.filters import Condition
 from ...core.protocols import CaptionQueueStats, Feature, StoreCapabilities
 from ...core.records import ImageRecord
 from . import migration
-from .connection import STARTUP_DEADLINE_S, Calls, has_full_text, is_lite, open_client
+from .connection import STARTUP_DEADLINE_S, Calls, WritesApart, has_full_text, is_lite, open_client
 from .expressions import captions_due, ids_in, in_caption_state, render
 from .flusher import BulkFlusher
 from .schema import (
@@ -57,9 +57,9 @@ class MilvusOptions:
 class MilvusStore:
     def __init__(self, options: MilvusOptions, dim: int):
         self.options, self.dim, self.name = options, dim, options.collection
-        self.calls = Calls(options.timeout_s)
-        self.client: Any = None  # pymilvus.MilvusClient once started
         self.lite = is_lite(options.uri)
+        self.calls = Calls(options.timeout_s, WritesApart() if self.lite else None)
+        self.client: Any = None  # pymilvus.MilvusClient once started
         self.index_type: IndexType = options.index_type if options.index_type != "auto" else ("FLAT" if self.lite else "HNSW")
         self.flusher = BulkFlusher(self._flush, options.flush_after_rows, options.flush_idle_s, self.name)
         self.full_text = False  # whether this Milvus has BM25 full-text search
@@ -155,13 +155,13 @@ class MilvusStore:
         return copied
 
     async def upsert(self, records: list[ImageRecord]) -> None:
-        await self.calls("upsert", self.client.upsert, self.name, [row(r) for r in records])
+        await self.calls("upsert", self.client.upsert, self.name, [row(r) for r in records], write=True)
         self._report_write()
         self.caption_words = self.caption_words or any(r.caption.strip() for r in records)
         self.flusher.written(len(records))
 
     async def _flush(self) -> None:
-        await self.calls("flush", self.client.flush, self.name, deadline=STARTUP_DEADLINE_S)
+        await self.calls("flush", self.client.flush, self.name, deadline=STARTUP_DEADLINE_S, write=True)
 
     async def get(self, ids: list[str], with_vectors: bool = False, strong: bool = False) -> list[ImageRecord]:
         if not ids:
@@ -181,7 +181,7 @@ class MilvusStore:
         return rows[0]["thumbnail"] if rows else None
 
     async def delete(self, record_id: str) -> None:
-        await self.calls("delete", self._delete, record_id)
+        await self.calls("delete", self._delete, record_id, write=True)
         self._report_write()
 
     def _delete(self, record_id: str) -> None:
