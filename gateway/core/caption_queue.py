@@ -11,9 +11,9 @@ Exactly-once effect, with a store that has no conditional writes (Milvus):
   expire). So one worker holds a record at a time.
 - Write: only records still leased to this worker and still pending are written, and none once the
   lease is within a tenth of its end (another worker may claim it after that). A record deleted
-  meanwhile is gone from the strong read; a delete that lands between that read and the write left a
-  mark in the spool first (CaptionInputs.forget), so every write is followed by a look at the marks
-  and the record deleted again where one is found.
+  meanwhile is gone from the strong read; a delete leaves a mark in the spool first
+  (CaptionInputs.forget), and every write (claims included) looks at the marks just before it, leaving
+  out marked records, and again after it, deleting again a record whose delete began in between.
 - A worker killed mid-batch leaves its records leased: they are due again when the lease expires
   (``lease_s``), and their inputs are still in the spool.
 - A failing caption is retried after ``retry_s`` x 3^(attempts - 1), then marked failed with its reason.
@@ -148,8 +148,10 @@ class CaptionWorker:
     async def _release(self, held: list[ImageRecord]) -> None:
         try:
             still = {r.id for r in await self._still_held(held)}
-            released = [replace(r, job=replace(r.job, lease_owner="", lease_until_ms=0)) for r in held if r.id in still]
-            await self.store.upsert(released)
+            released = await self._not_deleted([replace(r, job=replace(r.job, lease_owner="", lease_until_ms=0))
+                                                 for r in held if r.id in still])
+            if released:
+                await self.store.upsert(released)
             await self._undo_deleted(released)
         except ServiceError as exc:
             log.warning("caption queue: could not release %d records (due again when their lease expires): %s",
@@ -161,7 +163,10 @@ class CaptionWorker:
         if not due:
             return []
         until = now + int(self.options.lease_s * 1000)
-        claims = [replace(r, job=replace(r.job, lease_owner=self.owner, lease_until_ms=until)) for r in due]
+        claims = await self._not_deleted([replace(r, job=replace(r.job, lease_owner=self.owner, lease_until_ms=until))
+                                          for r in due])
+        if not claims:
+            return []
         await self.store.upsert(claims)
         await self._undo_deleted(claims)
         try:
@@ -223,7 +228,7 @@ class CaptionWorker:
             self.counts.dropped_claims += len(held)
             return
         still = {r.id for r in await self._still_held(held)}
-        writes = [u for u in updates if u.id in still]
+        writes = await self._not_deleted([u for u in updates if u.id in still])
         if writes:
             await self.store.upsert(writes)
         await self._undo_deleted(writes)
@@ -232,6 +237,12 @@ class CaptionWorker:
                 await asyncio.to_thread(self.inputs.discard, record.id)
             self.counts.captioned += record.caption_state == "done"
             self.counts.failed += record.caption_state == "failed"
+
+    async def _not_deleted(self, records: list[ImageRecord]) -> list[ImageRecord]:
+        """Those without a delete mark, looked at just before a write: a delete that began earlier is never
+        undone by the write (one that begins between this look and the write is, by _undo_deleted)."""
+        deleted = await asyncio.to_thread(lambda: {r.id for r in records if self.inputs.was_deleted(r.id)})
+        return [r for r in records if r.id not in deleted]
 
     async def _undo_deleted(self, written: list[ImageRecord]) -> None:
         for record in written:
