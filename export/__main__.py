@@ -1,8 +1,9 @@
-"""python -m export {clip,blip} [--model HUB_ID_OR_FOLDER] [--repository model_repository] [--flavour ...]
+"""python -m export {clip,blip,decode} [--model HUB_ID_OR_FOLDER] [--repository model_repository] [--flavour ...]
 
 Writes a Triton model repository from Hugging Face checkpoints. Exits 1, naming the model and the
 figures, when an export fails its parity gate (or the gate's --parity-device cannot run); nothing is
-installed then.
+installed then. ``decode`` (after clip, and blip when captioning) adds decoding on the inference tier
+(GATEWAY_DECODE=inference): image_decode and clip_image_bytes, gated on fidelity to the gateway's decode.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ DEFAULTS = ", ".join(f"{family}: {default}" for family, (_, _, default) in FAMIL
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m export", description=__doc__.split("\n\n")[1])
-    parser.add_argument("family", choices=sorted(FAMILIES), help="which model family to export")
+    parser.add_argument("family", choices=sorted([*FAMILIES, "decode"]),
+                        help="which model family to export (decode: JPEG decoding on the inference tier)")
     parser.add_argument("--model", help=f"hub id or local checkpoint folder (default: {DEFAULTS})")
     parser.add_argument("--repository", type=Path, default=Path("model_repository"), help="default: %(default)s")
     parser.add_argument("--flavour", choices=FLAVOURS, default="onnxruntime",
@@ -80,6 +82,18 @@ def hub_unreachable(source: str) -> str | None:
     return None
 
 
+def export_tier_decode(repository: Path, serving: TritonOptions, start: float) -> int:
+    from .decode import export_decode
+
+    try:
+        export_decode(repository, serving)
+    except ParityError as exc:
+        say(f"error: {exc}")
+        return 1
+    say(f"export finished in {time.perf_counter() - start:.1f}s")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     serving = TritonOptions(flavour=args.flavour, max_batch_size=args.max_batch_size,
@@ -87,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
                       instances=args.instances, gpu=not args.cpu, tensorrt=args.tensorrt, fp16=args.fp16,
                       threads=args.threads, decode_memory_mb=args.decode_memory_mb)
     start = time.perf_counter()
+    if args.family == "decode":
+        return export_tier_decode(args.repository, serving, start)
     module, function, default_model = FAMILIES[args.family]
     source = args.model or default_model
     if (unreachable := hub_unreachable(source)) is not None:

@@ -85,6 +85,15 @@ class TritonOptions:
 
 
 @dataclass(frozen=True)
+class EnsembleStep:
+    """One model of an ensemble: its tensor names -> the ensemble's (inputs, then outputs)."""
+
+    model: str
+    inputs: dict[str, str]
+    outputs: dict[str, str]
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     name: str
     inputs: tuple[Tensor, ...]
@@ -92,9 +101,10 @@ class ModelSpec:
     extra_files: dict[str, Path] = field(default_factory=dict)  # file name in the model folder -> source file
     python_model: Path = PYTHON_MODEL_SOURCE  # the python-backend model.py (the runtime package goes beside it)
     python_only: bool = False  # a python model in every flavour (e.g. a decode loop)
+    ensemble: tuple[EnsembleStep, ...] = ()  # an ensemble of these steps instead of a model of its own
 
     def uses_python(self, serving: TritonOptions) -> bool:
-        return self.python_only or serving.flavour == "python"
+        return not self.ensemble and (self.python_only or serving.flavour == "python")
 
 
 def render_config(spec: ModelSpec, serving: TritonOptions) -> str:
@@ -105,6 +115,12 @@ def render_config(spec: ModelSpec, serving: TritonOptions) -> str:
                          optional=tensor.optional)
     for tensor in spec.outputs:
         config.output.add(name=tensor.name, data_type=DTYPES[tensor.dtype], dims=list(tensor.dims))
+    if spec.ensemble:  # Triton's ensemble scheduler: no instances or batcher of its own (its steps have them)
+        config.platform = "ensemble"
+        for step in spec.ensemble:
+            config.ensemble_scheduling.step.add(model_name=step.model, model_version=-1, input_map=step.inputs,
+                                                output_map=step.outputs)
+        return text_format.MessageToString(config)
     config.dynamic_batching.preferred_batch_size.extend(serving.preferred())
     config.dynamic_batching.max_queue_delay_microseconds = serving.queue_delay_us
     kind = mc.ModelInstanceGroup.KIND_GPU if serving.gpu else mc.ModelInstanceGroup.KIND_CPU

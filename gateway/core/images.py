@@ -10,15 +10,11 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from ..runtime.preprocess import ImageError, ImageTooLarge, Resolution, decode_image, to_pixels
+from ..runtime.preprocess import (RECORD_NEEDS, THUMBNAIL_SIZE, ImageError, ImageTooLarge, Resolution, decode_image,
+                                  to_pixels)
 from .errors import ErrorKind, ServiceError
 from .protocols import ModelInfo
 from .records import content_id
-
-THUMBNAIL_SIZE = 192
-PHASH_SIZE = 32  # imagehash.phash's DCT input: 32 x 32 grey levels
-# what a stored record's products need of the decoded image, with the same 2x margin as the models'
-RECORD_NEEDS = Resolution(short=2 * PHASH_SIZE, long=2 * THUMBNAIL_SIZE)
 
 
 @dataclass
