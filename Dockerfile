@@ -2,7 +2,8 @@
 # Targets:
 #   gateway (default)  the FastAPI gateway: slim, non-root, no compilers, no torch
 #   export             a one-off job that fills a model repository: python -m export {clip,blip} ...
-#   triton             NGC Triton with what blip_caption's python model needs (onnxruntime, tokenizers)
+#   triton             NGC Triton with what the python models need: blip_caption (onnxruntime, tokenizers) and
+#                      image_decode (nvImageCodec with nvJPEG, CuPy, Pillow)
 ARG PYTHON_IMAGE=python:3.11.7-slim-bookworm
 ARG TRITON_IMAGE=nvcr.io/nvidia/tritonserver:24.12-py3
 # 24.12 ships CUDA 12.6.3 (NGC release notes); the onnxruntime-gpu below must be a CUDA 12 build, or
@@ -47,4 +48,8 @@ FROM ${TRITON_IMAGE} AS triton
 # numpy<2: the python backend stub returns empty tensors with numpy 2.
 # onnxruntime-gpu 1.26.0: the newest CUDA 12 build on PyPI (1.27 and later need CUDA 13, which 24.12
 # does not have); the CPU tests use onnxruntime 1.32.0.
-RUN pip install --no-cache-dir "numpy<2" "onnxruntime-gpu==1.26.0" "tokenizers==0.23.3"
+# image_decode (GATEWAY_DECODE=inference) decodes JPEGs with nvImageCodec's nvJPEG decoders (the [nvjpeg] extra:
+# the hardware decoder of A100/H100 and the CUDA one) and resizes on the GPU with CuPy; both CUDA 12 builds.
+# cupy-cuda12x 13.6.0: the newest CuPy for numpy 1.x (14 needs numpy 2).
+RUN pip install --no-cache-dir "numpy<2" "onnxruntime-gpu==1.26.0" "tokenizers==0.23.3" "pillow==13.0.0" \
+    "nvidia-nvimgcodec-cu12[nvjpeg]==0.9.0.20" "cupy-cuda12x==13.6.0"

@@ -74,7 +74,8 @@ def gate_jpegs() -> dict[str, bytes]:
             canvas.paste(tiles[i % len(tiles)], (x, y))
         exif = Image.Exif()
         exif[0x0112] = 6  # stored landscape, shown portrait
-        variants = {"baseline": {}, "progressive": {"progressive": True}, "exif-rotated": {"exif": exif.tobytes()}}
+        variants: dict[str, dict] = {"baseline": {}, "progressive": {"progressive": True},
+                                     "exif-rotated": {"exif": exif.tobytes()}}
         for variant, options in variants.items():
             files[f"{size_name}-{variant}"] = _jpeg(canvas, **options)
         files[f"{size_name}-cmyk"] = _jpeg(canvas.convert("CMYK"))
@@ -107,9 +108,12 @@ def check_fidelity(repository: Path, decoder: TierDecoder, files: dict[str, byte
     tier = np.stack([result["clip_pixels"] for result in ours if isinstance(result, dict)])
     gateway = np.stack([gateway_pixels(data, spec) for data in files.values()])
     session = create_session(repository / "clip_image" / "1" / "model.onnx")
-    embed = lambda pixels: np.concatenate([session.run(None, {"pixels": pixels[i:i + 4]})[0]  # noqa: E731
-                                           for i in range(0, len(pixels), 4)])
-    a, b = embed(tier).astype(np.float64), embed(gateway).astype(np.float64)
+
+    def embed(pixels: np.ndarray) -> np.ndarray:
+        return np.concatenate([session.run(None, {"pixels": pixels[i:i + 4]})[0]
+                               for i in range(0, len(pixels), 4)]).astype(np.float64)
+
+    a, b = embed(tier), embed(gateway)
     cosine = np.sum(a * b, axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
     return DecodeReport(len(files), float(cosine.min()), float(cosine.mean()),
                         min(psnr(x, y) for x, y in zip(tier, gateway)))

@@ -14,6 +14,7 @@ size from file to file, so a request that asks for them carries one file.
 import json
 import os
 import sys
+from pathlib import Path
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
@@ -28,10 +29,10 @@ class TritonPythonModel:
     def initialize(self, args):
         config = json.loads(args["model_config"])
         params = {key: value["string_value"] for key, value in config.get("parameters", {}).items()}
-        repository = os.path.dirname(args["model_repository"])
-        blip = os.path.join(repository, "blip_caption", "preprocess.json")
-        specs = ProductSpecs(PixelSpec.load(os.path.join(repository, "clip_image", "preprocess.json")),
-                             PixelSpec.load(blip) if os.path.exists(blip) else None)
+        repository = Path(args["model_repository"]).parent
+        blip = repository / "blip_caption" / "preprocess.json"
+        specs = ProductSpecs(PixelSpec.load(repository / "clip_image" / "preprocess.json"),
+                             PixelSpec.load(blip) if blip.exists() else None)
         self.outputs = [tensor["name"] for tensor in config["output"]]
         device, device_id = triton_instance_device(args)
         self.decoder = TierDecoder(specs, device, device_id, int(params.get("intra_op_num_threads", "0")))
@@ -54,12 +55,14 @@ class TritonPythonModel:
                 files.append(bytes(data))
                 owners.append(index)
                 products.append(names)
+        if not files:
+            return responses
         try:
             results = self.decoder.decode(files, products)
         except Exception as exc:  # nvImageCodec's message is the useful part; every request gets it
             error = pb_utils.TritonError(f"image decoding failed: {exc}")
             return [r or pb_utils.InferenceResponse(error=error) for r in responses]
-        per_request = {}
+        per_request: dict[int, list] = {}
         for owner, result in zip(owners, results):
             per_request.setdefault(owner, []).append(result)
         for owner, items in per_request.items():

@@ -111,6 +111,10 @@ class Settings(BaseSettings):
     # requests
     max_upload_bytes: int = Field(20 * 1024 * 1024, ge=1)
     max_pixels: int = Field(DEFAULT_MAX_PIXELS, ge=1)
+    decode: Literal["gateway", "inference"] = Field(
+        "gateway", description="where uploads are decoded and resized: here, or (inference) on Triton, which decodes"
+        " JPEGs with nvImageCodec (the GPU's JPEG decoder) after python -m export decode; other formats and JPEGs with a"
+        " colour profile to apply stay here. Needs GATEWAY_INFERENCE_MODE=triton")
     exact_decode: bool = Field(False, description="decode uploads at full size (as the export's parity gate does)"
                                " instead of at the smallest scale that gives each model twice its input size")
     max_files_per_request: int = Field(64, ge=1)

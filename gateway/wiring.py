@@ -12,6 +12,7 @@ from .backends.repository import read_model_info
 from .backends.spool import FolderSpool
 from .backends.triton import TritonInference
 from .core.caption_queue import QueueOptions
+from .core.errors import ErrorKind, ServiceError
 from .core.protocols import Inference, VectorStore
 from .core.service import CaptionQueueing, ImageSearchService, Limits
 from .runtime.blip_decode import GenerationSettings
@@ -20,9 +21,17 @@ from .settings import Settings
 
 def build_inference(settings: Settings) -> Inference:
     caption = GenerationSettings(max_new_tokens=settings.caption_max_new_tokens, num_beams=settings.caption_beams)
+    tier_decode = settings.decode == "inference"
+    if tier_decode and settings.inference_mode != "triton":
+        raise ServiceError(ErrorKind.MISCONFIGURED, "GATEWAY_DECODE=inference decodes uploads on Triton: it needs"
+                           " GATEWAY_INFERENCE_MODE=triton (in-process inference decodes in the gateway)")
+    if tier_decode and settings.exact_decode:
+        raise ServiceError(ErrorKind.MISCONFIGURED, "GATEWAY_EXACT_DECODE applies to the gateway's own decoder:"
+                           " unset it, or set GATEWAY_DECODE=gateway")
     if settings.inference_mode == "triton":
         return TritonInference(settings.triton_url, settings.model_repository, settings.captions, caption,
-                               timeout_s=settings.triton_timeout_s, retries=settings.triton_retries)
+                               timeout_s=settings.triton_timeout_s, retries=settings.triton_retries,
+                               tier_decode=tier_decode)
     return LocalInference(settings.model_repository, settings.captions, caption, max_batch=settings.local_max_batch,
                           max_delay_s=settings.local_max_delay_ms / 1000, threads=settings.local_threads,
                           caption_memory_mb=settings.caption_memory_mb, caption_nice=settings.caption_nice)
@@ -74,5 +83,6 @@ def service_over(settings: Settings, inference: Inference, store: VectorStore, w
     queueing = (CaptionQueueing(caption_inputs(settings), queue_options(settings),
                                 settings.caption_worker if worker_here is None else worker_here)
                 if settings.captions else None)
+    tier = inference if settings.decode == "inference" and isinstance(inference, TritonInference) else None
     return ImageSearchService(inference, store, limits(settings), settings.caption_weight, settings.exact_decode,
-                              settings.keyword_search, queueing)
+                              settings.keyword_search, queueing, tier)

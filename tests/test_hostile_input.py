@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import json
-import struct
 
 import grpc
 import httpx
@@ -23,8 +22,8 @@ from gateway.api import image_search_pb2 as pb
 from gateway.api import image_search_pb2_grpc as pb_grpc
 from gateway.runtime.preprocess import ImageError, decode_image
 from tests.support.gateways import http_and_grpc, wait_until_captioned
+from tests.support.images import HOSTILE_FILES, STORED_AS, adobe_rgb_profile, encode, photo_array, photo_bytes
 from tests.support.images import PHOTO_JPEGS as PHOTOS
-from tests.support.images import STORED_AS, adobe_rgb_profile, encode, photo_array, photo_bytes, png_header_only
 from tests.support.references import expected_embedding
 
 pytestmark = pytest.mark.integration
@@ -60,43 +59,6 @@ def snapshot(url: str) -> list[tuple]:
 def post_image(url: str, route: str, name: str, data: bytes, content_type: str, form: dict | None = None):
     field = "files" if route == "/v1/images" else "file"
     return httpx.post(f"{url}{route}", files=[(field, (name, data, content_type))], data=form, timeout=60)
-
-
-def patched(data: bytes, offset: int, fmt: str, *values: int) -> bytes:
-    return data[:offset] + struct.pack(fmt, *values) + data[offset + struct.calcsize(fmt):]
-
-
-def jpeg_bomb() -> bytes:
-    """A small JPEG whose frame header claims 65000 x 65000 pixels."""
-    data = photo_bytes("coffee", "JPEG")
-    sof = data.index(b"\xff\xc0")
-    return patched(data, sof + 5, ">HH", 65000, 65000)
-
-
-def gif_bomb() -> bytes:
-    """A small GIF whose screen and frame claim 65535 x 65535 pixels."""
-    data = encode(Image.new("P", (8, 8)), "GIF")
-    frame = data.index(b"\x2c")
-    return patched(patched(data, 6, "<HH", 65535, 65535), frame + 5, "<HH", 65535, 65535)
-
-
-HOSTILE_FILES = {
-    "zero-bytes": (b"", "image/jpeg", 400),
-    "text-named-jpg": (b"hello, I am a text file\n" * 20, "image/jpeg", 400),
-    "pdf-named-jpg": (b"%PDF-1.7\n1 0 obj << /Type /Catalog >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF", "image/jpeg", 400),
-    "svg-named-png": (b'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"><rect width="10" height="10"/></svg>',
-                      "image/png", 400),
-    "html-named-gif": (b"<!doctype html><script>alert(1)</script>", "image/gif", 400),
-    "zip-named-webp": (b"PK\x03\x04" + bytes(100), "image/webp", 400),
-    "truncated-jpeg": (PHOTOS["coffee"][: len(PHOTOS["coffee"]) // 4], "image/jpeg", 400),
-    "truncated-png": (photo_bytes("coffee", "PNG")[:3000], "image/png", 400),
-    "truncated-gif": (photo_bytes("coffee", "GIF")[:600], "image/gif", 400),
-    "truncated-webp": (photo_bytes("coffee", "WEBP")[:300], "image/webp", 400),
-    "png-bomb": (png_header_only(60_000, 60_000), "image/png", 413),
-    "jpeg-bomb": (jpeg_bomb(), "image/jpeg", 413),
-    "gif-bomb": (gif_bomb(), "image/gif", 413),
-    "executable-type": (PHOTOS["coffee"], "application/x-msdownload", 415),
-}
 
 
 @pytest.mark.parametrize("case", HOSTILE_FILES)

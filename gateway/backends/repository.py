@@ -26,6 +26,24 @@ def served_models(captions: bool) -> list[str]:
     return ["clip_image", "clip_text"] + (["blip_caption"] if captions else [])
 
 
+TIER_DECODE_MODELS = ["image_decode", "clip_image_bytes"]
+
+
+def check_tier_decode(repository: Path, captions: bool) -> list[str]:
+    """The models decoding on the inference tier needs (export/decode.py), or MISCONFIGURED saying how to
+    make them: missing, or made before BLIP was exported when the gateway captions."""
+    missing = [m for m in TIER_DECODE_MODELS if not (repository / m / "export.json").is_file()]
+    if missing:
+        raise ServiceError(ErrorKind.MISCONFIGURED, f"GATEWAY_DECODE=inference, but the model repository"
+                           f" {repository.resolve()} has no {', '.join(missing)}: run python -m export decode"
+                           " (after clip, and blip when captioning)")
+    products = json.loads((repository / "image_decode" / "export.json").read_text())["request"]["products"]
+    if captions and "blip_pixels" not in products:
+        raise ServiceError(ErrorKind.MISCONFIGURED, "image_decode was exported before blip_caption and cannot make"
+                           " BLIP's input: run python -m export decode again")
+    return TIER_DECODE_MODELS
+
+
 def read_model_info(repository: Path, captions: bool) -> ModelInfo:
     """ModelInfo from the repository's files; MISCONFIGURED naming the path when a model is missing."""
     models = served_models(captions)

@@ -16,9 +16,11 @@ import numpy as np
 
 from ..core.deadlines import budget
 from ..core.errors import ErrorKind, ServiceError, timeout, unavailable
+from ..core.protocols import DecodedImage
 from ..runtime.blip_decode import GenerationSettings
+from ..runtime.tier_decode import UNDECODABLE
 from .metrics import INFERENCE_BATCH, INFERENCE_SECONDS
-from .repository import RepositoryModels, served_models
+from .repository import RepositoryModels, check_tier_decode, served_models
 
 
 def channel_args() -> list[tuple[str, object]]:
@@ -38,15 +40,16 @@ def channel_args() -> list[tuple[str, object]]:
 
 class TritonInference(RepositoryModels):
     def __init__(self, url: str, repository: Path, captions: bool, caption_settings: GenerationSettings, *,
-                 timeout_s: float, retries: int):
-        """``captions``: serve BLIP too; the rest as GATEWAY_TRITON_* (gateway.settings)."""
+                 timeout_s: float, retries: int, tier_decode: bool = False):
+        """``captions``: serve BLIP too; ``tier_decode``: Triton decodes JPEGs too (GATEWAY_DECODE=inference,
+        gateway.core.protocols.TierDecoding); the rest as GATEWAY_TRITON_* (gateway.settings)."""
         import tritonclient.grpc.aio as aioclient
 
         super().__init__(repository, captions, caption_settings)
         self.grpc = aioclient
         self.url, self.timeout_s, self.retries = url, timeout_s, retries
         self.client = aioclient.InferenceServerClient(url, channel_args=channel_args())
-        self.models = served_models(captions)
+        self.models = served_models(captions) + (check_tier_decode(repository, captions) if tier_decode else [])
 
     def _input(self, name: str, array: np.ndarray, datatype: str):
         tensor = self.grpc.InferInput(name, list(array.shape), datatype)
@@ -54,16 +57,23 @@ class TritonInference(RepositoryModels):
         return tensor
 
     async def _infer(self, model: str, inputs: list, output: str) -> np.ndarray:
+        return (await self._outputs(model, inputs, [output]))[0]
+
+    async def _outputs(self, model: str, inputs: list, outputs: list[str]) -> list[np.ndarray]:
         from tritonclient.utils import InferenceServerException
 
+        requested = [self.grpc.InferRequestedOutput(name) for name in outputs]
         for attempt in range(self.retries + 1):
             limit = budget(self.timeout_s)  # the caller's deadline, when nearer than ours
             try:
                 with INFERENCE_SECONDS.labels(model).time():
-                    result = await self.client.infer(model, inputs, client_timeout=limit)
-                return result.as_numpy(output)
+                    result = await self.client.infer(model, inputs, outputs=requested, client_timeout=limit)
+                return [result.as_numpy(name) for name in outputs]
             except InferenceServerException as exc:
                 status = str(exc.status() or "")
+                if UNDECODABLE in exc.message():  # the file, not Triton: the gateway's own refusal of it
+                    reason = exc.message().split(UNDECODABLE, 1)[1].strip()
+                    raise ServiceError(ErrorKind.INVALID_ARGUMENT, reason, "invalid_image") from None
                 if "DEADLINE_EXCEEDED" in status:
                     raise timeout(f"Triton did not answer {model} within {limit:.3g}s") from exc
                 if "UNAVAILABLE" in status and attempt < self.retries:
@@ -96,6 +106,19 @@ class TritonInference(RepositoryModels):
         INFERENCE_BATCH.labels("blip_caption").observe(n)
         captions = await self._infer("blip_caption", inputs, "caption")
         return [c[0].decode("utf-8") for c in captions]
+
+    def _encoded(self, data: bytes):
+        return self._input("image", np.array([[data]], dtype=object), "BYTES")
+
+    async def decode_encoded(self, data: bytes, blip: bool, record: bool) -> DecodedImage:
+        outputs = ["clip_pixels"] + (["blip_pixels"] if blip else []) + (["record_pixels"] if record else [])
+        INFERENCE_BATCH.labels("image_decode").observe(1)
+        found = dict(zip(outputs, (array[0] for array in await self._outputs("image_decode", [self._encoded(data)], outputs))))
+        return DecodedImage(found["clip_pixels"], found.get("blip_pixels"), found.get("record_pixels"))
+
+    async def embed_encoded(self, data: bytes) -> np.ndarray:
+        INFERENCE_BATCH.labels("clip_image_bytes").observe(1)
+        return (await self._infer("clip_image_bytes", [self._encoded(data)], "embeddings"))[0]
 
     async def check_ready(self) -> None:
         from tritonclient.utils import InferenceServerException

@@ -10,10 +10,18 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from ..runtime.preprocess import (RECORD_NEEDS, THUMBNAIL_SIZE, ImageError, ImageTooLarge, Resolution, decode_image,
-                                  to_pixels)
+from ..runtime.preprocess import (
+    RECORD_NEEDS,
+    THUMBNAIL_SIZE,
+    ImageError,
+    ImageTooLarge,
+    Resolution,
+    decode_image,
+    read_header,
+    to_pixels,
+)
 from .errors import ErrorKind, ServiceError
-from .protocols import ModelInfo
+from .protocols import DecodedImage, ModelInfo
 from .records import content_id
 
 
@@ -60,6 +68,26 @@ def decode(data: bytes, max_pixels: int, at_least: Resolution | None = None) -> 
         return decode_image(data, max_pixels, at_least)
     except ImageError as exc:
         raise as_service_error(exc) from None
+
+
+def tier_decodes(data: bytes, max_pixels: int) -> bool:
+    """Whether the inference tier decodes this file (a JPEG without a colour profile to apply), from its
+    header; refused as decode() refuses it (not an image, too many pixels) before anything else runs."""
+    try:
+        return read_header(data, max_pixels).plain_jpeg
+    except ImageError as exc:
+        raise as_service_error(exc) from None
+
+
+def from_decoded(data: bytes, decoded: DecodedImage, record: bool) -> PreparedImage:
+    """What prepare() returns, from the products the inference tier made (CPU-bound when ``record``: the
+    id, the hash and the thumbnail are made here; call it in a thread then)."""
+    if not record:
+        return PreparedImage("", decoded.clip_pixels, decoded.blip_pixels, "", "")
+    assert decoded.record_pixels is not None, "decoded without the record's pixels"
+    image = Image.fromarray(decoded.record_pixels)
+    return PreparedImage(content_id(data), decoded.clip_pixels, decoded.blip_pixels, perceptual_hash(image),
+                         thumbnail(image))
 
 
 def perceptual_hash(image: Image.Image) -> str:

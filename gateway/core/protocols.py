@@ -50,6 +50,27 @@ class Inference(Protocol):
 
 
 @dataclass(frozen=True)
+class DecodedImage:
+    """What the inference tier made of an encoded image (gateway.runtime.tier_decode): uint8 (H, W, 3)."""
+
+    clip_pixels: np.ndarray
+    blip_pixels: np.ndarray | None  # when asked for
+    record_pixels: np.ndarray | None  # when asked for: the image reduced for the hash and the thumbnail
+
+
+class TierDecoding(Protocol):
+    """Decoding on the inference tier (GATEWAY_DECODE=inference): the gateway sends a JPEG's bytes
+    (preprocess.Header.plain_jpeg). A file the tier cannot decode is INVALID_ARGUMENT invalid_image;
+    other failures as Inference's."""
+
+    async def decode_encoded(self, data: bytes, blip: bool, record: bool) -> DecodedImage: ...
+
+    async def embed_encoded(self, data: bytes) -> np.ndarray:
+        """The image's CLIP embedding (D,), decoded and embedded in one call."""
+        ...
+
+
+@dataclass(frozen=True)
 class Feature:
     """Whether a store can do something, and why not where it cannot."""
 

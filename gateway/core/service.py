@@ -7,24 +7,26 @@ import asyncio
 import base64
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 
 from .caption_queue import CaptionWorker, QueueOptions
 from .errors import ErrorKind, ServiceError, invalid
 from .filters import Condition, FilterCondition, check
-from .images import PreparedImage, prepare
+from .images import PreparedImage, from_decoded, prepare, tier_decodes
 from .locks import KeyedLocks
 from .metadata import check_metadata
-from .protocols import CaptionInputs, CaptionQueueStats, Feature, Inference, ModelInfo, VectorStore
+from .protocols import CaptionInputs, CaptionQueueStats, Feature, Inference, ModelInfo, TierDecoding, VectorStore
 from .records import CaptionState, Embedded, Embeddings, Hit, ImageRecord, Indexed, Page, TextHit, Upload, is_image_id
 from .text_ranking import candidate_pool, fuse, hybrid
 
 DEFAULT_K = 10  # results when a request does not say (every transport)
 DEFAULT_PAGE_SIZE = 50  # records per listing page when a request does not say
 QUEUE_STATS_TTL_S = 5.0  # how long the caption queue's counts are reused (readiness, metrics)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -63,13 +65,15 @@ def unspool(inputs: CaptionInputs, ids: list[str]) -> None:
 
 class ImageSearchService:
     def __init__(self, inference: Inference, store: VectorStore, limits: Limits, caption_weight: float,
-                 exact_decode: bool, keyword_search: bool, queueing: CaptionQueueing | None = None):
+                 exact_decode: bool, keyword_search: bool, queueing: CaptionQueueing | None = None,
+                 tier: TierDecoding | None = None):
         """``exact_decode``: decode uploads at full size rather than at the scale their products need.
         ``keyword_search``: text search also finds captions by their words, where the store can.
         ``queueing``: uploads are answered once embedded and their captions queued (None: every upload
-        waits for its caption). (gateway.settings.Settings documents each and has their defaults.)"""
+        waits for its caption). ``tier``: JPEGs are decoded on the inference tier (GATEWAY_DECODE=inference;
+        None: every upload is decoded here). (gateway.settings.Settings documents each and has their defaults.)"""
         self.inference, self.store, self.limits, self.caption_weight = inference, store, limits, caption_weight
-        self.exact_decode, self.keyword_search, self.queueing = exact_decode, keyword_search, queueing
+        self.exact_decode, self.keyword_search, self.queueing, self.tier = exact_decode, keyword_search, queueing, tier
         self.worker = (CaptionWorker(inference, store, queueing.inputs, queueing.options)
                        if queueing is not None and queueing.worker_here and self.captioning else None)
         self.worker_task: asyncio.Task | None = None
@@ -121,7 +125,10 @@ class ImageSearchService:
 
     def features(self) -> dict[str, str]:
         """How this gateway searches, for operators (GET /readyz, with captions_feature)."""
-        return {"keyword_search": self.keyword_feature.describe(), "vector_search": self.store.capabilities.vector_search}
+        decode = ("inference tier (JPEG; other formats and colour-managed JPEGs here)" if self.tier is not None
+                  else "gateway")
+        return {"keyword_search": self.keyword_feature.describe(), "vector_search": self.store.capabilities.vector_search,
+                "decode": decode}
 
     async def caption_queue(self) -> CaptionQueueStats | None:
         """The queue's state, None without a queue: counts on the store, made at most every
@@ -182,26 +189,57 @@ class ImageSearchService:
 
     # --- images in ---------------------------------------------------------------------------------
 
-    async def _prepare(self, files: list[tuple[str | None, bytes]], blip: bool = False, record: bool = False
-                       ) -> list[PreparedImage]:
-        """Every file decoded and resized for the models, or the first refusal. A file's label (None for
-        the one file of a request) names it in the refusal: "files[2] (cat.jpg): not a recognised image
+    async def _each_file(self, files: list[tuple[str | None, bytes]], work: Callable[[bytes], Awaitable[T]]) -> list[T]:
+        """``work`` on every file at once, after the size checks, or the first refusal. A file's label (None
+        for the one file of a request) names it in the refusal: "files[2] (cat.jpg): not a recognised image
         format"."""
         for label, data in files:
             if len(data) > self.limits.max_upload_bytes:
                 raise ServiceError(ErrorKind.TOO_LARGE, f"{label or 'the upload'} is larger than"
                                    f" {self.limits.max_upload_bytes:,} bytes")
-        info, max_pixels, exact = self.inference.info, self.limits.max_pixels, self.exact_decode
 
-        async def one(label: str | None, data: bytes) -> PreparedImage:
+        async def one(label: str | None, data: bytes) -> T:
             try:
-                return await asyncio.to_thread(prepare, data, info, max_pixels, blip, record, exact)
+                return await work(data)
             except ServiceError as exc:
-                if label is None:
+                if label is None or exc.kind not in (ErrorKind.INVALID_ARGUMENT, ErrorKind.TOO_LARGE):
                     raise
                 raise ServiceError(exc.kind, f"{label}: {exc.message}", exc.code) from None
 
         return list(await asyncio.gather(*(one(label, data) for label, data in files)))
+
+    def _on_tier(self, data: bytes) -> bool:
+        """Whether the inference tier decodes this upload (GATEWAY_DECODE=inference, a plain JPEG)."""
+        return self.tier is not None and tier_decodes(data, self.limits.max_pixels)
+
+    async def _prepare(self, files: list[tuple[str | None, bytes]], blip: bool = False, record: bool = False
+                       ) -> list[PreparedImage]:
+        """Every file decoded and resized for the models (here or on the inference tier)."""
+        info, max_pixels, exact = self.inference.info, self.limits.max_pixels, self.exact_decode
+
+        async def prepared(data: bytes) -> PreparedImage:
+            if self.tier is not None and self._on_tier(data):
+                decoded = await self.tier.decode_encoded(data, blip, record)
+                if record:  # the id, hash and thumbnail: a few milliseconds
+                    return await asyncio.to_thread(from_decoded, data, decoded, True)
+                return from_decoded(data, decoded, False)
+            return await asyncio.to_thread(prepare, data, info, max_pixels, blip, record, exact)
+
+        return await self._each_file(files, prepared)
+
+    async def _embed_files(self, files: list[tuple[str | None, bytes]], blip: bool) -> np.ndarray:
+        """CLIP embeddings of image files, (N, D): each decoded and embedded on the inference tier in one call
+        where it decodes them, else decoded here at the scale that also serves BLIP when ``blip`` (the
+        tier's CLIP pixels do not depend on what else it makes)."""
+        info, max_pixels, exact = self.inference.info, self.limits.max_pixels, self.exact_decode
+
+        async def embedded(data: bytes) -> np.ndarray:
+            if self.tier is not None and self._on_tier(data):
+                return await self.tier.embed_encoded(data)
+            image = await asyncio.to_thread(prepare, data, info, max_pixels, blip, False, exact)
+            return (await self.inference.embed_images(image.clip_pixels[None]))[0]
+
+        return np.stack(await self._each_file(files, embedded))
 
     async def _embed_and_caption(self, images: list[PreparedImage], caption: bool) -> tuple[np.ndarray, list[str]]:
         embed = self.inference.embed_images(np.stack([i.clip_pixels for i in images]))
@@ -226,12 +264,13 @@ class ImageSearchService:
             raise ServiceError(ErrorKind.TOO_LARGE, f"at most {self.limits.max_embedding_inputs} inputs per request")
         texts = {i: self.check_text(item, f"input[{i}]") for i, item in enumerate(inputs) if isinstance(item, str)}
         images = {i: item for i, item in enumerate(inputs) if isinstance(item, bytes)}
-        prepared = await self._prepare([(f"input[{i}]", data) for i, data in images.items()], blip=self.captioning)
         calls = {}  # input positions -> the model call for them
         if texts:
             calls[tuple(texts)] = self.inference.embed_texts(list(texts.values()))
         if images:
-            calls[tuple(images)] = self.inference.embed_images(np.stack([p.clip_pixels for p in prepared]))
+            # decoded as /embed-image/ decodes them (BLIP's input included), so both give the same vector
+            calls[tuple(images)] = self._embed_files([(f"input[{i}]", data) for i, data in images.items()],
+                                                     blip=self.captioning)
         vectors = np.empty((len(inputs), self.inference.info.embedding_dim), np.float32)
         for rows, part in zip(calls, await asyncio.gather(*calls.values())):
             vectors[list(rows)] = part
@@ -288,8 +327,7 @@ class ImageSearchService:
         """The k stored images most similar to an image (CLIP cosine, -1..1), among those matching the
         filter and, with ``min_score``, scoring at least that (fewer than k then)."""
         checked = self._check_search(k, conditions, min_score)
-        (prepared,) = await self._prepare([(None, data)])
-        vectors = await self.inference.embed_images(prepared.clip_pixels[None])
+        vectors = await self._embed_files([(None, data)], blip=False)
         hits = [Hit(record, score) for record, score in (await self.store.search(vectors, k, checked))[0]]
         return [h for h in hits if min_score is None or h.score >= min_score]
 

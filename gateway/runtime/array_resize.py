@@ -4,9 +4,9 @@
 Pillow's resize is separable: each output pixel is a weighted sum of the input pixels under a
 filter stretched by the scale (antialiasing when shrinking). ``resize_weights`` computes Pillow's
 weights (its precompute_coeffs: the same support, centres and normalisation), so a resize is two
-matrix products, one per axis. Pillow rounds to 8 bits between its two passes and works in fixed
-point; these products do not, so pixels may differ from Pillow's by a level or two
-(tests/unit/test_array_resize.py measures it). ``box_reduce`` is Pillow's Image.reduce: the mean
+matrix products, one per axis, rounded to 8 bits between the two as Pillow rounds its intermediate
+image. Pillow works in fixed point and rounds half up, these products in float32 and to even, so a
+pixel may differ from Pillow's by one level (about 1 value in 10,000 does: tests/unit/test_tier_decode.py). ``box_reduce`` is Pillow's Image.reduce: the mean
 of factor x factor blocks (the last partial block dropped rather than averaged).
 """
 
@@ -66,6 +66,7 @@ def resize(xp, image, height: int, width: int, kind: int = BICUBIC, rows: slice 
     down = xp.asarray(resize_weights(image.shape[0], height, kind, rows))  # (h', H)
     h, _, channels = image.shape
     narrowed = xp.matmul(image.astype(xp.float32).transpose(0, 2, 1), across.T)  # (H, C, w')
+    narrowed = xp.clip(xp.rint(narrowed), 0, 255)  # Pillow's 8-bit image between its two passes
     result = (down @ narrowed.reshape(h, -1)).reshape(len(down), channels, -1).transpose(0, 2, 1)  # (h', w', C)
     return xp.ascontiguousarray(xp.clip(xp.rint(result), 0, 255).astype(xp.uint8))
 

@@ -46,6 +46,33 @@ class ProductSpecs:
             return Resolution.for_spec(self.blip)
         return RECORD_NEEDS
 
+    def spec(self, product: str) -> PixelSpec | None:
+        """The model input a product is (None: record_pixels, a reduced image of no fixed size)."""
+        return {"clip_pixels": self.clip, "blip_pixels": self.blip}.get(product)
+
+
+def pillow_products(pixels: np.ndarray, specs: ProductSpecs, wanted: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """The products of a decoded (H, W, 3) uint8 image on the CPU: Pillow's box reduction and resize."""
+    image = Image.fromarray(pixels)
+    results = {}
+    for product in wanted:
+        factor = int(specs.needs(product).reduction(image.size))
+        reduced = image.reduce(factor) if factor >= 2 else image
+        spec = specs.spec(product)
+        results[product] = np.asarray(reduced) if spec is None else to_pixels(reduced, spec)
+    return results
+
+
+def array_products(xp, pixels, specs: ProductSpecs, wanted: tuple[str, ...]) -> dict:
+    """The same with an array module (CuPy on a GPU: the image stays on the device; numpy in the tests)."""
+    results = {}
+    for product in wanted:
+        factor = int(specs.needs(product).reduction((pixels.shape[1], pixels.shape[0])))
+        reduced = array_resize.box_reduce(xp, pixels, factor)
+        spec = specs.spec(product)
+        results[product] = reduced if spec is None else array_resize.to_pixels(xp, reduced, spec)
+    return results
+
 
 class TierDecoder:
     """Decodes batches with nvImageCodec on the device given (``cuda`` with its id, or ``cpu``)."""
@@ -73,28 +100,12 @@ class TierDecoder:
             if image is None:
                 results.append(f"{UNDECODABLE} image data is corrupt or truncated")
                 continue
+            pixels = self.xp.asarray(image)
+            if pixels.ndim == 2 or pixels.shape[2] == 1:  # greyscale, should the decoder keep one channel
+                pixels = self.xp.repeat(pixels.reshape(pixels.shape[0], pixels.shape[1], 1), 3, axis=2)
             try:
-                results.append(self._products(image, wanted))
+                results.append(array_products(self.xp, pixels, self.specs, wanted) if self.on_gpu
+                               else pillow_products(pixels, self.specs, wanted))
             except ValueError as exc:
                 results.append(f"{UNDECODABLE} {exc}")
-        return results
-
-    def _products(self, image, wanted: tuple[str, ...]) -> dict:
-        pixels = self.xp.asarray(image) if self.on_gpu else np.asarray(image)
-        if pixels.ndim == 2:
-            pixels = pixels[:, :, None]
-        if pixels.shape[2] == 1:
-            pixels = self.xp.repeat(pixels, 3, axis=2)
-        size = (pixels.shape[1], pixels.shape[0])
-        results = {}
-        for product in wanted:
-            factor = int(self.specs.needs(product).reduction(size))
-            spec = {"clip_pixels": self.specs.clip, "blip_pixels": self.specs.blip}.get(product)
-            if self.on_gpu:
-                reduced = array_resize.box_reduce(self.xp, pixels, factor)
-                results[product] = reduced if spec is None else array_resize.to_pixels(self.xp, reduced, spec)
-            else:
-                reduced_image = Image.fromarray(pixels)
-                reduced_image = reduced_image.reduce(factor) if factor >= 2 else reduced_image
-                results[product] = np.asarray(reduced_image) if spec is None else to_pixels(reduced_image, spec)
         return results

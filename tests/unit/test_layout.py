@@ -29,7 +29,8 @@ FORBIDDEN = {
     "gateway.api": {"gateway.core", "gateway.runtime"} | ABOVE_CORE,  # generated code: a leaf the server and clients share
     "export": {"gateway.core", "gateway.backends", "gateway.server", "gateway.cli", "gateway.wiring", "gateway.settings"},
 }
-RUNTIME_THIRD_PARTY = {"numpy", "PIL", "onnxruntime", "tokenizers"}
+# what the Triton image installs (Dockerfile, target triton); nvidia: nvImageCodec, cupy: the GPU resize
+RUNTIME_THIRD_PARTY = {"numpy", "PIL", "onnxruntime", "tokenizers", "nvidia", "cupy"}
 
 
 def module_name(path: Path) -> str:
