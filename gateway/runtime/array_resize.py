@@ -6,8 +6,9 @@ filter stretched by the scale (antialiasing when shrinking). ``resize_weights`` 
 weights (its precompute_coeffs: the same support, centres and normalisation), so a resize is two
 matrix products, one per axis, rounded to 8 bits between the two as Pillow rounds its intermediate
 image. Pillow works in fixed point and rounds half up, these products in float32 and to even, so a
-pixel may differ from Pillow's by one level (about 1 value in 10,000 does: tests/unit/test_tier_decode.py). ``box_reduce`` is Pillow's Image.reduce: the mean
-of factor x factor blocks (the last partial block dropped rather than averaged).
+pixel may differ from Pillow's by one level (about 1 value in 10,000 does: tests/unit/test_tier_decode.py).
+``box_reduce`` is Pillow's Image.reduce: the mean of factor x factor blocks (the last partial block
+dropped rather than averaged).
 """
 
 from __future__ import annotations

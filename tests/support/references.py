@@ -30,8 +30,8 @@ def settings_for(repository: Path, milvus_uri: str, **overrides) -> Settings:
     """A test gateway's settings: short captions, 2 MB uploads, no gRPC server unless given a port, no .env file."""
     spool = Path(tempfile.mkdtemp(prefix="spool-"))  # (a server's default, data/caption-spool, is the checkout's)
     return Settings(_env_file=None, model_repository=repository, milvus_uri=milvus_uri, caption_beams=CAPTION.num_beams,
-                    caption_max_new_tokens=CAPTION.max_new_tokens, max_upload_bytes=2_000_000,
-                    **{"grpc_port": 0, "caption_spool": spool, **overrides})
+                    caption_max_new_tokens=CAPTION.max_new_tokens,
+                    **{"max_upload_bytes": 2_000_000, "grpc_port": 0, "caption_spool": spool, **overrides})
 
 
 def model_inputs(repository: Path, data: bytes, purpose: str = "embed", exact: bool = False):

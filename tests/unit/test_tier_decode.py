@@ -128,7 +128,7 @@ def test_the_header_routes_only_plain_jpegs_to_the_tier():
     assert not read_header(encode(photo, "WEBP")).plain_jpeg
 
 
-def test_a_gateway_refuses_a_repository_without_the_decode_models(model_repository):
+def test_a_gateway_refuses_a_repository_without_the_decode_models(tmp_path):
     with pytest.raises(ServiceError) as refused:
-        check_tier_decode(model_repository, captions=False)
+        check_tier_decode(tmp_path, captions=False)
     assert refused.value.kind is ErrorKind.MISCONFIGURED and "python -m export decode" in refused.value.message
