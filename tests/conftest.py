@@ -49,6 +49,19 @@ def model_repository(export_reports) -> Path:
 
 
 @pytest.fixture(scope="session")
+def decode_repository(model_repository, tmp_path_factory) -> Path:
+    """A copy of model_repository with the models that decode on the inference tier (export/decode.py)."""
+    import shutil
+
+    from export.decode import export_decode
+
+    repository = tmp_path_factory.mktemp("tier-decode") / "model_repository"
+    shutil.copytree(model_repository, repository)
+    export_decode(repository, TEST_TRITON_OPTIONS)
+    return repository
+
+
+@pytest.fixture(scope="session")
 def triton(model_repository, tmp_path_factory):
     with TritonServer(model_repository, tmp_path_factory.mktemp("triton")) as server:
         yield server

@@ -87,6 +87,18 @@ def test_gpu_check_runs_its_cpu_path(tmp_path):
     assert "| blip_caption | cpu |" in (tmp_path / "gpu-check-cpu.md").read_text()
 
 
+def test_tier_decode_benchmark_measures_both_modes_on_both_transports(decode_repository, tmp_path):
+    run("bench.tier_decode", "--repository", str(decode_repository), "--payloads", "web-2mp", "--requests", "2",
+        "--rounds", "1", "--out", str(tmp_path))
+    result = json.loads((tmp_path / "tier_decode.json").read_text())
+    cells = {(r["transport"], r["decode"]): r for r in result["rows"]}
+    assert set(cells) == {(t, d) for t in ("http", "grpc") for d in ("gateway", "inference")}
+    assert all(r["gateway_cpu_ms"]["median"] > 0 and r["triton_cpu_ms"]["median"] >= 0 for r in cells.values())
+    assert {r["transport"] for r in result["ratios"]} == {"http", "grpc"}
+    assert result["image_decode_alone"][0]["images_per_s"] > 0
+    assert "| web-2mp | grpc | inference |" in (tmp_path / "tier_decode.md").read_text()
+
+
 def test_decode_benchmark_measures_cost_fidelity_and_near_duplicates(tmp_path):
     run("bench.decode", "--out", str(tmp_path), "--rounds", "1")
     results = json.loads((tmp_path / "decode.json").read_text())

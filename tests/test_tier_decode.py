@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import shutil
 
 import grpc
 import httpx
@@ -20,7 +19,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from export.decode import export_decode, gate_jpegs, psnr
+from export.decode import gate_jpegs, psnr
 from gateway.api import image_search_pb2 as pb
 from gateway.api import image_search_pb2_grpc as pb_grpc
 from gateway.backends.triton import TritonInference
@@ -28,18 +27,10 @@ from gateway.runtime.blip_decode import GenerationSettings
 from local_servers.tritonserver import TritonServer
 from tests.support.gateways import http_and_grpc, wait_until_captioned
 from tests.support.images import HOSTILE_FILES, adobe_rgb_profile, encode, mosaic
-from tests.support.references import TEST_TRITON_OPTIONS, model_inputs, triton_inference_counts
+from tests.support.references import model_inputs, triton_inference_counts
 
 pytestmark = pytest.mark.integration
 MIN_COSINE = 0.999  # the export's gate, and the issue's
-
-
-@pytest.fixture(scope="module")
-def decode_repository(model_repository, tmp_path_factory):
-    repository = tmp_path_factory.mktemp("tier-decode") / "model_repository"
-    shutil.copytree(model_repository, repository)
-    export_decode(repository, TEST_TRITON_OPTIONS)
-    return repository
 
 
 @pytest.fixture(scope="module")
