@@ -12,6 +12,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from ..settings import Settings
+from .allocator import keep_freed_buffers
 from .http.app import create_app
 from .logging import configure_logging
 
@@ -50,6 +51,8 @@ def main() -> None:
             sys.exit(f"error: port {port} is in use ({setting}={port}): stop what listens there, or set {setting}"
                      f" to a free port{' (0: no gRPC server)' if setting == 'GATEWAY_GRPC_PORT' else ''}")
     configure_logging(settings.log_level)
+    if settings.inference_mode == "triton":
+        keep_freed_buffers()
     app = create_app(settings)
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None,
                             timeout_graceful_shutdown=settings.shutdown_grace_s, forwarded_allow_ips=settings.forwarded_allow_ips)
