@@ -17,6 +17,11 @@ own outputs, then the three served models' speed. Results go to --out with the G
    ONNX Runtime directly: clip_image and clip_text on TensorRT and on CUDA (inputs and outputs bound
    on the device), blip_caption captions per second through the decode loop on CUDA (greedy and
    3 beams).
+4. Decoding on the inference tier (export decode, gated on fidelity to the gateway's decode): nvImageCodec
+   (nvJPEG, the hardware decoder where the GPU has one) + the CuPy resize timed directly on 2 and 12 MP
+   photos, batches of --batch-sizes. With --triton-url (its repository exported with `export decode`
+   too): clip_image_bytes' images/s at each --concurrency, and two gateway processes (GATEWAY_DECODE
+   gateway and inference) in front of it: the gateway CPU ms per 12 and 2 MP image search in each mode.
 Any missing device, provider or failed gate ends the run with exit status 1 and what failed.
 ``--device cpu --size tiny`` runs the same steps on a CPU in fp32 (a smoke test, not a benchmark).
 """
@@ -51,7 +56,9 @@ def export(family: str, checkpoint: Path, repository: Path, device: str, parity:
 
 
 def parity(repository: Path, models: tuple[str, ...]) -> dict:
-    return {name: (read_manifest(repository, name) or {})["parity"] for name in models}
+    """Each model's gate figures from its manifest (image_decode's fidelity gate among them)."""
+    manifests = {name: read_manifest(repository, name) or {} for name in models}
+    return {name: manifest.get("parity") or manifest["fidelity"] for name, manifest in manifests.items()}
 
 
 def tensorrt_session(repository: Path, name: str, cache: Path):
@@ -118,6 +125,63 @@ def direct_speed(repository: Path, device: str, batches: list[int], repeats: int
     return rows
 
 
+def decode_speed(repository: Path, device: str, batches: list[int], repeats: int) -> list[dict]:
+    """image_decode's work (gateway.runtime.tier_decode) timed directly: CLIP's pixels from phone- and
+    web-size JPEGs, on the device (nvJPEG + CuPy) or on the CPU (libjpeg-turbo + Pillow)."""
+    from bench import photos
+    from gateway.runtime.preprocess import PixelSpec
+    from gateway.runtime.tier_decode import ProductSpecs, TierDecoder
+
+    decoder = TierDecoder(ProductSpecs(PixelSpec.load(repository / "clip_image" / "preprocess.json"), None), device)
+    sync = decoder.xp.cuda.Stream.null.synchronize if decoder.on_gpu else (lambda: None)
+    rows = []
+    for payload in ("phone-12mp", "web-2mp"):
+        data = photos.payloads()[payload]
+        for batch in batches:
+            def run(files: list[bytes]) -> None:
+                results = decoder.decode(files, [("clip_pixels",)] * len(files))
+                assert all(isinstance(r, dict) for r in results), results
+                sync()
+
+            seconds = timed(lambda files=[data] * batch: run(files), max(2, repeats // 4), 1, "cpu")
+            rows.append({"model": "image_decode", "engine": "nvimgcodec-" + device, "payload": payload, "batch": batch,
+                         "per_s": round(batch / seconds, 1), "ms_per_batch": round(seconds * 1000, 1)})
+            print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def tier_speed(url: str, repository: Path, concurrency: list[int], repeats: int, workdir: Path) -> list[dict]:
+    """Against a Triton serving the decode models: clip_image_bytes' images/s, and the gateway CPU per
+    image search with decoding in the gateway and on the tier (bench.tier_decode)."""
+    from bench import photos
+    from bench.tier_decode import TRANSPORTS, cell, decode_only, mode_gateways
+
+    rows = []
+    for payload in ("phone-12mp", "web-2mp"):
+        data = photos.payloads()[payload]
+        for in_flight in concurrency:
+            figures = decode_only(url, lambda: 0.0, data, max(repeats, 4 * in_flight), in_flight, "clip_image_bytes")
+            rows.append({"model": "clip_image_bytes", "engine": "triton", "payload": payload, "concurrency": in_flight,
+                         "per_s": round(figures["images_per_s"], 1)})
+            print(json.dumps(rows[-1]), flush=True)
+    gateways = mode_gateways(repository, workdir, url)
+    for gateway in gateways.values():
+        gateway.start()
+    try:
+        for payload in ("phone-12mp", "web-2mp"):
+            for transport in TRANSPORTS:
+                for mode, gateway in gateways.items():
+                    figures = cell(gateway, lambda: 0.0, transport, photos.payloads()[payload], repeats)
+                    rows.append({"model": f"image search, GATEWAY_DECODE={mode}", "engine": transport, "payload": payload,
+                                 "gateway_cpu_ms": round(figures["gateway_cpu_ms"], 1),
+                                 "p50_ms": round(figures["p50_ms"], 1), "per_s": round(figures["rps"], 1)})
+                    print(json.dumps(rows[-1]), flush=True)
+    finally:
+        for gateway in gateways.values():
+            gateway.stop()
+    return rows
+
+
 def triton_speed(url: str, repository: Path, concurrency: list[int], workdir: Path) -> list[dict]:
     import tritonclient.grpc as grpcclient
 
@@ -151,13 +215,18 @@ def check(args: argparse.Namespace) -> dict:
         figures[f"clip on {gate}"] = parity(target, ("clip_image", "clip_text"))
     export("blip", blip, repository, args.device, "cuda" if args.device == "cuda" else "cpu")
     figures["blip"] = parity(repository, ("blip_caption",))
+    if export_main(["decode", "--repository", str(repository), *(["--cpu"] if args.device == "cpu" else [])]) != 0:
+        raise SystemExit("gpu check failed: the decode export's fidelity gate refused it (output above)")
+    figures["decode"] = parity(repository, ("image_decode",))
+    decode = decode_speed(repository, args.device, args.batch_sizes, args.repeats)
     if args.triton_url:
         speed = triton_speed(args.triton_url, repository, args.concurrency, workdir / "perf")
+        decode += tier_speed(args.triton_url, repository, args.concurrency, args.repeats, workdir / "gateways")
     else:
         speed = direct_speed(repository, args.device, args.batch_sizes, args.repeats, workdir)
     return {"device": args.device, "gpu": device_name(args.device), "onnxruntime": ort.__version__,
             "checkpoints": {"clip": str(args.clip or f"random {args.size}"), "blip": str(args.blip or f"random {args.size}")},
-            "parity": figures, "speed": speed, "repeats": args.repeats}
+            "parity": figures, "speed": speed, "decode": decode, "repeats": args.repeats}
 
 
 def device_name(device: str) -> str:
@@ -174,7 +243,10 @@ def table(result: dict) -> str:
              "", "| parity gate | model | precision | device | figure |", "|---|---|---|---|---|"]
     for gate, models in result["parity"].items():
         for name, report in models.items():
-            if "min_cosine" in report:
+            if "min_psnr_db" in report:
+                lines.append(f"| {gate} | {name} | uint8 pixels | cpu | embedding min cosine {report['min_cosine']:.6f}"
+                             f" (need {report['threshold']}) vs the gateway's decode, PSNR >= {report['min_psnr_db']:.1f} dB |")
+            elif "min_cosine" in report:
                 lines.append(f"| {gate} | {name} | {report['precision']} | {report['device']} |"
                              f" min cosine {report['min_cosine']:.6f} (need {report['threshold']}) |")
             else:
@@ -184,6 +256,10 @@ def table(result: dict) -> str:
     lines += ["", "| model | engine | " + " | ".join(keys) + " |", "|---|---|" + "---|" * len(keys)]
     lines += [f"| {r['model']} | {r['engine']} | " + " | ".join("" if r.get(k) is None else str(r[k]) for k in keys) + " |"
               for r in result["speed"]]
+    decode_keys = sorted({k for r in result["decode"] for k in r} - {"model", "engine"})
+    lines += ["", "| decoding on the tier | engine | " + " | ".join(decode_keys) + " |", "|---|---|" + "---|" * len(decode_keys)]
+    lines += [f"| {r['model']} | {r['engine']} | " + " | ".join("" if r.get(k) is None else str(r[k]) for k in decode_keys)
+              + " |" for r in result["decode"]]
     return "\n".join(lines) + "\n"
 
 

@@ -20,6 +20,7 @@ import argparse
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -68,31 +69,43 @@ def searches(gateway, transport: str, data: bytes, count: int) -> list[float]:
     return latencies
 
 
-def cell(gateway, triton, transport: str, data: bytes, count: int) -> dict:
+def cell(gateway, triton_cpu: Callable[[], float], transport: str, data: bytes, count: int) -> dict:
+    """``count`` searches through ``gateway``; ``triton_cpu``: Triton's CPU seconds so far (0 where it runs
+    elsewhere)."""
     searches(gateway, transport, data, 2)  # warm: connections, first batches
-    gateway_before, triton_before = gateway.cpu_seconds(), tree_cpu_seconds(triton.process.pid)
+    gateway_before, triton_before = gateway.cpu_seconds(), triton_cpu()
     latencies = searches(gateway, transport, data, count)
-    gateway_cpu, triton_cpu = gateway.cpu_seconds() - gateway_before, tree_cpu_seconds(triton.process.pid) - triton_before
-    return {"gateway_cpu_ms": 1000 * gateway_cpu / count, "triton_cpu_ms": 1000 * triton_cpu / count,
+    gateway_cpu, tier_cpu = gateway.cpu_seconds() - gateway_before, triton_cpu() - triton_before
+    return {"gateway_cpu_ms": 1000 * gateway_cpu / count, "triton_cpu_ms": 1000 * tier_cpu / count,
             "p50_ms": 1000 * statistics.median(latencies), "rps": count / sum(latencies)}
 
 
-def decode_only(triton, data: bytes, count: int) -> dict:
-    """image_decode alone (CLIP's pixels), 4 requests in flight: images/s and Triton CPU ms per image."""
+def mode_gateways(repository: Path, workdir: Path, triton_url: str) -> dict:
+    """One gateway process per decode mode in front of the Triton at ``triton_url`` (not started)."""
+    settings = dict(inference_mode="triton", triton_url=triton_url, captions="false", max_upload_bytes=50_000_000,
+                    triton_timeout_s=120)
+    return {mode: gateway_process(repository, workdir / mode, decode=mode, **settings) for mode in MODES}
+
+
+def decode_only(url: str, triton_cpu: Callable[[], float], data: bytes, count: int, in_flight: int = 4,
+                model: str = "image_decode") -> dict:
+    """``model`` alone (image_decode: CLIP's pixels; clip_image_bytes: the embedding), ``in_flight``
+    requests at once: images/s and Triton CPU ms per image."""
     import tritonclient.grpc as client_module
 
-    client = client_module.InferenceServerClient(triton.grpc_url)
+    client = client_module.InferenceServerClient(url)
+    output = "clip_pixels" if model == "image_decode" else "embeddings"
 
     def one(_):
         tensor = client_module.InferInput("image", [1, 1], "BYTES")
         tensor.set_data_from_numpy(np.array([[data]], dtype=object))
-        client.infer("image_decode", [tensor], outputs=[client_module.InferRequestedOutput("clip_pixels")])
+        client.infer(model, [tensor], outputs=[client_module.InferRequestedOutput(output)])
 
-    with ThreadPoolExecutor(4) as pool:
-        list(pool.map(one, range(4)))
-        before, start = tree_cpu_seconds(triton.process.pid), time.perf_counter()
+    with ThreadPoolExecutor(in_flight) as pool:
+        list(pool.map(one, range(in_flight)))
+        before, start = triton_cpu(), time.perf_counter()
         list(pool.map(one, range(count)))
-        elapsed, cpu = time.perf_counter() - start, tree_cpu_seconds(triton.process.pid) - before
+        elapsed, cpu = time.perf_counter() - start, triton_cpu() - before
     return {"images_per_s": count / elapsed, "triton_cpu_ms": 1000 * cpu / count}
 
 
@@ -106,9 +119,7 @@ def run(args: argparse.Namespace) -> dict:
     measured: dict[tuple, list[dict]] = {}
     with tempfile.TemporaryDirectory() as scratch, \
             TritonServer(args.repository, Path(scratch) / "triton", startup_timeout=600) as triton:
-        settings = dict(inference_mode="triton", triton_url=triton.grpc_url, captions="false", max_upload_bytes=50_000_000)
-        gateways = {mode: gateway_process(args.repository, Path(scratch) / mode, decode=mode, **settings)
-                    for mode in MODES}
+        gateways = mode_gateways(args.repository, Path(scratch), triton.grpc_url)
         for gateway in gateways.values():
             gateway.start()
         try:
@@ -117,12 +128,14 @@ def run(args: argparse.Namespace) -> dict:
                 for payload in args.payloads:
                     for transport in TRANSPORTS:
                         for mode in order:
-                            row = cell(gateways[mode], triton, transport, payloads[payload], args.requests)
+                            row = cell(gateways[mode], lambda: tree_cpu_seconds(triton.process.pid), transport,
+                                       payloads[payload], args.requests)
                             measured.setdefault((payload, transport, mode), []).append(row)
                             print(f"round {round_ + 1} {payload} {transport} {mode}: gateway {row['gateway_cpu_ms']:.1f}"
                                   f" / Triton {row['triton_cpu_ms']:.1f} CPU ms per search, p50 {row['p50_ms']:.0f} ms",
                                   flush=True)
-            decoded = {payload: decode_only(triton, payloads[payload], args.requests) for payload in args.payloads}
+            decoded = {payload: decode_only(triton.grpc_url, lambda: tree_cpu_seconds(triton.process.pid), payloads[payload],
+                                            args.requests) for payload in args.payloads}
         finally:
             for gateway in gateways.values():
                 gateway.stop()

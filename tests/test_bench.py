@@ -85,6 +85,10 @@ def test_gpu_check_runs_its_cpu_path(tmp_path):
                       ("blip_caption", None, 1), ("blip_caption", None, 3)] for batch in (1, 2)}
     assert all(r["per_s"] > 0 and r["engine"] == "cpu" for r in result["speed"])
     assert "| blip_caption | cpu |" in (tmp_path / "gpu-check-cpu.md").read_text()
+    assert gates["decode"]["image_decode"]["min_cosine"] >= 0.999
+    decode = {(r["payload"], r["batch"]) for r in result["decode"]}
+    assert decode == {(payload, batch) for payload in ("phone-12mp", "web-2mp") for batch in (1, 2)}
+    assert all(r["per_s"] > 0 and r["engine"] == "nvimgcodec-cpu" for r in result["decode"])
 
 
 def test_tier_decode_benchmark_measures_both_modes_on_both_transports(decode_repository, tmp_path):

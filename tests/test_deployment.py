@@ -72,7 +72,10 @@ def test_the_cpu_variant_drops_the_gpu_and_exports_for_the_cpu(compose_schema):
     jsonschema.validate(cpu, compose_schema)
     assert gpu["services"]["triton"]["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == ["gpu"]
     assert "deploy" not in cpu["services"]["triton"]
-    assert cpu["services"]["export-clip"]["command"][-1] == "--cpu" and cpu["services"]["export-blip"]["command"][-1] == "--cpu"
+    assert all(cpu["services"][f"export-{step}"]["command"][-1] == "--cpu" for step in ("clip", "blip", "decode"))
+    # decoding on Triton: exported after BLIP (it reads both models' input sizes), loaded by name
+    assert gpu["services"]["export-decode"]["depends_on"]["export-blip"] == {"condition": "service_completed_successfully"}
+    assert {"--load-model=image_decode", "--load-model=clip_image_bytes"} <= set(gpu["services"]["triton"]["command"])
     assert cpu["services"]["gateway"] == gpu["services"]["gateway"]
 
 
@@ -170,7 +173,7 @@ def render(overlay: str) -> list[dict]:
     return [doc for doc in yaml.safe_load_all(out) if doc]
 
 
-@pytest.fixture(scope="module", params=["dev", "prod"])
+@pytest.fixture(scope="module", params=["dev", "prod", "tier-decode"])
 def manifests(request) -> dict[tuple[str, str], dict]:
     return {(doc["kind"], doc["metadata"]["name"]): doc for doc in render(request.param)}
 
@@ -207,7 +210,9 @@ def test_kubernetes_objects_agree_with_each_other_and_with_the_gateway(manifests
         settings = Settings(_env_file=None)
     assert settings.rate_limit_per_s > 0
     overlay = request.node.callspec.params["manifests"]
-    assert settings.anonymous_scopes == {"prod": [], "dev": ["search", "write", "admin"]}[overlay]  # prod: keys required
+    # keys required but in dev
+    assert settings.anonymous_scopes == {"prod": [], "tier-decode": [], "dev": ["search", "write", "admin"]}[overlay]
+    assert settings.decode == ("inference" if overlay == "tier-decode" else "gateway")
     job = manifests[("Job", "index-images")]["spec"]["template"]["spec"]["containers"][0]
     key_ref = next(e for e in job["env"] if e["name"] == "IMAGE_SEARCH_API_KEY")["valueFrom"]["secretKeyRef"]
     assert key_ref["key"] in manifests[("Secret", key_ref["name"])]["stringData"]
@@ -219,18 +224,20 @@ def test_kubernetes_objects_agree_with_each_other_and_with_the_gateway(manifests
     assert service["spec"]["clusterIP"] == "None"
     assert {"name": "grpc", "port": int(port), "targetPort": "grpc"} in service["spec"]["ports"]
     assert service["spec"]["selector"].items() <= pod_labels(manifests, "triton").items()
-    # Triton waits for what the export Job installs and loads the three models by name (a scan would take
+    # Triton waits for what the export Job installs and loads the five models by name (a scan would take
     # the export's staging folders for models), one model (engine build) at a time
     triton_pod = manifests[("Deployment", "triton")]["spec"]["template"]["spec"]
     triton_args = container(manifests, "triton")["args"]
     loaded = {a.removeprefix("--load-model=") for a in triton_args if a.startswith("--load-model=")}
     assert {"--model-control-mode=explicit", "--model-load-thread-count=1"} <= set(triton_args)
-    assert loaded == {"clip_image", "clip_text", "blip_caption"}
+    assert loaded == {"clip_image", "clip_text", "blip_caption", "image_decode", "clip_image_bytes"}
     (wait,) = triton_pod["initContainers"]
     assert all(f"/models/{name}/export.json" in " ".join(wait["command"]) for name in loaded)
     # the BLIP python model's ONNX Runtime threads fit the pod's CPU request (0 would take the node's cores)
-    blip = next(c for c in manifests[("Job", "export-models")]["spec"]["template"]["spec"]["containers"]
-                if c["args"][0] == "blip")
+    export_pod = manifests[("Job", "export-models")]["spec"]["template"]["spec"]
+    steps = [c["args"][0] for c in export_pod["initContainers"] + export_pod["containers"]]
+    assert steps == ["clip", "blip", "decode"]  # in order: the decode models read CLIP's and BLIP's input sizes
+    blip = next(c for c in export_pod["initContainers"] if c["args"][0] == "blip")
     assert blip["args"][blip["args"].index("--threads") + 1] == container(manifests, "triton")["resources"]["requests"]["cpu"]
     mounts = {m["mountPath"]: m["name"] for m in container(manifests, "triton")["volumeMounts"]}
     volumes = {v["name"]: v for v in manifests[("Deployment", "triton")]["spec"]["template"]["spec"]["volumes"]}
@@ -328,6 +335,19 @@ def test_kubernetes_and_compose_run_the_same_images_and_versions(manifests):
     assert k8s_images == compose_images
     values = yaml.safe_load((ROOT / "k8s" / "milvus" / "values.yaml").read_text())
     assert f"{values['image']['all']['repository']}:{values['image']['all']['tag']}" == compose["milvus"]["image"]
+
+
+def test_the_tier_decode_overlay_moves_decoding_to_triton_and_asks_less_gateway_cpu():
+    prod = {(d["kind"], d["metadata"]["name"]): d for d in render("prod")}
+    tier = {(d["kind"], d["metadata"]["name"]): d for d in render("tier-decode")}
+
+    def cpu(manifests) -> float:
+        request = container(manifests, "gateway")["resources"]["requests"]["cpu"]
+        return float(request[:-1]) / 1000 if request.endswith("m") else float(request)
+
+    assert tier[("ConfigMap", "gateway")]["data"]["GATEWAY_DECODE"] == "inference"
+    assert prod[("ConfigMap", "gateway")]["data"]["GATEWAY_DECODE"] == "gateway"
+    assert cpu(tier) < cpu(prod)
 
 
 def test_overlays_size_the_tiers_differently():
