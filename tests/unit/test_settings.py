@@ -31,3 +31,15 @@ def test_a_missing_model_repository_is_a_clear_error_naming_the_path_and_the_set
         build_service(Settings(_env_file=None, model_repository=tmp_path / "nowhere"))
     assert refused.value.kind is ErrorKind.MISCONFIGURED
     assert str(tmp_path / "nowhere") in refused.value.message and "GATEWAY_MODEL_REPOSITORY" in refused.value.message
+
+
+def test_decoding_on_the_inference_tier_needs_triton_and_the_gateways_own_decoder_settings_off(tmp_path):
+    import pytest
+
+    from gateway.core.errors import ErrorKind, ServiceError
+
+    for wrong, needs in (({"decode": "inference"}, "GATEWAY_INFERENCE_MODE=triton"),
+                         ({"decode": "inference", "inference_mode": "triton", "exact_decode": True}, "GATEWAY_EXACT_DECODE")):
+        with pytest.raises(ServiceError) as refused:
+            build_service(Settings(_env_file=None, model_repository=tmp_path, **wrong))
+        assert refused.value.kind is ErrorKind.MISCONFIGURED and needs in refused.value.message
