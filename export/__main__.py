@@ -37,6 +37,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="onnxruntime: Triton's native backend (production); python: python backend + onnxruntime")
     parser.add_argument("--cpu", action="store_true", help="KIND_CPU instances instead of KIND_GPU")
     parser.add_argument("--fp16", action="store_true", help="fp16 weights (GPU serving; parity gate at cosine 0.999)")
+    parser.add_argument("--precision", choices=["fp32", "fp16", "int8"],
+                        help="fp16: as --fp16; int8: CLIP quantized for CPU serving (with --cpu), gated on fidelity to"
+                             " fp32 (cosine mean >= 0.99, min >= 0.98, top-10 agreement >= 0.9); default fp32")
     parser.add_argument("--tensorrt", action="store_true", help="TensorRT execution accelerator (native flavour, GPU)")
     parser.add_argument("--max-batch-size", type=int, default=32)
     parser.add_argument("--preferred-batch-sizes", type=int, nargs="*", default=())
@@ -51,6 +54,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              " --tensorrt export) checks what will serve (TF32 and fp16 arithmetic, TensorRT's engine)")
     parser.add_argument("--force", action="store_true", help="re-export even when the repository is up to date")
     args = parser.parse_args(argv)
+    if args.precision == "fp16":
+        args.fp16 = True
+    if args.precision == "int8" and args.family != "clip":
+        parser.error(f"--precision int8 is offered for CLIP only; {args.family} is exported in fp32 (docs/deployment.md)")
+    if args.precision == "int8" and not args.cpu:
+        parser.error("--precision int8 is for CPU serving: add --cpu")
+    if args.precision == "int8" and (args.fp16 or args.tensorrt):
+        parser.error("--precision int8 goes without --fp16 and --tensorrt")
     if args.parity_device != "cpu" and args.cpu:
         parser.error(f"--parity-device {args.parity_device} checks a GPU deployment; this one is --cpu")
     if args.parity_device == "tensorrt" and not args.tensorrt:
@@ -99,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     serving = TritonOptions(flavour=args.flavour, max_batch_size=args.max_batch_size,
                       preferred_batch_sizes=tuple(args.preferred_batch_sizes), queue_delay_us=args.queue_delay_us,
                       instances=args.instances, gpu=not args.cpu, tensorrt=args.tensorrt, fp16=args.fp16,
+                      int8=args.precision == "int8",
                       threads=args.threads, decode_memory_mb=args.decode_memory_mb)
     start = time.perf_counter()
     if args.family == "decode":

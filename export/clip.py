@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -20,8 +21,9 @@ from gateway.runtime.preprocess import PixelSpec, preprocess
 from gateway.runtime.text import TEXT_BUCKET, text_length
 
 from . import onnx_io
-from .parity import compare_embeddings, parity_session, precision_on, require
+from .parity import ParityError, compare_embeddings, parity_session, precision_on, require
 from .progress import say, step
+from .quantize import Int8Report, int8_report, quantize, retrieval_images, retrieval_texts, top_k_agreement
 from .sources import fingerprint
 from .triton_repo import ModelSpec, StagedModel, Tensor, TritonOptions, is_up_to_date, tensorrt_options
 
@@ -128,10 +130,12 @@ def export_clip(source: str, repository: Path, serving: TritonOptions, force: bo
         with torch.inference_mode():
             reference = torch.nn.functional.normalize(
                 model.visual_projection(model.vision_model(pixel_values=reference_pixels).pooler_output), dim=-1).numpy()
+        gates = Int8Gates(spec) if serving.int8 else None
         reports["clip_image"] = _export_tower(
             image_spec, repository, serving, request, image_tower,
             example=(torch.from_numpy(our_pixels[:2]),), feeds=[{"pixels": our_pixels}], reference=reference,
-            dynamic_axes={"pixels": {0: "batch"}, "embeddings": {0: "batch"}}, parity=parity)
+            dynamic_axes={"pixels": {0: "batch"}, "embeddings": {0: "batch"}}, parity=parity,
+            int8_gate=gates.image if gates else None)
 
         # --- text tower ----------------------------------------------------------------------
         tokenizer_dir = Path(scratch, "tokenizer")
@@ -145,19 +149,62 @@ def export_clip(source: str, repository: Path, serving: TritonOptions, force: bo
             # flat beside config.pbtxt: Triton warns about any non-numeric sub-folder of a model
             extra_files={p.name: p for p in tokenizer_dir.iterdir()},
         )
-        tokens = tokenizer(PARITY_TEXTS, padding="max_length", max_length=context, truncation=True, return_tensors="np")
-        feed = {"input_ids": tokens["input_ids"].astype(np.int64), "attention_mask": tokens["attention_mask"].astype(np.int64)}
+        feed = padded_tokens(tokenizer, PARITY_TEXTS, context)
         with torch.inference_mode():
             ids, mask = torch.from_numpy(feed["input_ids"]), torch.from_numpy(feed["attention_mask"])
             reference = torch.nn.functional.normalize(
                 model.text_projection(model.text_model(input_ids=ids, attention_mask=mask).pooler_output), dim=-1).numpy()
-        lengths = [text_length(int(m.sum()), context) for m in feed["attention_mask"]]
+        if gates:
+            gates.texts = text_feeds(padded_tokens(tokenizer, retrieval_texts(), context), context)
         reports["clip_text"] = _export_tower(
             text_spec, repository, serving, request, text_tower, example=(ids[:2], mask[:2]),
-            feeds=[{k: v[row:row + 1, :n] for k, v in feed.items()} for row, n in enumerate(lengths)], reference=reference,
+            feeds=text_feeds(feed, context), reference=reference,
             dynamic_axes={"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"},
-                          "embeddings": {0: "batch"}}, parity=parity)
+                          "embeddings": {0: "batch"}}, parity=parity, int8_gate=gates.text if gates else None)
     return reports
+
+
+def padded_tokens(tokenizer, texts: list[str], context: int) -> dict[str, np.ndarray]:
+    tokens = tokenizer(texts, padding="max_length", max_length=context, truncation=True, return_tensors="np")
+    return {"input_ids": tokens["input_ids"].astype(np.int64), "attention_mask": tokens["attention_mask"].astype(np.int64)}
+
+
+def text_feeds(feed: dict[str, np.ndarray], context: int) -> list[dict[str, np.ndarray]]:
+    """One feed per text, at the padded length the gateway sends it (gateway.runtime.text.text_length)."""
+    lengths = [text_length(int(m.sum()), context) for m in feed["attention_mask"]]
+    return [{k: v[row:row + 1, :n] for k, v in feed.items()} for row, n in enumerate(lengths)]
+
+
+def _embed(session, feeds: list[dict[str, np.ndarray]]) -> np.ndarray:
+    return np.concatenate([onnx_io.run_in_batches(session, feed, batch_size=8) for feed in feeds])
+
+
+class Int8Gates:
+    """The int8 fidelity gates of both towers (export.quantize): the image tower's retrieval corpus,
+    embedded by its fp32 graph, is what the text tower's queries search."""
+
+    def __init__(self, spec: PixelSpec):
+        from PIL import Image
+
+        photos = [np.asarray(Image.open(io.BytesIO(p)).convert("RGB")) for p in parity_photo_bytes()]
+        self.corpus, self.queries = retrieval_images(photos, spec.height)
+        self.corpus_fp32: np.ndarray | None = None
+        self.texts: list[dict[str, np.ndarray]] = []
+
+    def image(self, fp32, int8, feeds: list[dict[str, np.ndarray]]) -> Int8Report:
+        base, quant = _embed(fp32, feeds), _embed(int8, feeds)
+        corpus32, corpus8 = _embed(fp32, [{"pixels": self.corpus}]), _embed(int8, [{"pixels": self.corpus}])
+        query32, query8 = _embed(fp32, [{"pixels": self.queries}]), _embed(int8, [{"pixels": self.queries}])
+        self.corpus_fp32 = corpus32
+        return int8_report("clip_image", np.concatenate([base, corpus32, query32]), np.concatenate([quant, corpus8, query8]),
+                           top_k_agreement(query32, corpus32, query8, corpus8), len(query32))
+
+    def text(self, fp32, int8, feeds: list[dict[str, np.ndarray]]) -> Int8Report:
+        assert self.corpus_fp32 is not None, "the image tower's gate runs first"
+        base, quant = _embed(fp32, feeds + self.texts), _embed(int8, feeds + self.texts)
+        query32, query8 = base[len(feeds):], quant[len(feeds):]
+        return int8_report("clip_text", base, quant, top_k_agreement(query32, self.corpus_fp32, query8, self.corpus_fp32),
+                           len(query32))
 
 
 def _write(path: Path, text: str) -> Path:
@@ -183,7 +230,10 @@ class Parity:
 
 
 def _export_tower(spec: ModelSpec, repository: Path, serving: TritonOptions, request: dict, module, example: tuple,
-                  feeds: list[dict], reference: np.ndarray, dynamic_axes: dict, parity: Parity) -> dict:
+                  feeds: list[dict], reference: np.ndarray, dynamic_axes: dict, parity: Parity,
+                  int8_gate: Callable[..., Int8Report] | None = None) -> dict:
+    """``int8_gate``: with --precision int8, (fp32 session, int8 session, feeds) -> its report: the graph that
+    passed parity is quantized and installed only if that gate passes too."""
     staged = StagedModel(repository, spec)
     try:
         with step(f"[{spec.name}] exporting ONNX"):
@@ -200,7 +250,19 @@ def _export_tower(spec: ModelSpec, repository: Path, serving: TritonOptions, req
             report = compare_embeddings(spec.name, reference, candidate, parity.precision, parity.device)
             say(f"[{spec.name}] {report}")
             require(report)
-        final = staged.install(serving, {"request": request, "parity": report.as_dict()})
+        manifest = {"request": request, "parity": report.as_dict(), "precision": "fp16" if serving.fp16 else "fp32"}
+        if int8_gate is not None:
+            with step(f"[{spec.name}] int8: quantizing, then its gate against the fp32 graph"):
+                fp32_path = staged.onnx_file("fp32.onnx.tmp")
+                staged.onnx_path.rename(fp32_path)
+                quantize(fp32_path, staged.onnx_path)
+                int8 = int8_gate(parity_session(fp32_path, "cpu"), parity_session(staged.onnx_path, "cpu"), feeds)
+                fp32_path.unlink()
+                say(f"[{spec.name}] {int8}; {onnx_io.megabytes(staged.onnx_path):.1f} MB")
+                if not int8.passed:
+                    raise ParityError(f"the int8 gate refused the export: {int8}")
+            manifest.update(precision="int8", int8=int8.as_dict())
+        final = staged.install(serving, manifest)
         say(f"[{spec.name}] installed {final} ({serving.flavour} flavour)")
         return report.as_dict()
     finally:

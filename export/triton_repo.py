@@ -67,6 +67,7 @@ class TritonOptions:
     gpu: bool = True  # instance kind for the native flavour; the python flavour also uses CUDA when asked
     tensorrt: bool = False
     fp16: bool = False
+    int8: bool = False  # CLIP's towers quantized to int8 for CPU serving (export.quantize); BLIP stays fp32
     threads: int = 0  # python flavour: onnxruntime intra-op threads per instance (0 = onnxruntime's default)
     decode_memory_mb: int = DECODE_MEMORY_MB  # keys/values one BLIP decode loop may hold per instance
     # TensorRT engine and timing caches: a writable volume outside the repository (engines are per GPU
@@ -78,6 +79,8 @@ class TritonOptions:
             raise ValueError(f"flavour must be one of {FLAVOURS}, not {self.flavour!r}")
         if self.max_batch_size < 1:
             raise ValueError("max_batch_size must be >= 1")
+        if self.int8 and (self.gpu or self.fp16 or self.tensorrt):
+            raise ValueError("int8 is a CPU precision: export it with --cpu, without --fp16 or --tensorrt")
 
     def preferred(self) -> list[int]:
         sizes = self.preferred_batch_sizes or tuple(b for b in (4, 8, 16, 32, 64) if b <= self.max_batch_size)

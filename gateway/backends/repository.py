@@ -54,8 +54,15 @@ def read_model_info(repository: Path, captions: bool) -> ModelInfo:
     dim = _config_dims((repository / "clip_text" / "config.pbtxt").read_text(), "output")[0]
     context = json.loads((repository / "clip_text" / "tokenizer_config.json").read_text())["model_max_length"]
     blip = PixelSpec.load(repository / "blip_caption" / "preprocess.json") if captions else None
-    sources = {m: json.loads((repository / m / "export.json").read_text())["request"]["source"] for m in models}
-    return ModelInfo(PixelSpec.load(repository / "clip_image" / "preprocess.json"), blip, dim, context, sources)
+    manifests = {m: json.loads((repository / m / "export.json").read_text()) for m in models}
+    sources = {m: manifest["request"]["source"] for m, manifest in manifests.items()}
+    return ModelInfo(PixelSpec.load(repository / "clip_image" / "preprocess.json"), blip, dim, context, sources,
+                     {m: precision_of(manifest) for m, manifest in manifests.items()})
+
+
+def precision_of(manifest: dict) -> str:
+    """fp32, fp16 or int8 (exports before int8 wrote no "precision": fp16 or fp32 from their serving options)."""
+    return manifest.get("precision") or ("fp16" if manifest["request"].get("serving", {}).get("fp16") else "fp32")
 
 
 class RepositoryModels:

@@ -4,7 +4,7 @@ Implementations live in gateway.backends (the in-memory store among them, for fa
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
@@ -23,6 +23,14 @@ class ModelInfo:
     embedding_dim: int
     context_length: int
     sources: dict[str, str]  # model -> the checkpoint it was exported from
+    precisions: dict[str, str] = field(default_factory=dict)  # model -> fp32, fp16 or int8 (as exported)
+
+    def precision(self) -> str:
+        """The models' precisions for operators: "fp32", or each model's where they differ."""
+        kinds = set(self.precisions.values())
+        if len(kinds) <= 1:
+            return next(iter(kinds), "fp32")
+        return ", ".join(f"{model} {kind}" for model, kind in self.precisions.items())
 
     def mismatched_sources(self, clip_model: str, blip_model: str) -> list[str]:
         wanted = {"clip_image": clip_model, "clip_text": clip_model, "blip_caption": blip_model}

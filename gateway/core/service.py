@@ -128,7 +128,7 @@ class ImageSearchService:
         decode = ("inference tier (JPEG; other formats and colour-managed JPEGs here)" if self.tier is not None
                   else "gateway")
         return {"keyword_search": self.keyword_feature.describe(), "vector_search": self.store.capabilities.vector_search,
-                "decode": decode}
+                "decode": decode, "precision": self.model_info.precision()}
 
     async def caption_queue(self) -> CaptionQueueStats | None:
         """The queue's state, None without a queue: counts on the store, made at most every

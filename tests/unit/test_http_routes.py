@@ -138,7 +138,7 @@ def test_readyz_is_red_with_the_reason(client, core):
     assert client.get("/readyz").json() == {"status": "ready", "checks": {"inference": "ok", "milvus": "ok"},
                                             "features": {"keyword_search": "off: the in-memory store was made without it",
                                                              "vector_search": "exact (numpy brute force)",
-                                                             "decode": "gateway",
+                                                             "decode": "gateway", "precision": "fp32",
                                                              "captions": "queued: 0 pending, 0 failed; no worker here"
                                                                          " (python -m gateway.captioner)"}}
     core.store.fail = ServiceError(ErrorKind.UNAVAILABLE, "Milvus ready failed: connection refused")
