@@ -14,6 +14,8 @@ Services:
 - gateway-local: the embedded default (ONNX Runtime in-process, micro-batching, Milvus Lite);
 - gateway-local-exact: the same with GATEWAY_EXACT_DECODE=true (uploads decoded at full size), for
   the cost of reduced-scale decoding's absence in one run (not in the default --services);
+- gateway-local-int8: the embedded gateway on CLIP exported with --precision int8 (the repository
+  beside --repository, suffixed -int8; not in the default --services);
 - gateway-triton: the gateway in front of the bundled CPU tritonserver (python-backend flavour);
 - gateway-triton-clip: the same without captions, so /embed-image/ is clip_image only, next to
   perf_analyzer on Triton's clip_image at the same concurrency (the gateway's overhead).
@@ -56,7 +58,8 @@ SCENARIOS = {"embed-image": "EmbedImage", "image-search": "ImageSearch", "text-s
 IMAGE_SCENARIOS = ("embed-image", "image-search", "index-images")
 DEFAULT_SCENARIOS = ["embed-image", "image-search", "text-search"]  # index-images on request: it grows the collection
 DEFAULT_PAYLOAD = "photos"
-SERVICES = ["baseline", "gateway-local", "gateway-local-exact", "gateway-triton", "gateway-triton-clip"]
+SERVICES = ["baseline", "gateway-local", "gateway-local-exact", "gateway-local-int8", "gateway-triton", "gateway-triton-clip"]
+OPT_IN = ("gateway-local-exact", "gateway-local-int8")
 CAPTION = {"caption_beams": 1, "caption_max_new_tokens": 20}
 
 
@@ -91,10 +94,21 @@ def seed(url: str, count: int) -> None:
         httpx.post(f"{url}/v1/images", files=files, timeout=600).raise_for_status()
 
 
-def export(clip: str, blip: str, repository: Path) -> None:
+def export(clip: str, blip: str, repository: Path, precision: str = "fp32") -> None:
+    """Both models into ``repository`` (python flavour, CPU); CLIP at ``precision`` (fp32 or int8)."""
     for model, source in (("clip", clip), ("blip", blip)):
         subprocess.run([sys.executable, "-m", "export", model, "--model", source, "--repository", str(repository),
-                        "--flavour", "python", "--cpu"], check=True)
+                        "--flavour", "python", "--cpu", *(["--precision", precision] if model == "clip" else [])],
+                       check=True)
+
+
+def int8_repository(args: argparse.Namespace) -> Path:
+    return args.repository.with_name(args.repository.name + "-int8")
+
+
+def precision(name: str) -> str:
+    """What every row of a service is labelled with: its CLIP's precision."""
+    return "int8" if name == "gateway-local-int8" else "n/a (PyTorch fp32)" if name == "baseline" else "fp32"
 
 
 @contextmanager
@@ -118,7 +132,8 @@ def service(name: str, args: argparse.Namespace, workdir: Path):
             settings["captions"] = "false"
         if name == "gateway-local-exact":
             settings["exact_decode"] = "true"
-        gateway = stack.enter_context(gateway_process(args.repository, workdir / name, **settings))
+        repository = int8_repository(args) if name == "gateway-local-int8" else args.repository
+        gateway = stack.enter_context(gateway_process(repository, workdir / name, **settings))
         yield gateway.url, triton_url, gateway.cpu_seconds
 
 
@@ -143,6 +158,7 @@ def sweep(args: argparse.Namespace) -> dict:
                     runs[key] = []
                     for level in args.levels:
                         row = measure(url, scenario, level, args.warmup, args.duration, cpu_seconds)
+                        row["clip_precision"] = precision(name)
                         runs[key].append(row)
                         print(f"[{name}] {key} c={level}: {row['rps']:.2f} rps p50 {row['p50_ms']} ms,"
                               f" {row['cpu_ms_per_request']} CPU ms/request ({row['failures']} failed)", flush=True)
@@ -178,7 +194,8 @@ def markdown(results: dict) -> str:
             cells = [f"{r['rps']:.2f} rps, p50 {r['p50_ms']:.0f} / p95 {r['p95_ms']:.0f} / p99 {r['p99_ms']:.0f} ms"
                      + (f", {r['cpu_ms_per_request']:.0f} CPU ms/req" if "cpu_ms_per_request" in r else "")
                      + (f", {r['failures']} failed" if r["failures"] else "") for r in rows]
-            lines.append(f"| {name} | " + " | ".join(cells) + f" | {best(rows)['rps']:.2f} |")
+            label = f"{name} (CLIP {rows[0]['clip_precision']})" if "clip_precision" in rows[0] else name
+            lines.append(f"| {label} | " + " | ".join(cells) + f" | {best(rows)['rps']:.2f} |")
         if "gateway-local-exact" in names and "gateway-local" in names:
             exact = best(services["gateway-local-exact"][scenario])["rps"]
             lines.append(f"\ngateway-local / gateway-local-exact (reduced-scale vs full-size decoding), best throughput:"
@@ -186,7 +203,7 @@ def markdown(results: dict) -> str:
         if "baseline" in services and scenario in services["baseline"]:
             base = best(services["baseline"][scenario])["rps"]
             for name in names:
-                if name in ("gateway-local", "gateway-triton"):  # gateway-triton-clip does less work: no ratio
+                if name in ("gateway-local", "gateway-local-int8", "gateway-triton"):  # -triton-clip does less: no ratio
                     lines.append(f"\n{name} / baseline, best throughput: **{best(services[name][scenario])['rps'] / base:.2f}x**")
         lines.append("")
     if "wire_bytes" in results:
@@ -254,7 +271,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="exported here (python flavour, so the bundled Triton serves it too)")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--replot", action="store_true", help="only rewrite sweep.md and the plots from OUT/sweep.json")
-    parser.add_argument("--services", nargs="+", default=[s for s in SERVICES if s != "gateway-local-exact"], choices=SERVICES)
+    parser.add_argument("--services", nargs="+", default=[s for s in SERVICES if s not in OPT_IN], choices=SERVICES)
     parser.add_argument("--scenarios", nargs="+", default=DEFAULT_SCENARIOS, choices=list(SCENARIOS))
     parser.add_argument("--payloads", nargs="+", default=[DEFAULT_PAYLOAD],
                         choices=[DEFAULT_PAYLOAD, *photos.NAMES], help="what image scenarios upload (bench/photos.py)")
@@ -270,6 +287,8 @@ def main(argv: list[str] | None = None) -> None:
         if not (args.clip and args.blip):
             parser.error("--clip and --blip are required (unless --replot)")
         export(args.clip, args.blip, args.repository)
+        if "gateway-local-int8" in args.services:
+            export(args.clip, args.blip, int8_repository(args), "int8")
         results = sweep(args)
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "sweep.json").write_text(json.dumps(results, indent=2))

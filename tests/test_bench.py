@@ -103,6 +103,22 @@ def test_tier_decode_benchmark_measures_both_modes_on_both_transports(decode_rep
     assert "| web-2mp | grpc | inference |" in (tmp_path / "tier_decode.md").read_text()
 
 
+def test_int8_benchmark_times_both_precisions_side_by_side(model_repository, clip_checkpoint, tmp_path):
+    import dataclasses
+
+    from export.clip import export_clip
+    from tests.support.references import TEST_TRITON_OPTIONS
+
+    export_clip(str(clip_checkpoint), tmp_path / "int8", dataclasses.replace(TEST_TRITON_OPTIONS, int8=True))
+    run("bench.int8", "--fp32", str(model_repository), "--int8", str(tmp_path / "int8"), "--batch-sizes", "1", "2",
+        "--repeats", "2", "--out", str(tmp_path))
+    result = json.loads((tmp_path / "int8.json").read_text())
+    assert {(r["model"], r["batch"]) for r in result["rows"]} == {(m, b) for m in ("clip_image", "clip_text") for b in (1, 2)}
+    assert all(r["int8_over_fp32"]["median"] > 0 for r in result["rows"])
+    assert result["int8_gates"]["clip_image"]["top10_agreement"] >= 0.9 and result["machine"]["cpu_flags"] is not None
+    assert "| clip_text | 2 |" in (tmp_path / "int8.md").read_text()
+
+
 def test_decode_benchmark_measures_cost_fidelity_and_near_duplicates(tmp_path):
     run("bench.decode", "--out", str(tmp_path), "--rounds", "1")
     results = json.loads((tmp_path / "decode.json").read_text())
