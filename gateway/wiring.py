@@ -13,7 +13,7 @@ from .backends.spool import FolderSpool
 from .backends.triton import TritonInference
 from .core.caption_queue import QueueOptions
 from .core.errors import ErrorKind, ServiceError
-from .core.protocols import Inference, VectorStore
+from .core.protocols import EmbeddingModel, Inference, VectorStore
 from .core.service import CaptionQueueing, ImageSearchService, Limits
 from .runtime.blip_decode import GenerationSettings
 from .settings import Settings
@@ -37,17 +37,19 @@ def build_inference(settings: Settings) -> Inference:
                           caption_memory_mb=settings.caption_memory_mb, caption_nice=settings.caption_nice)
 
 
-def build_store(settings: Settings, dim: int) -> MilvusStore:
+def build_store(settings: Settings, dim: int, model: EmbeddingModel | None = None) -> MilvusStore:
+    """``model``: the checkpoint whose vectors the collection holds (checked against what it records)."""
     return MilvusStore(MilvusOptions(
         uri=settings.milvus_uri, token=settings.milvus_token, collection=settings.collection, index_type=settings.index_type,
         timeout_s=settings.store_timeout_s, hnsw_ef=settings.hnsw_ef, read_consistency=settings.read_consistency,
-        flush_after_rows=settings.flush_after_rows, flush_idle_s=settings.flush_idle_s), dim)
+        flush_after_rows=settings.flush_after_rows, flush_idle_s=settings.flush_idle_s), dim, model)
 
 
 def build_store_for_repository(settings: Settings) -> VectorStore:
-    """The store, for the embedding dimension of the repository's models, without loading them (for
-    admin operations such as `image-search migrate`)."""
-    return build_store(settings, read_model_info(settings.model_repository, captions=False).embedding_dim)
+    """The store, for the embedding dimension and model of the repository's CLIP, without loading the
+    models (for admin operations such as `image-search migrate`)."""
+    info = read_model_info(settings.model_repository, captions=False)
+    return build_store(settings, info.embedding_dim, info.embedding_model)
 
 
 def limits(settings: Settings) -> Limits:
@@ -60,7 +62,7 @@ def limits(settings: Settings) -> Limits:
 def build_service(settings: Settings) -> ImageSearchService:
     """The service with its backends, not yet started (``await service.start()`` connects the store)."""
     inference = build_inference(settings)
-    return service_over(settings, inference, build_store(settings, inference.info.embedding_dim))
+    return service_over(settings, inference, build_store(settings, inference.info.embedding_dim, inference.info.embedding_model))
 
 
 def queue_options(settings: Settings) -> QueueOptions:

@@ -384,6 +384,38 @@ def test_collection_with_another_dimension_is_a_clear_startup_error(model_reposi
     assert refused.value.kind is ErrorKind.MISCONFIGURED
 
 
+@pytest.mark.parametrize("where", ["lite", "server"])
+def test_a_collection_of_another_model_is_refused_with_the_way_forward(request, model_repository, tmp_path, where):
+    """A collection records the checkpoint whose vectors it holds; a gateway with another CLIP of the same
+    dimension is refused at start (two embedding spaces in one collection rank nonsense), the same one is
+    served, and a collection made before collections recorded it is served as it is."""
+    from gateway.core.protocols import EmbeddingModel
+
+    uri = str(tmp_path / "images.db") if where == "lite" else request.getfixturevalue("milvus_server").uri
+    ours = read_model_info(model_repository, captions=False).embedding_model
+    other = EmbeddingModel("folder:0123456789abcdef", "/checkpoints/clip-other")
+
+    def start(collection: str, model) -> None:
+        async def run():
+            store = build_store(settings_for(model_repository, uri, collection=collection), ours_dim, model)
+            try:
+                await store.start()
+            finally:
+                await store.close()
+        asyncio.run(run())
+
+    ours_dim = read_model_info(model_repository, captions=False).embedding_dim
+    start("recorded", ours)  # created: records ours
+    start("recorded", ours)
+    with pytest.raises(ServiceError) as refused:
+        start("recorded", other)
+    assert refused.value.kind is ErrorKind.MISCONFIGURED
+    assert ours.source in refused.value.message and other.source in refused.value.message
+    assert "GATEWAY_COLLECTION" in refused.value.message
+    start("unrecorded", None)  # as an older gateway made it
+    start("unrecorded", other)
+
+
 def test_repository_sources_are_checked_against_clip_model_and_blip_model(model_repository, clip_checkpoint,
                                                                          blip_checkpoint):
     info = read_model_info(model_repository, captions=True)

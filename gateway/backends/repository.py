@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from ..core.errors import ErrorKind, ServiceError
-from ..core.protocols import ModelInfo
+from ..core.protocols import EmbeddingModel, ModelInfo
 from ..runtime.blip_decode import GenerationSettings
 from ..runtime.preprocess import PixelSpec
 from ..runtime.text import TextTokenizer
@@ -56,8 +56,10 @@ def read_model_info(repository: Path, captions: bool) -> ModelInfo:
     blip = PixelSpec.load(repository / "blip_caption" / "preprocess.json") if captions else None
     manifests = {m: json.loads((repository / m / "export.json").read_text()) for m in models}
     sources = {m: manifest["request"]["source"] for m, manifest in manifests.items()}
+    clip = manifests["clip_image"]["request"]
     return ModelInfo(PixelSpec.load(repository / "clip_image" / "preprocess.json"), blip, dim, context, sources,
-                     {m: precision_of(manifest) for m, manifest in manifests.items()})
+                     {m: precision_of(manifest) for m, manifest in manifests.items()},
+                     EmbeddingModel(clip.get("fingerprint") or clip["source"], clip["source"]))
 
 
 def precision_of(manifest: dict) -> str:

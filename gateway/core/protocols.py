@@ -15,6 +15,16 @@ from .records import ImageRecord
 
 
 @dataclass(frozen=True)
+class EmbeddingModel:
+    """Which checkpoint made a collection's vectors: its fingerprint (export.sources: a hub commit, or the
+    hashes of a folder's files) decides, the source names it in messages. Vectors of two checkpoints live
+    in two embedding spaces: one collection holds one."""
+
+    fingerprint: str
+    source: str
+
+
+@dataclass(frozen=True)
 class ModelInfo:
     """What the models take and give (read from the files the export wrote)."""
 
@@ -24,6 +34,7 @@ class ModelInfo:
     context_length: int
     sources: dict[str, str]  # model -> the checkpoint it was exported from
     precisions: dict[str, str] = field(default_factory=dict)  # model -> fp32, fp16 or int8 (as exported)
+    embedding_model: EmbeddingModel | None = None  # clip_image's checkpoint (None: not known)
 
     def precision(self) -> str:
         """The models' precisions for operators: "fp32", or each model's where they differ."""

@@ -21,7 +21,7 @@ log = logging.getLogger("gateway")
 
 async def run(settings: Settings) -> None:
     inference = build_inference(settings.model_copy(update={"captions": True}))
-    store = build_store(settings, inference.info.embedding_dim)
+    store = build_store(settings, inference.info.embedding_dim, inference.info.embedding_model)
     await store.start()
     if settings.port:
         start_http_server(settings.port, settings.host)  # /metrics, once the store is connected

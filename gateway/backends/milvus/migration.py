@@ -14,7 +14,8 @@ import logging
 from typing import Any
 
 from ...core.errors import unavailable
-from .schema import KEYWORDS, IndexType, create_collection, fields, from_entity, missing_queue_fields, row
+from ...core.protocols import EmbeddingModel
+from .schema import KEYWORDS, IndexType, collection_model, create_collection, fields, from_entity, missing_queue_fields, row
 
 log = logging.getLogger("gateway.store")
 BATCH = 500
@@ -35,18 +36,23 @@ def interrupted(client: Any, name: str, full_text: bool) -> bool:
     return client.has_collection(staged(name)) and (not client.has_collection(name) or current(client, name, full_text))
 
 
-def migrate(client: Any, name: str, dim: int, index_type: IndexType, consistency: str, full_text: bool) -> int:
-    """The records in the rebuilt collection."""
+def migrate(client: Any, name: str, dim: int, index_type: IndexType, consistency: str, full_text: bool,
+            model: EmbeddingModel | None) -> int:
+    """The records in the rebuilt collection, which records the model the old one recorded (``model``, this
+    gateway's, where it recorded none; the gateway refused a collection of another model before this)."""
     aside = staged(name)
     if not interrupted(client, name, full_text):
         if client.has_collection(aside):
             client.drop_collection(aside)  # a copy stopped before the drop: start over
-        create_collection(client, aside, dim, index_type, False, consistency)
+        model = collection_model(client, name) or model
+        create_collection(client, aside, dim, index_type, False, consistency, model)
         copy(client, name, aside)
         client.drop_collection(name)
-    elif client.has_collection(name):
-        client.drop_collection(name)  # rebuilt but not fully refilled
-    create_collection(client, name, dim, index_type, full_text, consistency)
+    else:
+        model = collection_model(client, aside) or model  # the copy aside kept what the original recorded
+        if client.has_collection(name):
+            client.drop_collection(name)  # rebuilt but not fully refilled
+    create_collection(client, name, dim, index_type, full_text, consistency, model)
     copied = copy(client, aside, name)
     client.drop_collection(aside)
     client.load_collection(name)

@@ -3,12 +3,14 @@ earlier must pass before it is served."""
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any, Literal
 
 import numpy as np
 
 from ...core.errors import ErrorKind, ServiceError
+from ...core.protocols import EmbeddingModel
 from ...core.records import CaptionJob, ImageRecord
 
 log = logging.getLogger("gateway.store")
@@ -40,11 +42,14 @@ def from_entity(entity: dict) -> ImageRecord:
                        entity.get("caption_state") or ("done" if caption else "none"), entity.get("caption_error", ""), job)
 
 
-def create_collection(client: Any, name: str, dim: int, index_type: IndexType, full_text: bool, consistency: str) -> None:
-    """A collection with the gateway's schema; ``full_text``: captions analysed into BM25 vectors."""
+def create_collection(client: Any, name: str, dim: int, index_type: IndexType, full_text: bool, consistency: str,
+                      model: EmbeddingModel | None) -> None:
+    """A collection with the gateway's schema; ``full_text``: captions analysed into BM25 vectors; ``model``:
+    the checkpoint whose vectors it will hold, recorded in its description (collection_model)."""
     from pymilvus import DataType, Function, FunctionType
 
-    schema = client.create_schema(auto_id=False, enable_dynamic_field=False)
+    description = json.dumps({"embedding_model": model.fingerprint, "embedding_source": model.source}) if model else ""
+    schema = client.create_schema(auto_id=False, enable_dynamic_field=False, description=description)
     schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=64)
     schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)
     analysed = {"enable_analyzer": True} if full_text else {}
@@ -79,6 +84,34 @@ def missing_queue_fields(client: Any, name: str) -> list[str]:
     """The caption queue's fields a collection made before it lacks (`image-search migrate` adds them)."""
     have = fields(client, name)
     return [f for f in QUEUE_FIELDS if f not in have]
+
+
+def collection_model(client: Any, name: str) -> EmbeddingModel | None:
+    """The checkpoint a collection records (None: made before collections recorded it)."""
+    try:
+        recorded = json.loads(client.describe_collection(name).get("description") or "{}")
+    except ValueError:
+        return None
+    if not isinstance(recorded, dict) or "embedding_model" not in recorded:
+        return None
+    return EmbeddingModel(str(recorded["embedding_model"]), str(recorded.get("embedding_source", "")))
+
+
+def check_model(client: Any, name: str, model: EmbeddingModel | None, where: str) -> None:
+    """MISCONFIGURED when the collection holds another checkpoint's vectors: searching them with this one's
+    would rank by two embedding spaces at once."""
+    recorded = collection_model(client, name)
+    if recorded is None or model is None:
+        if model is not None:
+            log.warning("collection %s at %s does not record which model made its vectors (made before collections"
+                        " recorded it): serving it with %s", name, where, model.source)
+        return
+    if recorded.fingerprint != model.fingerprint:
+        raise ServiceError(ErrorKind.MISCONFIGURED, (
+            f"collection {name!r} at {where} holds vectors made by {recorded.source} ({recorded.fingerprint}), but this"
+            f" gateway's CLIP was exported from {model.source} ({model.fingerprint}): their embeddings are not comparable."
+            " Serve the repository exported from the collection's model, or give this model its own collection"
+            " (GATEWAY_COLLECTION) and index the images into it again"))
 
 
 def check_dimension(client: Any, name: str, dim: int, where: str) -> None:

@@ -17,7 +17,7 @@ import numpy as np
 from ...core.consistency import read_after, wrote
 from ...core.errors import ErrorKind, ServiceError, unavailable
 from ...core.filters import Condition
-from ...core.protocols import CaptionQueueStats, Feature, StoreCapabilities
+from ...core.protocols import CaptionQueueStats, EmbeddingModel, Feature, StoreCapabilities
 from ...core.records import ImageRecord
 from . import migration
 from .connection import STARTUP_DEADLINE_S, Calls, WritesApart, has_full_text, is_lite, open_client
@@ -28,6 +28,7 @@ from .schema import (
     KEYWORDS,
     IndexType,
     check_dimension,
+    check_model,
     create_collection,
     fields,
     from_entity,
@@ -55,8 +56,10 @@ class MilvusOptions:
 
 
 class MilvusStore:
-    def __init__(self, options: MilvusOptions, dim: int):
-        self.options, self.dim, self.name = options, dim, options.collection
+    def __init__(self, options: MilvusOptions, dim: int, model: EmbeddingModel | None = None):
+        """``model``: the checkpoint whose vectors this gateway writes and searches with; a collection that
+        records another one is refused (schema.check_model), a new one records it."""
+        self.options, self.dim, self.name, self.model = options, dim, options.collection, model
         self.lite = is_lite(options.uri)
         self.calls = Calls(options.timeout_s, WritesApart() if self.lite else None)
         self.client: Any = None  # pymilvus.MilvusClient once started
@@ -117,8 +120,10 @@ class MilvusStore:
                 f" {migration.staged(self.name)!r}: run `image-search migrate` again to finish it"))
         if self.client.has_collection(self.name):
             check_dimension(self.client, self.name, self.dim, self.options.uri)
+            check_model(self.client, self.name, self.model, self.options.uri)
         else:
-            create_collection(self.client, self.name, self.dim, self.index_type, self.full_text, self.options.read_consistency)
+            create_collection(self.client, self.name, self.dim, self.index_type, self.full_text, self.options.read_consistency,
+                              self.model)
         self.schema_current = migration.current(self.client, self.name, self.full_text)
         if (missing := missing_queue_fields(self.client, self.name)) and not migrating:
             raise ServiceError(ErrorKind.MISCONFIGURED, (
@@ -145,7 +150,7 @@ class MilvusStore:
             return None
         try:
             copied = await asyncio.to_thread(migration.migrate, self.client, self.name, self.dim, self.index_type,
-                                             self.options.read_consistency, self.full_text)
+                                             self.options.read_consistency, self.full_text, self.model)
         except ServiceError:
             raise
         except Exception as exc:
