@@ -119,6 +119,14 @@ def test_int8_benchmark_times_both_precisions_side_by_side(model_repository, cli
     assert "| clip_text | 2 |" in (tmp_path / "int8.md").read_text()
 
 
+def test_blip_int8_benchmark_compares_speed_and_captions(model_repository, tmp_path):
+    run("bench.blip_int8", "--blip-folder", str(model_repository / "blip_caption"), "--batch-sizes", "1", "--repeats", "1",
+        "--out", str(tmp_path))
+    result = json.loads((tmp_path / "blip_int8.json").read_text())
+    assert {(r["beams"], r["batch"]) for r in result["rows"]} == {(1, 1), (3, 1)}
+    assert all(0 <= r["identical_captions"] <= 1 and r["int8_captions_per_s"] > 0 for r in result["rows"])
+
+
 def test_decode_benchmark_measures_cost_fidelity_and_near_duplicates(tmp_path):
     run("bench.decode", "--out", str(tmp_path), "--rounds", "1")
     results = json.loads((tmp_path / "decode.json").read_text())
