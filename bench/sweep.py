@@ -94,16 +94,25 @@ def seed(url: str, count: int) -> None:
         httpx.post(f"{url}/v1/images", files=files, timeout=600).raise_for_status()
 
 
-def export(clip: str, blip: str, repository: Path, precision: str = "fp32") -> None:
-    """Both models into ``repository`` (python flavour, CPU); CLIP at ``precision`` (fp32 or int8)."""
+def export(clip: str, blip: str, repository: Path) -> None:
     for model, source in (("clip", clip), ("blip", blip)):
         subprocess.run([sys.executable, "-m", "export", model, "--model", source, "--repository", str(repository),
-                        "--flavour", "python", "--cpu", *(["--precision", precision] if model == "clip" else [])],
-                       check=True)
+                        "--flavour", "python", "--cpu"], check=True)
 
 
 def int8_repository(args: argparse.Namespace) -> Path:
     return args.repository.with_name(args.repository.name + "-int8")
+
+
+def export_int8(args: argparse.Namespace) -> None:
+    """CLIP in int8 beside --repository, with the same BLIP (copied: BLIP is exported in fp32 only)."""
+    import shutil
+
+    target = int8_repository(args)
+    subprocess.run([sys.executable, "-m", "export", "clip", "--model", args.clip, "--repository", str(target),
+                    "--flavour", "python", "--cpu", "--precision", "int8"], check=True)
+    shutil.rmtree(target / "blip_caption", ignore_errors=True)
+    shutil.copytree(args.repository / "blip_caption", target / "blip_caption")
 
 
 def precision(name: str) -> str:
@@ -288,7 +297,7 @@ def main(argv: list[str] | None = None) -> None:
             parser.error("--clip and --blip are required (unless --replot)")
         export(args.clip, args.blip, args.repository)
         if "gateway-local-int8" in args.services:
-            export(args.clip, args.blip, int8_repository(args), "int8")
+            export_int8(args)
         results = sweep(args)
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "sweep.json").write_text(json.dumps(results, indent=2))
