@@ -132,3 +132,15 @@ def test_a_gateway_refuses_a_repository_without_the_decode_models(tmp_path):
     with pytest.raises(ServiceError) as refused:
         check_tier_decode(tmp_path, captions=False)
     assert refused.value.kind is ErrorKind.MISCONFIGURED and "python -m export decode" in refused.value.message
+
+
+def test_a_decode_model_exported_before_blip_is_refused_when_the_gateway_captions(tmp_path):
+    import json
+
+    for model, products in (("image_decode", ["clip_pixels", "record_pixels"]), ("clip_image_bytes", [])):
+        (tmp_path / model).mkdir()
+        (tmp_path / model / "export.json").write_text(json.dumps({"request": {"source": "nvimgcodec", "products": products}}))
+    assert check_tier_decode(tmp_path, captions=False) == ["image_decode", "clip_image_bytes"]
+    with pytest.raises(ServiceError) as refused:
+        check_tier_decode(tmp_path, captions=True)
+    assert refused.value.kind is ErrorKind.MISCONFIGURED and "export decode again" in refused.value.message
