@@ -134,7 +134,7 @@ async def interrupt_after_the_drop(uri: str, dim: int) -> None:
 
     store = store_at(uri, dim)
     await store.start()
-    create_collection(store.client, migration.staged("images"), dim, "FLAT", False, "Session")
+    create_collection(store.client, migration.staged("images"), dim, "FLAT", False, "Session", None)
     migration.copy(store.client, "images", migration.staged("images"))
     store.client.drop_collection("images")
     await store.close()
@@ -147,7 +147,7 @@ async def old_collection(uri: str, dim: int) -> list[ImageRecord]:
     old = store_at(uri, dim)
     await old.start()
     old.client.drop_collection("images")
-    create_collection(old.client, "images", dim, "FLAT", False, "Session")
+    create_collection(old.client, "images", dim, "FLAT", False, "Session", None)  # (recording no model either)
     old.client.load_collection("images")
     rng = np.random.default_rng(3)
     records = [ImageRecord(f"{i:032x}", f"caption {i} of a red bicycle" if i % 7 == 0 else f"caption {i}", f"{i}.jpg",
