@@ -32,24 +32,12 @@ from bench import photos
 from bench.machine import machine, write_results
 from gateway.api import image_search_pb2 as pb
 from gateway.api import image_search_pb2_grpc as pb_grpc
+from local_servers.processes import tree_cpu_seconds
 from local_servers.service_process import gateway_process
 from local_servers.tritonserver import TritonServer
 
 MODES = ("gateway", "inference")
 TRANSPORTS = ("http", "grpc")
-
-
-def tree_cpu_seconds(pid: int) -> float:
-    import psutil
-
-    root = psutil.Process(pid)
-    total = 0.0
-    for proc in [root, *root.children(recursive=True)]:
-        try:
-            total += sum(proc.cpu_times()[:2])
-        except psutil.NoSuchProcess:
-            pass
-    return total
 
 
 def searches(gateway, transport: str, data: bytes, count: int) -> list[float]:

@@ -31,6 +31,25 @@ def start_server(command: list[str], log, env: dict[str, str] | None = None,
                             preexec_fn=_die_with_parent)
 
 
+def tree_sum(pid: int, measure: Callable) -> float:
+    """``measure(psutil.Process)`` summed over a process and its children (those gone meanwhile skipped)."""
+    import psutil
+
+    root = psutil.Process(pid)
+    total = 0.0
+    for proc in [root, *root.children(recursive=True)]:
+        try:
+            total += measure(proc)
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) a process and its children have used so far."""
+    return tree_sum(pid, lambda proc: sum(proc.cpu_times()[:2]))
+
+
 def free_ports(count: int) -> list[int]:
     sockets = [socket.socket() for _ in range(count)]
     try:

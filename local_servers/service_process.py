@@ -13,7 +13,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-from local_servers.processes import answers_200, free_ports, start_server, stop_group, wait_until_ready
+from local_servers.processes import (
+    answers_200,
+    free_ports,
+    start_server,
+    stop_group,
+    tree_cpu_seconds,
+    tree_sum,
+    wait_until_ready,
+)
 
 
 class ServiceProcess:
@@ -42,26 +50,17 @@ class ServiceProcess:
             raise
         return self
 
-    def _tree_sum(self, measure) -> float:
-        import psutil
-
+    def _pid(self) -> int:
         assert self.process is not None, "not started"
-        root = psutil.Process(self.process.pid)
-        total = 0.0
-        for proc in [root, *root.children(recursive=True)]:
-            try:
-                total += measure(proc)
-            except psutil.NoSuchProcess:
-                pass
-        return total
+        return self.process.pid
 
     def rss_bytes(self) -> int:
         """Resident memory of the process and its children (Milvus Lite runs as a child)."""
-        return int(self._tree_sum(lambda proc: proc.memory_info().rss))
+        return int(tree_sum(self._pid(), lambda proc: proc.memory_info().rss))
 
     def cpu_seconds(self) -> float:
         """CPU time (user + system) the process and its children have used so far."""
-        return self._tree_sum(lambda proc: sum(proc.cpu_times()[:2]))
+        return tree_cpu_seconds(self._pid())
 
     def stop(self) -> None:
         if self.process is not None:

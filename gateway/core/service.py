@@ -208,9 +208,6 @@ class ImageSearchService:
 
         return list(await asyncio.gather(*(one(label, data) for label, data in files)))
 
-    def _on_tier(self, data: bytes) -> bool:
-        """Whether the inference tier decodes this upload (GATEWAY_DECODE=inference, a plain JPEG)."""
-        return self.tier is not None and tier_decodes(data, self.limits.max_pixels)
 
     async def _prepare(self, files: list[tuple[str | None, bytes]], blip: bool = False, record: bool = False
                        ) -> list[PreparedImage]:
@@ -218,7 +215,7 @@ class ImageSearchService:
         info, max_pixels, exact = self.inference.info, self.limits.max_pixels, self.exact_decode
 
         async def prepared(data: bytes) -> PreparedImage:
-            if self.tier is not None and self._on_tier(data):
+            if self.tier is not None and tier_decodes(data, max_pixels):
                 decoded = await self.tier.decode_encoded(data, blip, record)
                 if record:  # the id, hash and thumbnail: a few milliseconds
                     return await asyncio.to_thread(from_decoded, data, decoded, True)
@@ -234,7 +231,7 @@ class ImageSearchService:
         info, max_pixels, exact = self.inference.info, self.limits.max_pixels, self.exact_decode
 
         async def embedded(data: bytes) -> np.ndarray:
-            if self.tier is not None and self._on_tier(data):
+            if self.tier is not None and tier_decodes(data, max_pixels):  # GATEWAY_DECODE=inference, a plain JPEG
                 return await self.tier.embed_encoded(data)
             image = await asyncio.to_thread(prepare, data, info, max_pixels, blip, False, exact)
             return (await self.inference.embed_images(image.clip_pixels[None]))[0]
