@@ -10,9 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, BaseModel, Field, TypeAdapter
+from pydantic import AliasChoices, BaseModel, Field, TypeAdapter, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .core.declared import FieldType, check_declarations
+from .core.records import TENANT_PATTERN
 from .runtime.blip_decode import DECODE_MEMORY_MB
 from .runtime.checkpoints import DEFAULT_BLIP_MODEL, DEFAULT_CLIP_MODEL
 from .runtime.preprocess import DEFAULT_MAX_PIXELS
@@ -29,6 +31,16 @@ class ApiKey(BaseModel):
     scopes: list[ScopeName] = Field(min_length=1)
     rate_per_s: float | None = Field(None, ge=0, description="this key's rate limit (None: rate_limit_per_s; 0: none)")
     burst: int | None = Field(None, ge=1)
+    tenant: str | None = Field(None, pattern=TENANT_PATTERN, description="the tenant whose records the key sees and"
+                               " changes (None: the default tenant, or, for an operator key, the one each request names)")
+    operator: bool = Field(False, description="acts for the tenant each request names (X-Tenant) and may list, count and"
+                           " delete tenants")
+
+    @model_validator(mode="after")
+    def _bound_or_operator(self) -> ApiKey:
+        if self.operator and self.tenant is not None:
+            raise ValueError("an operator key acts for the tenant each request names: give it no tenant")
+        return self
 
 
 class Settings(BaseSettings):
@@ -83,6 +95,11 @@ class Settings(BaseSettings):
     flush_after_rows: int = Field(10_000, ge=0, description="flush once this many rows were written and writes paused"
                                   " (bulk loads: sealed segments get indexed now, not after Milvus's idle timeout); 0: never")
     flush_idle_s: float = Field(5.0, gt=0, description="the pause in writes that counts as the end of a bulk load")
+    tenant_partitions: int = Field(16, ge=1, le=1024, description="on a Milvus server, the partitions the tenant partition"
+                                   " key spreads tenants over (a tenant's search reads one); fixed when a collection is made")
+    filter_fields: dict[str, FieldType] = Field(default_factory=dict, description='declared filter fields, e.g. {"album":'
+                                                ' "keyword", "year": "integer"}: metadata keys kept as typed, indexed fields'
+                                                " (keyword, integer, float, boolean, keyword_list) for fast filters")
     read_consistency: Literal["Session", "Strong"] = Field(
         "Session", description="Session: each replica reads its own writes at once (3 ms a search on a server); Strong: every"
         " replica sees every acknowledged write, at the cost of a server time tick per read (~200 ms)")
@@ -125,6 +142,11 @@ class Settings(BaseSettings):
     caption_weight: float = Field(0.1, ge=0, description="text search: weight of caption word overlap in the score")
     keyword_search: bool = Field(True, description="text search also finds captions by their words (BM25, fused with"
                                  " CLIP by reciprocal rank) where Milvus has full-text search (2.5+, Milvus Lite)")
+
+    @field_validator("filter_fields")
+    @classmethod
+    def _declarations(cls, value: dict[str, str]) -> dict[str, str]:
+        return check_declarations(value)
 
     def all_api_keys(self) -> list[ApiKey]:
         from_file = (TypeAdapter(list[ApiKey]).validate_json(self.api_keys_file.read_bytes())

@@ -42,7 +42,8 @@ def build_store(settings: Settings, dim: int, model: EmbeddingModel | None = Non
     return MilvusStore(MilvusOptions(
         uri=settings.milvus_uri, token=settings.milvus_token, collection=settings.collection, index_type=settings.index_type,
         timeout_s=settings.store_timeout_s, hnsw_ef=settings.hnsw_ef, read_consistency=settings.read_consistency,
-        flush_after_rows=settings.flush_after_rows, flush_idle_s=settings.flush_idle_s), dim, model)
+        flush_after_rows=settings.flush_after_rows, flush_idle_s=settings.flush_idle_s, declared=dict(settings.filter_fields),
+        tenant_partitions=settings.tenant_partitions), dim, model)
 
 
 def build_store_for_repository(settings: Settings) -> VectorStore:
@@ -87,4 +88,4 @@ def service_over(settings: Settings, inference: Inference, store: VectorStore, w
                 if settings.captions else None)
     tier = inference if settings.decode == "inference" and isinstance(inference, TritonInference) else None
     return ImageSearchService(inference, store, limits(settings), settings.caption_weight, settings.exact_decode,
-                              settings.keyword_search, queueing, tier)
+                              settings.keyword_search, queueing, tier, settings.filter_fields)

@@ -43,7 +43,7 @@ async def load(uri: str, collection: str, flush_after_rows: int) -> tuple[int, i
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline and (sealed_rows(store) < 300 or store.flusher.task is not None):
             await asyncio.sleep(0.5)
-        return sealed_rows(store), await store.count()
+        return sealed_rows(store), await store.count(None)
     finally:
         store.client.drop_collection(collection)
         await store.close()

@@ -14,7 +14,7 @@ from gateway.backends.milvus import MilvusStore, migration
 from gateway.backends.milvus.schema import create_collection
 from gateway.cli.main import main as cli
 from gateway.core.filters import FilterCondition
-from gateway.core.records import ImageRecord
+from gateway.core.records import DEFAULT_TENANT, ImageRecord
 from gateway.core.service import ImageSearchService
 from gateway.core.text_ranking import RRF_K
 from gateway.settings import Settings
@@ -58,7 +58,7 @@ async def caption_over_unrelated_vector(lite_store: MilvusStore) -> None:
     near, named = chosen_records(query_vector)
     await lite_store.upsert([*near, named])
 
-    hits = await service.search_text(QUERY, 5)
+    hits = await service.search_text(DEFAULT_TENANT, QUERY, 5)
     clip_order = sorted([*near, named], key=lambda r: float(r.vector @ query_vector), reverse=True)
     assert clip_order[-1].id == named.id  # CLIP alone ranks it last of 31
     assert len(hits) == 5 and named.id in [h.record.id for h in hits]
@@ -74,10 +74,10 @@ async def caption_over_unrelated_vector(lite_store: MilvusStore) -> None:
     assert [h.rank_score for h in hits] == sorted((h.rank_score for h in hits), reverse=True)
 
     # min_score means CLIP + caption weight, with or without keywords: the far vector falls below 0.5
-    kept = await service.search_text(QUERY, 5, min_score=0.5)
+    kept = await service.search_text(DEFAULT_TENANT, QUERY, 5, min_score=0.5)
     assert named.id not in [h.record.id for h in kept] and all(h.score >= 0.5 for h in kept)
     # a filter applies to both paths
-    dogs = await service.search_text(QUERY, 5, [FilterCondition(field="metadata.album", value="dogs")])
+    dogs = await service.search_text(DEFAULT_TENANT, QUERY, 5, [FilterCondition(field="metadata.album", value="dogs")])
     assert named.id not in [h.record.id for h in dogs] and len(dogs) == 5
     # keyword search off: CLIP's candidates re-ranked, and the bicycle is not among them
     plain = await started(lite_store, keyword_search=False)
@@ -99,7 +99,7 @@ async def server_fallback(uri: str) -> None:
         query_vector = FakeInference(dim=DIM).text_vector(QUERY)
         near, named = chosen_records(query_vector)
         await store.upsert([*near, named])
-        hits = await service.search_text(QUERY, 5)
+        hits = await service.search_text(DEFAULT_TENANT, QUERY, 5)
         expected = sorted(near, key=lambda r: float(r.vector @ query_vector), reverse=True)[:5]
         assert [h.record.id for h in hits] == [r.id for r in expected]
         assert all(h.keyword_score == 0 and h.rank_score == h.score for h in hits)
@@ -134,8 +134,8 @@ async def interrupt_after_the_drop(uri: str, dim: int) -> None:
 
     store = store_at(uri, dim)
     await store.start()
-    create_collection(store.client, migration.staged("images"), dim, "FLAT", False, "Session", None)
-    migration.copy(store.client, "images", migration.staged("images"))
+    create_collection(store.client, migration.staged("images"), dim, "FLAT", False, "Session", None, {}, None)
+    migration.copy(store.client, "images", migration.staged("images"), {})
     store.client.drop_collection("images")
     await store.close()
     with pytest.raises(ServiceError, match="run `image-search migrate` again to finish it"):
@@ -147,7 +147,7 @@ async def old_collection(uri: str, dim: int) -> list[ImageRecord]:
     old = store_at(uri, dim)
     await old.start()
     old.client.drop_collection("images")
-    create_collection(old.client, "images", dim, "FLAT", False, "Session", None)  # (recording no model either)
+    create_collection(old.client, "images", dim, "FLAT", False, "Session", None, {}, None)  # (recording no model either)
     old.client.load_collection("images")
     rng = np.random.default_rng(3)
     records = [ImageRecord(f"{i:032x}", f"caption {i} of a red bicycle" if i % 7 == 0 else f"caption {i}", f"{i}.jpg",
@@ -167,15 +167,15 @@ async def check_migrated(uri: str, dim: int, records: list[ImageRecord]) -> None
     await store.start()
     try:
         assert store.capabilities.keyword_search.on and not store.client.has_collection("images_migrating")
-        copied = {r.id: r for r in await store.all_records()}
+        copied = {r.id: r for r in await store.all_records(None)}
         assert set(copied) == {r.id for r in records}
         for record in records[::97]:
             got = copied[record.id]
             assert (got.caption, got.source, got.metadata, got.created_at) == (record.caption, record.source,
                                                                                 record.metadata, record.created_at)
             np.testing.assert_allclose(got.vector, record.vector, atol=1e-6)
-            assert await store.thumbnail(record.id) == record.thumbnail
-        found = await store.search_captions("bicycle", 500)
+            assert await store.thumbnail(DEFAULT_TENANT, record.id) == record.thumbnail
+        found = await store.search_captions(DEFAULT_TENANT, "bicycle", 500)
         assert {r.id for r, _ in found} == {r.id for r in records if "bicycle" in r.caption}
     finally:
         await store.close()
@@ -186,10 +186,10 @@ def test_keyword_search_on_an_empty_collection_or_without_captions_finds_nothing
     async def scenario() -> None:
         store = store_at(str(tmp_path / "empty.db"))
         service = await started(store)
-        assert await service.search_text(QUERY, 5) == []
+        assert await service.search_text(DEFAULT_TENANT, QUERY, 5) == []
         near, _ = chosen_records(FakeInference(dim=DIM).text_vector(QUERY))
         await store.upsert([ImageRecord(r.id, "", r.source, r.metadata, r.created_at, r.phash, r.vector, "") for r in near])
-        hits = await service.search_text(QUERY, 5)
+        hits = await service.search_text(DEFAULT_TENANT, QUERY, 5)
         assert len(hits) == 5 and all(h.keyword_score == 0 for h in hits)
         await store.close()
 

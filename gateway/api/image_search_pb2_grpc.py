@@ -81,6 +81,21 @@ class ImageSearchStub:
                 request_serializer=gateway_dot_api_dot_image__search__pb2.ListImagesRequest.SerializeToString,
                 response_deserializer=gateway_dot_api_dot_image__search__pb2.ListImagesResponse.FromString,
                 _registered_method=True)
+        self.ListTenants = channel.unary_unary(
+                '/imagesearch.v1.ImageSearch/ListTenants',
+                request_serializer=gateway_dot_api_dot_image__search__pb2.ListTenantsRequest.SerializeToString,
+                response_deserializer=gateway_dot_api_dot_image__search__pb2.ListTenantsResponse.FromString,
+                _registered_method=True)
+        self.GetTenant = channel.unary_unary(
+                '/imagesearch.v1.ImageSearch/GetTenant',
+                request_serializer=gateway_dot_api_dot_image__search__pb2.GetTenantRequest.SerializeToString,
+                response_deserializer=gateway_dot_api_dot_image__search__pb2.Tenant.FromString,
+                _registered_method=True)
+        self.DeleteTenant = channel.unary_unary(
+                '/imagesearch.v1.ImageSearch/DeleteTenant',
+                request_serializer=gateway_dot_api_dot_image__search__pb2.DeleteTenantRequest.SerializeToString,
+                response_deserializer=gateway_dot_api_dot_image__search__pb2.DeleteTenantResponse.FromString,
+                _registered_method=True)
 
 
 class ImageSearchServicer:
@@ -153,6 +168,27 @@ class ImageSearchServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListTenants(self, request, context):
+        """Every tenant holding images, with its count: GET /v1/tenants. Operator keys, scope search.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetTenant(self, request, context):
+        """One tenant's image count: GET /v1/tenants/{tenant}. Operator keys, scope search.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteTenant(self, request, context):
+        """Delete every image of one tenant: DELETE /v1/tenants/{tenant}. Operator keys, scope admin.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ImageSearchServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -200,6 +236,21 @@ def add_ImageSearchServicer_to_server(servicer, server):
                     servicer.ListImages,
                     request_deserializer=gateway_dot_api_dot_image__search__pb2.ListImagesRequest.FromString,
                     response_serializer=gateway_dot_api_dot_image__search__pb2.ListImagesResponse.SerializeToString,
+            ),
+            'ListTenants': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTenants,
+                    request_deserializer=gateway_dot_api_dot_image__search__pb2.ListTenantsRequest.FromString,
+                    response_serializer=gateway_dot_api_dot_image__search__pb2.ListTenantsResponse.SerializeToString,
+            ),
+            'GetTenant': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetTenant,
+                    request_deserializer=gateway_dot_api_dot_image__search__pb2.GetTenantRequest.FromString,
+                    response_serializer=gateway_dot_api_dot_image__search__pb2.Tenant.SerializeToString,
+            ),
+            'DeleteTenant': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteTenant,
+                    request_deserializer=gateway_dot_api_dot_image__search__pb2.DeleteTenantRequest.FromString,
+                    response_serializer=gateway_dot_api_dot_image__search__pb2.DeleteTenantResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -446,6 +497,87 @@ class ImageSearch:
             '/imagesearch.v1.ImageSearch/ListImages',
             gateway_dot_api_dot_image__search__pb2.ListImagesRequest.SerializeToString,
             gateway_dot_api_dot_image__search__pb2.ListImagesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTenants(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/imagesearch.v1.ImageSearch/ListTenants',
+            gateway_dot_api_dot_image__search__pb2.ListTenantsRequest.SerializeToString,
+            gateway_dot_api_dot_image__search__pb2.ListTenantsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetTenant(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/imagesearch.v1.ImageSearch/GetTenant',
+            gateway_dot_api_dot_image__search__pb2.GetTenantRequest.SerializeToString,
+            gateway_dot_api_dot_image__search__pb2.Tenant.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteTenant(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/imagesearch.v1.ImageSearch/DeleteTenant',
+            gateway_dot_api_dot_image__search__pb2.DeleteTenantRequest.SerializeToString,
+            gateway_dot_api_dot_image__search__pb2.DeleteTenantResponse.FromString,
             options,
             channel_credentials,
             insecure,

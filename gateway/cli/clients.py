@@ -1,6 +1,8 @@
 """One client interface, two implementations: the service in this process (embedded: in-process
 ONNX Runtime + Milvus, as ``make serve`` runs it) or a running gateway's HTTP API. Both return the
-core's types and raise ServiceError."""
+core's types and raise ServiceError. Each acts for one tenant: the one it is made with (the embedded
+client: the default tenant unless named; a gateway's: the key's, or the one an operator key names in
+X-Tenant)."""
 
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ import numpy as np
 
 from ..core.errors import ErrorKind, ServiceError
 from ..core.filters import FilterCondition
-from ..core.records import Hit, ImageRecord, Indexed, TextHit, Upload
+from ..core.records import DEFAULT_TENANT, Hit, ImageRecord, Indexed, TextHit, Upload
 from ..core.service import ImageSearchService
 
 
@@ -41,22 +43,28 @@ class Client(Protocol):
         (the embedded stack); what became of them, or None where a gateway captions them."""
         ...
 
+    async def tenants(self) -> dict[str, int]: ...
+
+    async def delete_tenant(self, tenant: str) -> int: ...
+
     async def close(self) -> None: ...
 
 
 class EmbeddedClient:
-    """The service itself, in this process."""
+    """The service itself, in this process, acting for ``tenant`` (None: the default tenant; every tenant
+    for exports)."""
 
-    def __init__(self, service: ImageSearchService):
-        self.service = service
+    def __init__(self, service: ImageSearchService, tenant: str | None = None):
+        self.service, self.named_tenant = service, tenant
+        self.tenant = tenant or DEFAULT_TENANT
 
     async def exists(self, image_id: str) -> bool:
-        return await self.service.exists(image_id)
+        return await self.service.exists(self.tenant, image_id)
 
     async def index(self, files: list[tuple[str, bytes]], metadata: dict, captions: bool | None,
                     wait_for_caption: bool = False) -> list[Indexed]:
-        return await self.service.index_images([Upload(name, data, metadata) for name, data in files], captions,
-                                               wait_for_caption)
+        return await self.service.index_images(self.tenant, [Upload(name, data, metadata) for name, data in files],
+                                               captions, wait_for_caption)
 
     async def finish_captions(self, progress: bool) -> str | None:
         """The queue drained by this process's worker (the embedded store is this process's alone)."""
@@ -77,27 +85,33 @@ class EmbeddedClient:
 
     async def search_image(self, data: bytes, k: int, conditions: list[FilterCondition],
                            min_score: float | None = None) -> list[Hit]:
-        return await self.service.search_image(data, k, conditions, min_score)
+        return await self.service.search_image(self.tenant, data, k, conditions, min_score)
 
     async def search_text(self, query: str, k: int, conditions: list[FilterCondition],
                           min_score: float | None = None) -> list[TextHit]:
-        return await self.service.search_text(query, k, conditions, min_score)
+        return await self.service.search_text(self.tenant, query, k, conditions, min_score)
 
     async def similar(self, image_id: str, k: int, conditions: list[FilterCondition],
                       min_score: float | None = None) -> list[Hit]:
-        return await self.service.similar(image_id, k, conditions, min_score)
+        return await self.service.similar(self.tenant, image_id, k, conditions, min_score)
 
     async def thumbnail(self, image_id: str) -> bytes | None:
         try:
-            return await self.service.thumbnail(image_id)
+            return await self.service.thumbnail(self.tenant, image_id)
         except ServiceError as exc:
             if exc.kind is ErrorKind.NOT_FOUND:
                 return None
             raise
 
     async def all_records(self) -> list[ImageRecord]:
-        """Every record with its vector (export-faiss)."""
-        return await self.service.all_records()
+        """Every record with its vector, of the tenant named or of every tenant (export-faiss)."""
+        return await self.service.all_records(self.named_tenant)
+
+    async def tenants(self) -> dict[str, int]:
+        return await self.service.tenants()
+
+    async def delete_tenant(self, tenant: str) -> int:
+        return await self.service.delete_tenant(tenant)
 
     @property
     def embedding_dim(self) -> int:
@@ -127,8 +141,8 @@ KIND_OF_STATUS = {400: ErrorKind.INVALID_ARGUMENT, 401: ErrorKind.UNAUTHENTICATE
 class HttpClient:
     """A running gateway's HTTP API."""
 
-    def __init__(self, url: str, api_key: str | None = None):
-        headers = {"X-API-Key": api_key} if api_key else None
+    def __init__(self, url: str, api_key: str | None = None, tenant: str | None = None):
+        headers = {**({"X-API-Key": api_key} if api_key else {}), **({"X-Tenant": tenant} if tenant else {})}
         self.client = httpx.AsyncClient(base_url=url.rstrip("/"), timeout=600, headers=headers)
         self.token: str | None = None  # the latest write's consistency token: later reads see that write
 
@@ -188,6 +202,12 @@ class HttpClient:
 
     async def finish_captions(self, progress: bool) -> str | None:
         return None  # the gateway's caption queue writes them
+
+    async def tenants(self) -> dict[str, int]:
+        return {t["tenant"]: t["images"] for t in (await self._call("GET", "/v1/tenants")).json()["tenants"]}
+
+    async def delete_tenant(self, tenant: str) -> int:
+        return (await self._call("DELETE", f"/v1/tenants/{tenant}")).json()["deleted"]
 
     async def close(self) -> None:
         await self.client.aclose()

@@ -38,12 +38,12 @@ def condition_of(condition: FilterCondition) -> pb.Condition:
 
 
 class GrpcClient:
-    def __init__(self, target: str, api_key: str | None = None):
+    def __init__(self, target: str, api_key: str | None = None, tenant: str | None = None):
         self.target = target
         self.channel = grpc.aio.insecure_channel(target, options=[("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
                                                                   ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)])
         self.stub = pb_grpc.ImageSearchStub(self.channel)
-        self.metadata = (("x-api-key", api_key),) if api_key else ()
+        self.metadata = ((("x-api-key", api_key),) if api_key else ()) + ((("x-tenant", tenant),) if tenant else ())
         self.token: str | None = None  # the latest write's consistency token: later reads see that write
 
     async def _call(self, method, request, missing_ok: bool = False):
@@ -102,6 +102,13 @@ class GrpcClient:
 
     async def finish_captions(self, progress: bool) -> str | None:
         return None  # the gateway's caption queue writes them
+
+    async def tenants(self) -> dict[str, int]:
+        reply = await self._call(self.stub.ListTenants, pb.ListTenantsRequest())
+        return {t.tenant: t.images for t in reply.tenants}
+
+    async def delete_tenant(self, tenant: str) -> int:
+        return (await self._call(self.stub.DeleteTenant, pb.DeleteTenantRequest(tenant=tenant))).deleted
 
     async def close(self) -> None:
         await self.channel.close()

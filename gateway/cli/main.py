@@ -7,7 +7,10 @@
     image-search query --image ./photos/cat.jpg --k 5
     image-search query --similar-to 9f2c1e0d4b7a8c6e5f3a2b1c0d9e8f7a   # like a stored image
     image-search export-faiss --index_out index.faiss --meta_out meta.json
-    image-search migrate      # rebuild a collection made before keyword search (writers paused)
+    image-search migrate      # rebuild a collection made by an earlier version (writers paused)
+    image-search --tenant acme index ./photos     # act for a tenant (embedded; an operator key's X-Tenant)
+    image-search tenants                          # every tenant with its count (operators)
+    image-search delete-tenant acme --yes         # every image of one tenant (operators)
 
 The starter kit's flags are accepted where they still mean something: --images_dir,
 --with_captions, --query, --k (--index_out/--meta_out/--index/--meta are ignored by index and
@@ -45,6 +48,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         " stack, configured by GATEWAY_* settings)")
     parser.add_argument("--api-key", default=os.environ.get("IMAGE_SEARCH_API_KEY"),
                         help="the gateway's API key (default: $IMAGE_SEARCH_API_KEY); index needs the write scope")
+    parser.add_argument("--tenant", default=os.environ.get("IMAGE_SEARCH_TENANT") or None,
+                        help="the tenant to act for (default: $IMAGE_SEARCH_TENANT; the embedded stack's default tenant,"
+                        " or a gateway key's own); through a gateway it is sent as X-Tenant, which operator keys need")
     commands = parser.add_subparsers(dest="command", required=True)
     index = commands.add_parser("index", help="index every image under a folder, recursively")
     index.add_argument("dir", nargs="?", type=Path)
@@ -77,8 +83,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     export = commands.add_parser("export-faiss", help="write the index as a FAISS file + JSON metadata (embedded stack)")
     export.add_argument("--index_out", type=Path, default=Path("index.faiss"))
     export.add_argument("--meta_out", type=Path, default=Path("meta.json"))
-    commands.add_parser("migrate", help="rebuild the collection with a BM25 caption field for keyword search"
-                        " (embedded stack; pause writers first)")
+    commands.add_parser("migrate", help="rebuild a collection made by an earlier version (caption queue, tenants,"
+                        " GATEWAY_FILTER_FIELDS, BM25 keyword search) on Milvus directly; pause writers first")
+    commands.add_parser("tenants", help="every tenant holding images, with its count (operators)")
+    delete_tenant = commands.add_parser("delete-tenant", help="delete every image of one tenant (operators, admin scope)")
+    delete_tenant.add_argument("name")
+    delete_tenant.add_argument("--yes", action="store_true", help="needed: the deletion cannot be undone")
     return parser.parse_args(argv)
 
 
@@ -93,7 +103,7 @@ async def export_faiss(client: EmbeddedClient, index_out: Path, meta_out: Path) 
     if records:
         index.add(np.stack([r.vector for r in records if r.vector is not None]).astype(np.float32))
     faiss.write_index(index, str(index_out))
-    meta = [{"row": i, "id": r.id, "source": r.source, "caption": r.caption, "metadata": r.metadata,
+    meta = [{"row": i, "id": r.id, "tenant": r.tenant, "source": r.source, "caption": r.caption, "metadata": r.metadata,
              "created_at": r.created_at, "phash": r.phash} for i, r in enumerate(records)]
     meta_out.write_text(json.dumps(meta, ensure_ascii=False, indent=1))
     return len(records)
@@ -106,30 +116,45 @@ async def migrate(settings: Settings) -> int:
     store = build_store_for_repository(settings)
     try:
         copied = await store.migrate()
+        features = store.capabilities.keyword_search.describe()
         if copied is None:
-            print(f"nothing to do: collection {settings.collection!r} has the current schema (keyword search on)")
+            print(f"nothing to do: collection {settings.collection!r} has the current schema (keyword search {features})")
         else:
-            print(f"copied {copied} records into collection {settings.collection!r}: keyword search on")
+            print(f"copied {copied} records into collection {settings.collection!r} (keyword search {features})")
         return 0
     finally:
         await store.close()
 
 
-async def embedded_client(settings: Settings) -> EmbeddedClient:
+async def embedded_client(settings: Settings, tenant: str | None) -> EmbeddedClient:
     from ..wiring import build_service
 
     service = build_service(settings)
     await service.start()
     service.start_worker()  # (GATEWAY_CAPTION_WORKER; only `index` has one: see run)
-    return EmbeddedClient(service)
+    return EmbeddedClient(service, tenant)
 
 
-def remote_client(url: str, api_key: str | None) -> Client:
+def remote_client(url: str, api_key: str | None, tenant: str | None) -> Client:
     if url.startswith("grpc://"):
-        return GrpcClient(url.removeprefix("grpc://").rstrip("/"), api_key)
+        return GrpcClient(url.removeprefix("grpc://").rstrip("/"), api_key, tenant)
     if not url.startswith(("http://", "https://")):
         raise UsageError(f"--url takes http://, https:// or grpc:// addresses, not {url!r}")
-    return HttpClient(url, api_key)
+    return HttpClient(url, api_key, tenant)
+
+
+async def tenants_command(client: Client, args: argparse.Namespace) -> int:
+    if args.command == "delete-tenant":
+        if not args.yes:
+            raise UsageError(f"deleting every image of tenant {args.name!r} cannot be undone: add --yes")
+        print(f"deleted {await client.delete_tenant(args.name)} images of tenant {args.name!r}")
+        return 0
+    tenants = await client.tenants()
+    width = max((len(name) for name in tenants), default=6)
+    print(f"{'tenant':<{width}}  images")
+    for name, count in tenants.items():
+        print(f"{name:<{width}}  {count}")
+    return 0
 
 
 async def index_command(client: Client, args: argparse.Namespace, max_pixels: int) -> int:
@@ -192,10 +217,12 @@ async def run(args: argparse.Namespace) -> int:
         settings = settings.model_copy(update={"caption_worker": False})
     if args.command == "migrate":
         return await migrate(settings)
-    client = remote_client(args.url, args.api_key) if args.url else await embedded_client(settings)
+    client = remote_client(args.url, args.api_key, args.tenant) if args.url else await embedded_client(settings, args.tenant)
     try:
         if args.command == "index":
             return await index_command(client, args, settings.max_pixels)
+        if args.command in ("tenants", "delete-tenant"):
+            return await tenants_command(client, args)
         if args.command == "export-faiss":
             assert isinstance(client, EmbeddedClient)
             count = await export_faiss(client, args.index_out, args.meta_out)

@@ -147,9 +147,9 @@ class CaptionWorker:
 
     async def _release(self, held: list[ImageRecord]) -> None:
         try:
-            still = {r.id for r in await self._still_held(held)}
+            still = {r.key for r in await self._still_held(held)}
             released = await self._not_deleted([replace(r, job=replace(r.job, lease_owner="", lease_until_ms=0))
-                                                 for r in held if r.id in still])
+                                                 for r in held if r.key in still])
             if released:
                 await self.store.upsert(released)
             await self._undo_deleted(released)
@@ -185,17 +185,20 @@ class CaptionWorker:
         return await self._still_held(claims)
 
     async def _still_held(self, records: list[ImageRecord]) -> list[ImageRecord]:
-        current = {r.id: r for r in await self.store.get([r.id for r in records], strong=True)}
-        return [r for r in records if (c := current.get(r.id)) is not None and c.caption_state == "pending"
+        by_tenant: dict[str, list[str]] = {}
+        for record in records:
+            by_tenant.setdefault(record.tenant, []).append(record.id)
+        current = {r.key: r for tenant, ids in by_tenant.items() for r in await self.store.get(tenant, ids, strong=True)}
+        return [r for r in records if (c := current.get(r.key)) is not None and c.caption_state == "pending"
                 and c.job.lease_owner == self.owner and c.job.lease_until_ms == r.job.lease_until_ms]
 
     async def captioned(self, held: list[ImageRecord]) -> list[ImageRecord]:
         """The held records as they are to be written: captioned, or failed (for good or for a retry)."""
-        inputs = await asyncio.to_thread(lambda: [self.inputs.get(r.id) for r in held])
+        inputs = await asyncio.to_thread(lambda: [self.inputs.get(r.key) for r in held])
         updates: list[ImageRecord] = []
         present = [(r, pixels) for r, pixels in zip(held, inputs) if pixels is not None]
         for record, pixels in zip(held, inputs):
-            if pixels is None and not await asyncio.to_thread(self.inputs.was_deleted, record.id):
+            if pixels is None and not await asyncio.to_thread(self.inputs.was_deleted, record.key):
                 updates.append(self._give_up(record, "BLIP's input is missing from the caption spool"
                                                      " (GATEWAY_CAPTION_SPOOL): index the image again"))
         if present:
@@ -227,27 +230,27 @@ class CaptionWorker:
                         " nothing written, they are due again", len(held))
             self.counts.dropped_claims += len(held)
             return
-        still = {r.id for r in await self._still_held(held)}
-        writes = await self._not_deleted([u for u in updates if u.id in still])
+        still = {r.key for r in await self._still_held(held)}
+        writes = await self._not_deleted([u for u in updates if u.key in still])
         if writes:
             await self.store.upsert(writes)
         await self._undo_deleted(writes)
         for record in writes:
             if record.caption_state != "pending":
-                await asyncio.to_thread(self.inputs.discard, record.id)
+                await asyncio.to_thread(self.inputs.discard, record.key)
             self.counts.captioned += record.caption_state == "done"
             self.counts.failed += record.caption_state == "failed"
 
     async def _not_deleted(self, records: list[ImageRecord]) -> list[ImageRecord]:
         """Those without a delete mark, looked at just before a write: a delete that began earlier is never
         undone by the write (one that begins between this look and the write is, by _undo_deleted)."""
-        deleted = await asyncio.to_thread(lambda: {r.id for r in records if self.inputs.was_deleted(r.id)})
-        return [r for r in records if r.id not in deleted]
+        deleted = await asyncio.to_thread(lambda: {r.key for r in records if self.inputs.was_deleted(r.key)})
+        return [r for r in records if r.key not in deleted]
 
     async def _undo_deleted(self, written: list[ImageRecord]) -> None:
         for record in written:
-            if await asyncio.to_thread(self.inputs.was_deleted, record.id):
-                await self.store.delete(record.id)
+            if await asyncio.to_thread(self.inputs.was_deleted, record.key):
+                await self.store.delete(record.tenant, record.id)
                 self.counts.undone_deletes += 1
 
     async def _sweep(self) -> None:

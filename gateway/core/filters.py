@@ -10,29 +10,35 @@ What a condition means, in every store (tests/contract checks each store against
 - ``eq``: the field holds a value of the same kind, equal to it; ``in``: ``eq`` to one of the values;
 - ``ne``: not ``eq``, so a record without the metadata key, or with a value of another kind, matches;
 - ``gt``, ``gte``, ``lt``, ``lte``: the field holds a number, compared with the value (a number);
-- a metadata key holding a list, an object or null is only ever matched by ``ne``.
+- ``contains``: the field holds a list with an element ``eq`` to the value; ``contains_any``: with an
+  element ``eq`` to one of the values (metadata keys only);
+- a metadata key holding a list, an object or null is otherwise only ever matched by ``ne``.
+
+Declared metadata keys (gateway.core.declared) mean the same; their conditions take values of the
+declared type and the operators that apply to it, and carry the type (``Condition.declared``) so a
+store can use the typed field it keeps for the key.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
+from .declared import DESCRIPTIONS, METADATA_KEY, OPERATORS, value_fits
 from .errors import ErrorKind, ServiceError
 from .records import ImageRecord
 
 Scalar = bool | int | float | str
-Op = Literal["eq", "ne", "gt", "gte", "lt", "lte", "in"]
+Op = Literal["eq", "ne", "gt", "gte", "lt", "lte", "in", "contains", "contains_any"]
 RANGES = ("gt", "gte", "lt", "lte")
+LISTS = ("in", "contains_any")  # the operators that take a list of values
 PLAIN_FIELDS: dict[str, type] = {"id": str, "source": str, "created_at": int, "phash": str, "caption_state": str}
 METADATA = "metadata."
-METADATA_KEY = re.compile(r"^[A-Za-z0-9_]{1,64}$")
 MAX_CONDITIONS, MAX_IN_VALUES, MAX_STRING = 16, 100, 1024
 
 
@@ -53,7 +59,8 @@ class Condition:
 
     field: str  # "id", "source", "created_at", "phash" or "metadata.<key>"
     op: Op
-    values: tuple[Scalar, ...]  # one value; one or more for "in"
+    values: tuple[Scalar, ...]  # one value; one or more for "in" and "contains_any"
+    declared: str | None = None  # a declared metadata key's type (gateway.core.declared.FieldType)
 
     @property
     def metadata_key(self) -> str | None:
@@ -90,15 +97,16 @@ def _check_value(value: Scalar) -> None:
         raise invalid_filter(f"filter strings must be at most {MAX_STRING} characters without control characters")
 
 
-def _check_one(condition: FilterCondition) -> Condition:
-    name = condition.field
-    if name not in PLAIN_FIELDS and not (name.startswith(METADATA) and METADATA_KEY.match(name[len(METADATA):])):
+def _check_one(condition: FilterCondition, declared: Mapping[str, str]) -> Condition:
+    name, op = condition.field, condition.op
+    key = name[len(METADATA):] if name.startswith(METADATA) else None
+    if name not in PLAIN_FIELDS and not (key is not None and METADATA_KEY.match(key)):
         raise invalid_filter(f"unknown filter field {name!r}: use id, source, created_at, phash or metadata.<key>")
-    if (condition.op == "in") != isinstance(condition.value, list):
-        raise invalid_filter('use a list value with "in", and a single value with every other operator')
+    if (op in LISTS) != isinstance(condition.value, list):
+        raise invalid_filter('use a list value with "in" and "contains_any", and a single value with every other operator')
     values = tuple(condition.value) if isinstance(condition.value, list) else (condition.value,)
     if not 1 <= len(values) <= MAX_IN_VALUES:
-        raise invalid_filter(f'"in" takes 1 to {MAX_IN_VALUES} values')
+        raise invalid_filter(f'"{op}" takes 1 to {MAX_IN_VALUES} values')
     kind = PLAIN_FIELDS.get(name)
     for value in values:
         if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
@@ -106,16 +114,26 @@ def _check_one(condition: FilterCondition) -> Condition:
         if kind is str and not isinstance(value, str):
             raise invalid_filter(f"{name} takes strings")
         _check_value(value)
-    if condition.op in RANGES and isinstance(values[0], (str, bool)):
-        raise invalid_filter(f"{condition.op} takes a number")
-    return Condition(name, condition.op, values)
+    if op in RANGES and isinstance(values[0], (str, bool)):
+        raise invalid_filter(f"{op} takes a number")
+    if op.startswith("contains") and key is None:
+        raise invalid_filter(f"{op} applies to metadata keys holding lists, not to {name}")
+    declared_type = declared.get(key) if key is not None else None
+    if declared_type is not None:
+        if op not in OPERATORS[declared_type]:
+            raise invalid_filter(f"{name} is a declared {declared_type} field: it takes {', '.join(OPERATORS[declared_type])}")
+        wanted = "keyword" if declared_type == "keyword_list" else declared_type
+        if not all(value_fits(declared_type, value) for value in values):
+            raise invalid_filter(f"{name} is a declared {declared_type} field: its values are {DESCRIPTIONS[wanted]}")
+    return Condition(name, op, values, declared_type)
 
 
-def check(conditions: Sequence[FilterCondition]) -> list[Condition]:
-    """The conditions checked (INVALID_REQUEST "invalid_filter" naming the problem)."""
+def check(conditions: Sequence[FilterCondition], declared: Mapping[str, str] | None = None) -> list[Condition]:
+    """The conditions checked (INVALID_REQUEST "invalid_filter" naming the problem); ``declared``: the
+    declared metadata keys and their types (GATEWAY_FILTER_FIELDS)."""
     if len(conditions) > MAX_CONDITIONS:
         raise invalid_filter(f"at most {MAX_CONDITIONS} filter conditions")
-    return [_check_one(c) for c in conditions]
+    return [_check_one(c, declared or {}) for c in conditions]
 
 
 def parse_json(text: str | None) -> list[FilterCondition]:
@@ -156,6 +174,8 @@ def holds(condition: Condition, record: ImageRecord) -> bool:
     held = record.metadata.get(key) if key is not None else getattr(record, condition.field)
     if condition.op in ("eq", "in"):
         return any(_equal(held, v) for v in condition.values)
+    if condition.op in ("contains", "contains_any"):
+        return isinstance(held, list) and any(_equal(item, v) for item in held for v in condition.values)
     if condition.op == "ne":
         return not _equal(held, condition.values[0])
     if _kind(held) != "number":

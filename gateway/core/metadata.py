@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 
+from .declared import check_declared_metadata
 from .errors import invalid
 
 MAX_METADATA_CHARS, MAX_METADATA_DEPTH = 16_384, 8
@@ -26,9 +28,10 @@ def _check_value(value, level: int = 1) -> None:
         raise invalid("metadata numbers must be finite and integers must fit in 64 bits")
 
 
-def check_metadata(meta: object) -> dict:
+def check_metadata(meta: object, declared: Mapping[str, str] | None = None) -> dict:
     """``meta`` when it is a JSON object of finite numbers, 64-bit integers, at most
-    MAX_METADATA_DEPTH levels and MAX_METADATA_CHARS characters as JSON; else INVALID_ARGUMENT."""
+    MAX_METADATA_DEPTH levels and MAX_METADATA_CHARS characters as JSON, whose ``declared`` keys
+    (gateway.core.declared) hold values of their types; else INVALID_ARGUMENT."""
     if not isinstance(meta, dict):
         raise invalid("metadata must be a JSON object")
     _check_value(meta)
@@ -38,6 +41,7 @@ def check_metadata(meta: object) -> dict:
         raise invalid(f"metadata is not a JSON object Milvus can store: {exc}") from exc
     if size > MAX_METADATA_CHARS:
         raise invalid(f"metadata is longer than {MAX_METADATA_CHARS:,} characters")
+    check_declared_metadata(meta, declared or {})
     return meta
 
 

@@ -115,12 +115,16 @@ class StoreCapabilities:
     keyword_search: Feature  # search_captions works (Milvus 2.5+ and Lite: BM25 over the captions)
     max_window: int | None  # the largest offset + limit list_records takes (None: no limit)
     vector_search: str  # how vectors are searched, for operators ("exact (FLAT)", "approximate (HNSW, ef 128)")
+    tenants: str = "filtered per tenant"  # how a tenant's records are kept apart, for operators
+    declared_fields: str = "evaluated per record"  # how declared filter fields are searched, for operators
 
 
 class VectorStore(Protocol):
-    """One collection of image records, searched by cosine similarity. ``conditions`` are checked
-    filters (gateway.core.filters), ANDed; each store evaluates them with the meaning stated there.
-    Ids are checked by the service. Writes report their consistency token and reads honour the call's
+    """One collection of image records, searched by cosine similarity, shared by tenants: every read and
+    delete names the tenant it acts for and sees only that tenant's records (a record of another tenant
+    is absent); records carry their tenant into upsert. ``conditions`` are checked filters
+    (gateway.core.filters), ANDed; each store evaluates them with the meaning stated there. Ids are
+    checked by the service. Writes report their consistency token and reads honour the call's
     (gateway.core.consistency) where the store has timestamps. Failures are ServiceErrors (UNAVAILABLE,
     TIMEOUT, MISCONFIGURED)."""
 
@@ -128,43 +132,62 @@ class VectorStore(Protocol):
 
     async def start(self) -> None: ...
 
-    async def upsert(self, records: list[ImageRecord]) -> None: ...
-
-    async def get(self, ids: list[str], with_vectors: bool = False, strong: bool = False) -> list[ImageRecord]:
-        """The records of those ids that exist; ``strong``: seeing every acknowledged write, whichever
-        client made it (slower on a server; reads otherwise see this client's own writes and those up to
-        the call's consistency token, gateway.core.consistency)."""
+    async def upsert(self, records: list[ImageRecord], new: bool = False) -> None:
+        """Each record written, replacing the tenant's record of its id; ``new``: the caller knows none of
+        them is stored (a store may write them faster)."""
         ...
 
-    async def thumbnail(self, record_id: str, strong: bool = False) -> str | None: ...
-
-    async def delete(self, record_id: str) -> None: ...
-
-    async def list_records(self, limit: int, offset: int) -> list[ImageRecord]:
-        """Records in id order (offset + limit at most capabilities.max_window)."""
+    async def get(self, tenant: str, ids: list[str], with_vectors: bool = False, strong: bool = False
+                  ) -> list[ImageRecord]:
+        """The tenant's records of those ids that exist; ``strong``: seeing every acknowledged write,
+        whichever client made it (slower on a server; reads otherwise see this client's own writes and
+        those up to the call's consistency token, gateway.core.consistency)."""
         ...
 
-    async def all_records(self) -> list[ImageRecord]:
-        """Every record with its vector (exports)."""
+    async def thumbnail(self, tenant: str, record_id: str, strong: bool = False) -> str | None: ...
+
+    async def delete(self, tenant: str, record_id: str) -> None: ...
+
+    async def list_records(self, tenant: str, limit: int, offset: int) -> list[ImageRecord]:
+        """The tenant's records in id order (offset + limit at most capabilities.max_window)."""
         ...
 
-    async def count(self) -> int: ...
+    async def all_records(self, tenant: str | None) -> list[ImageRecord]:
+        """Every record of the tenant (None: of every tenant) with its vector (exports)."""
+        ...
 
-    async def search(self, vectors: np.ndarray, k: int, conditions: Sequence[Condition] = ()
+    async def count(self, tenant: str | None) -> int:
+        """The tenant's records (None: every tenant's)."""
+        ...
+
+    async def search(self, tenant: str | None, vectors: np.ndarray, k: int, conditions: Sequence[Condition] = ()
                      ) -> list[list[tuple[ImageRecord, float]]]:
-        """Per query vector, the k nearest records meeting the conditions, with their cosines, best first."""
+        """Per query vector, the tenant's k nearest records meeting the conditions, with their cosines,
+        best first (tenant None: across every tenant; operators' tools such as bench/vector_tier.py)."""
         ...
 
-    async def search_captions(self, text: str, k: int, conditions: Sequence[Condition] = ()
+    async def search_captions(self, tenant: str, text: str, k: int, conditions: Sequence[Condition] = ()
                               ) -> list[tuple[ImageRecord, float]]:
-        """The k records whose captions best match the text's words (BM25 or the store's own measure,
-        higher is better), with their vectors; only where capabilities.keyword_search is on."""
+        """The tenant's k records whose captions best match the text's words (BM25 or the store's own
+        measure, higher is better), with their vectors; only where capabilities.keyword_search is on."""
+        ...
+
+    async def ids(self, tenant: str, conditions: Sequence[Condition] = ()) -> list[str]:
+        """The ids of the tenant's records meeting the conditions (every record read: a scan)."""
+        ...
+
+    async def tenants(self) -> dict[str, int]:
+        """Every tenant holding records, with its count (a scan of the tenant field)."""
+        ...
+
+    async def delete_tenant(self, tenant: str) -> int:
+        """Every record of the tenant deleted; how many there were."""
         ...
 
     async def captions_due(self, limit: int, now_ms: int) -> list[ImageRecord]:
-        """Up to ``limit`` records whose caption is pending, whose lease has expired and whose retry time
-        has come at ``now_ms``: whole records (vector and thumbnail too: the queue writes them back),
-        read strongly."""
+        """Up to ``limit`` records of any tenant whose caption is pending, whose lease has expired and whose
+        retry time has come at ``now_ms``: whole records (vector and thumbnail too: the queue writes them
+        back), read strongly."""
         ...
 
     async def caption_queue(self) -> CaptionQueueStats: ...
@@ -182,22 +205,22 @@ class VectorStore(Protocol):
 
 class CaptionInputs(Protocol):
     """Where BLIP's input waits for a pending caption (a folder shared by gateways and captioners), and
-    the marks deletes leave so that no worker writes a deleted record back (gateway.core.caption_queue).
-    Blocking calls (run them in a thread)."""
+    the marks deletes leave so that no worker writes a deleted record back (gateway.core.caption_queue),
+    by record key (gateway.core.records.record_key). Blocking calls (run them in a thread)."""
 
-    def put(self, record_id: str, pixels: np.ndarray) -> None: ...
+    def put(self, key: str, pixels: np.ndarray) -> None: ...
 
-    def get(self, record_id: str) -> np.ndarray | None: ...
+    def get(self, key: str) -> np.ndarray | None: ...
 
-    def discard(self, record_id: str) -> None:
+    def discard(self, key: str) -> None:
         """The input removed once its caption is written (or given up)."""
         ...
 
-    def forget(self, record_id: str) -> None:
+    def forget(self, key: str) -> None:
         """A delete: the input removed and a mark left that the record was deleted."""
         ...
 
-    def was_deleted(self, record_id: str) -> bool: ...
+    def was_deleted(self, key: str) -> bool: ...
 
     def sweep(self, older_than_s: float) -> int:
         """Marks older than that removed; the number removed."""

@@ -1,4 +1,8 @@
-"""What the service stores per image, and how an image gets its id."""
+"""What the service stores per image, how an image gets its id, and whose it is.
+
+Every record belongs to one tenant (gateway.core.tenants). Its id is the content hash of its bytes in
+every tenant, so the same bytes in two tenants are two records with one id: the pair (tenant, id), its
+``key``, is what stores, locks and the caption spool hold records by."""
 
 from __future__ import annotations
 
@@ -20,6 +24,21 @@ def content_id(data: bytes) -> str:
 
 def is_image_id(value: str) -> bool:
     return bool(_ID.match(value))
+
+
+DEFAULT_TENANT = "default"  # every record without keys, and every key bound to no other tenant
+TENANT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"  # no ".", no "/": keys and file names stay unambiguous
+_TENANT = re.compile(TENANT_PATTERN)
+
+
+def is_tenant_name(value: str) -> bool:
+    return bool(_TENANT.match(value))
+
+
+def record_key(tenant: str, image_id: str) -> str:
+    """What a record is held by: its id in the default tenant (so records and caption spools made before
+    tenants keep their keys), ``<id>.<tenant>`` in any other."""
+    return image_id if tenant == DEFAULT_TENANT else f"{image_id}.{tenant}"
 
 
 # pending: embedded and searchable, its caption queued; done: captioned; failed: captioning gave up
@@ -52,6 +71,11 @@ class ImageRecord:
     caption_state: CaptionState = "done"
     caption_error: str = ""  # why captioning failed (caption_state "failed")
     job: CaptionJob = field(default_factory=CaptionJob, repr=False)
+    tenant: str = DEFAULT_TENANT
+
+    @property
+    def key(self) -> str:
+        return record_key(self.tenant, self.id)
 
 
 @dataclass

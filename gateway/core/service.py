@@ -7,7 +7,7 @@ import asyncio
 import base64
 import math
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -20,7 +20,20 @@ from .images import PreparedImage, from_decoded, prepare, tier_decodes
 from .locks import KeyedLocks
 from .metadata import check_metadata
 from .protocols import CaptionInputs, CaptionQueueStats, Feature, Inference, ModelInfo, TierDecoding, VectorStore
-from .records import CaptionState, Embedded, Embeddings, Hit, ImageRecord, Indexed, Page, TextHit, Upload, is_image_id
+from .records import (
+    CaptionState,
+    Embedded,
+    Embeddings,
+    Hit,
+    ImageRecord,
+    Indexed,
+    Page,
+    TextHit,
+    Upload,
+    is_image_id,
+    record_key,
+)
+from .tenants import check_tenant
 from .text_ranking import candidate_pool, fuse, hybrid
 
 DEFAULT_K = 10  # results when a request does not say (every transport)
@@ -54,32 +67,41 @@ class CaptionQueueing:
 
 
 def spool(inputs: CaptionInputs, items: list[tuple[str, np.ndarray]]) -> None:
-    for record_id, pixels in items:
-        inputs.put(record_id, pixels)
+    for key, pixels in items:
+        inputs.put(key, pixels)
 
 
-def unspool(inputs: CaptionInputs, ids: list[str]) -> None:
-    for record_id in ids:
-        inputs.discard(record_id)
+def unspool(inputs: CaptionInputs, keys: list[str]) -> None:
+    for key in keys:
+        inputs.discard(key)
+
+
+def forget_all(inputs: CaptionInputs, keys: list[str]) -> None:
+    for key in keys:
+        inputs.forget(key)
 
 
 class ImageSearchService:
     def __init__(self, inference: Inference, store: VectorStore, limits: Limits, caption_weight: float,
                  exact_decode: bool, keyword_search: bool, queueing: CaptionQueueing | None = None,
-                 tier: TierDecoding | None = None):
+                 tier: TierDecoding | None = None, declared: Mapping[str, str] | None = None):
         """``exact_decode``: decode uploads at full size rather than at the scale their products need.
         ``keyword_search``: text search also finds captions by their words, where the store can.
         ``queueing``: uploads are answered once embedded and their captions queued (None: every upload
         waits for its caption). ``tier``: JPEGs are decoded on the inference tier (GATEWAY_DECODE=inference;
-        None: every upload is decoded here). (gateway.settings.Settings documents each and has their defaults.)"""
+        None: every upload is decoded here). ``declared``: the declared filter fields and their types
+        (gateway.core.declared). (gateway.settings.Settings documents each and has their defaults.)
+
+        Every operation on records acts for one tenant, its first argument (gateway.core.tenants)."""
         self.inference, self.store, self.limits, self.caption_weight = inference, store, limits, caption_weight
         self.exact_decode, self.keyword_search, self.queueing, self.tier = exact_decode, keyword_search, queueing, tier
+        self.declared = dict(declared or {})
         self.worker = (CaptionWorker(inference, store, queueing.inputs, queueing.options)
                        if queueing is not None and queueing.worker_here and self.captioning else None)
         self.worker_task: asyncio.Task | None = None
         self.queue_stats: tuple[float, CaptionQueueStats | None] = (0.0, None)  # (when counted, what)
-        # Milvus has no unique key: concurrent upserts of one id would leave duplicate rows. Writers of
-        # an id take its lock (one process; see the README for several gateway replicas).
+        # Milvus has no unique key: concurrent upserts of one record would leave duplicate rows. Writers of
+        # a record take its key's lock (one process; see the README for several gateway replicas).
         self.write_locks = KeyedLocks()
 
     @property
@@ -127,8 +149,11 @@ class ImageSearchService:
         """How this gateway searches, for operators (GET /readyz, with captions_feature)."""
         decode = ("inference tier (JPEG; other formats and colour-managed JPEGs here)" if self.tier is not None
                   else "gateway")
-        return {"keyword_search": self.keyword_feature.describe(), "vector_search": self.store.capabilities.vector_search,
-                "decode": decode, "precision": self.model_info.precision()}
+        capabilities = self.store.capabilities
+        declared = ", ".join(f"{key} ({kind})" for key, kind in self.declared.items())
+        return {"keyword_search": self.keyword_feature.describe(), "vector_search": capabilities.vector_search,
+                "decode": decode, "precision": self.model_info.precision(), "tenants": capabilities.tenants,
+                "filter_fields": f"{declared}: {capabilities.declared_fields}" if declared else "none declared"}
 
     async def caption_queue(self) -> CaptionQueueStats | None:
         """The queue's state, None without a queue: counts on the store, made at most every
@@ -273,15 +298,17 @@ class ImageSearchService:
             vectors[list(rows)] = part
         return Embeddings(vectors, self.inference.count_tokens(list(texts.values())) if texts else 0)
 
-    async def index_images(self, uploads: Sequence[Upload], captions: bool | None = None,
+    async def index_images(self, tenant: str, uploads: Sequence[Upload], captions: bool | None = None,
                            wait_for_caption: bool = False) -> list[Indexed]:
-        """Index uploads. Same bytes -> same id: images already stored are returned as they are (no
-        inference, no write). New images are embedded (and, with ``wait_for_caption`` or without a
-        queue, captioned) first and written in one upsert at the end, so a failure anywhere writes
-        nothing; queued captions come later (gateway.core.caption_queue). ``captions``: None for the
-        service's default, False to skip BLIP for this batch."""
+        """Index uploads into the tenant's records. Same bytes -> same id: images the tenant already stores
+        are returned as they are (no inference, no write); another tenant's copy is another record. New
+        images are embedded (and, with ``wait_for_caption`` or without a queue, captioned) first and
+        written in one upsert at the end, so a failure anywhere writes nothing; queued captions come later
+        (gateway.core.caption_queue). ``captions``: None for the service's default, False to skip BLIP for
+        this batch."""
+        check_tenant(tenant)
         self.check_batch(len(uploads))
-        metadata = [check_metadata(u.metadata) for u in uploads]
+        metadata = [check_metadata(u.metadata, self.declared) for u in uploads]
         if captions and not self.captioning:
             raise invalid("captions are disabled on this gateway (GATEWAY_CAPTIONS=false)")
         caption = self.captioning if captions is None else captions
@@ -291,8 +318,9 @@ class ImageSearchService:
         labels = [f"files[{i}] ({u.name or 'unnamed'})" if len(uploads) > 1 else None for i, u in enumerate(uploads)]
         prepared = await self._prepare([(label, u.data) for label, u in zip(labels, uploads)], blip=caption, record=True)
         ids = sorted({p.id for p in prepared})
-        async with self.write_locks.hold(ids):  # concurrent uploads of one image: the first writes, the rest find it
-            existing = {r.id: r for r in await self.store.get(ids)}
+        # concurrent uploads of one image: the first writes, the rest find it
+        async with self.write_locks.hold([record_key(tenant, i) for i in ids]):
+            existing = {r.id: r for r in await self.store.get(tenant, ids)}
             fresh = {p.id: (u, meta, p) for u, meta, p in zip(uploads, metadata, prepared) if p.id not in existing}
             records: dict[str, ImageRecord] = {}
             if fresh:
@@ -301,108 +329,137 @@ class ImageSearchService:
                 vectors, texts = await self._embed_and_caption([p for _, _, p in order], caption and queue is None)
                 now = int(time.time())
                 for (upload, meta, p), vector, text in zip(order, vectors, texts):
-                    records[p.id] = ImageRecord(p.id, text, upload.name, meta, now, p.phash, vector, p.thumbnail, state)
+                    records[p.id] = ImageRecord(p.id, text, upload.name, meta, now, p.phash, vector, p.thumbnail, state,
+                                                tenant=tenant)
+                keys = [r.key for r in records.values()]
                 if queue is not None:
-                    await asyncio.to_thread(spool, queue, [(p.id, p.blip_input) for _, _, p in order])
+                    await asyncio.to_thread(spool, queue, [(record_key(tenant, p.id), p.blip_input) for _, _, p in order])
                 try:
-                    await self.store.upsert(list(records.values()))
+                    await self.store.upsert(list(records.values()), new=True)  # (checked absent, under their locks)
                 except BaseException:
                     if queue is not None:
-                        await asyncio.to_thread(unspool, queue, list(records))
+                        await asyncio.to_thread(unspool, queue, keys)
                     raise
         return [Indexed(existing[p.id], False) if p.id in existing else Indexed(records[p.id], True) for p in prepared]
 
     # --- search ------------------------------------------------------------------------------------
 
-    def _check_search(self, k: int, conditions: Sequence[FilterCondition], min_score: float | None) -> list[Condition]:
+    def _check_search(self, tenant: str, k: int, conditions: Sequence[FilterCondition], min_score: float | None
+                      ) -> list[Condition]:
+        check_tenant(tenant)
         self.check_k(k)
         self.check_min_score(min_score)
-        return check(conditions)
+        return check(conditions, self.declared)
 
-    async def search_image(self, data: bytes, k: int, conditions: Sequence[FilterCondition] = (),
+    async def search_image(self, tenant: str, data: bytes, k: int, conditions: Sequence[FilterCondition] = (),
                            min_score: float | None = None) -> list[Hit]:
-        """The k stored images most similar to an image (CLIP cosine, -1..1), among those matching the
-        filter and, with ``min_score``, scoring at least that (fewer than k then)."""
-        checked = self._check_search(k, conditions, min_score)
+        """The tenant's k stored images most similar to an image (CLIP cosine, -1..1), among those matching
+        the filter and, with ``min_score``, scoring at least that (fewer than k then)."""
+        checked = self._check_search(tenant, k, conditions, min_score)
         vectors = await self._embed_files([(None, data)], blip=False)
-        hits = [Hit(record, score) for record, score in (await self.store.search(vectors, k, checked))[0]]
+        hits = [Hit(record, score) for record, score in (await self.store.search(tenant, vectors, k, checked))[0]]
         return [h for h in hits if min_score is None or h.score >= min_score]
 
-    async def search_text(self, query: str, k: int, conditions: Sequence[FilterCondition] = (),
+    async def search_text(self, tenant: str, query: str, k: int, conditions: Sequence[FilterCondition] = (),
                           min_score: float | None = None) -> list[TextHit]:
-        """Images that match a text: CLIP text->image similarity re-ranked with caption word overlap and,
-        where the store searches captions by their words, fused with the keyword hits
+        """The tenant's images that match a text: CLIP text->image similarity re-ranked with caption word
+        overlap and, where the store searches captions by their words, fused with the keyword hits
         (gateway.core.text_ranking); ``min_score`` applies to the CLIP + caption score. The keyword
         search runs while CLIP embeds the query and searches its vector."""
-        checked = self._check_search(k, conditions, min_score)
+        checked = self._check_search(tenant, k, conditions, min_score)
         query = self.check_text(query, "the query")
         if not self.keyword_feature.on:
             vectors = await self.inference.embed_texts([query])
             pool = candidate_pool(k, self.caption_weight, self.limits.max_k)
-            hits = fuse(query, (await self.store.search(vectors, pool, checked))[0], self.caption_weight, k)
+            hits = fuse(query, (await self.store.search(tenant, vectors, pool, checked))[0], self.caption_weight, k)
             return [h for h in hits if min_score is None or h.score >= min_score]
         pool = candidate_pool(k, 1.0, self.limits.max_k)
 
         async def by_clip() -> tuple[np.ndarray, list[tuple[ImageRecord, float]]]:
             vectors = await self.inference.embed_texts([query])
-            return vectors[0], (await self.store.search(vectors, pool, checked))[0]
+            return vectors[0], (await self.store.search(tenant, vectors, pool, checked))[0]
 
-        (vector, clip_hits), keyword_hits = await asyncio.gather(by_clip(), self.store.search_captions(query, pool, checked))
+        (vector, clip_hits), keyword_hits = await asyncio.gather(
+            by_clip(), self.store.search_captions(tenant, query, pool, checked))
         ranked = hybrid(query, vector, clip_hits, keyword_hits, self.caption_weight)
         return [h for h in ranked if min_score is None or h.score >= min_score][:k]
 
-    async def similar(self, image_id: str, k: int, conditions: Sequence[FilterCondition] = (),
+    async def similar(self, tenant: str, image_id: str, k: int, conditions: Sequence[FilterCondition] = (),
                       min_score: float | None = None) -> list[Hit]:
-        """The k stored images nearest a stored image's own vector (CLIP cosine), the image itself
-        excluded; no model runs. NOT_FOUND for an unknown id."""
-        checked = self._check_search(k, conditions, min_score)
-        record = await self.get(image_id, with_vector=True)
+        """The tenant's k stored images nearest one of its stored images' own vector (CLIP cosine), the
+        image itself excluded; no model runs. NOT_FOUND for an id the tenant does not hold."""
+        checked = self._check_search(tenant, k, conditions, min_score)
+        record = await self.get(tenant, image_id, with_vector=True)
         assert record.vector is not None
-        found = (await self.store.search(record.vector[None], k + 1, checked))[0]
+        found = (await self.store.search(tenant, record.vector[None], k + 1, checked))[0]
         hits = [Hit(other, score) for other, score in found if other.id != image_id][:k]
         return [h for h in hits if min_score is None or h.score >= min_score]
 
     # --- records -----------------------------------------------------------------------------------
 
-    async def get(self, image_id: str, with_vector: bool = False) -> ImageRecord:
-        """NOT_FOUND only after a strong re-read: a record another replica has just written, or one the
-        store has not yet made readable after a restart, is never answered as absent."""
-        records = await self.store.get([self.check_id(image_id)], with_vectors=with_vector)
+    async def get(self, tenant: str, image_id: str, with_vector: bool = False) -> ImageRecord:
+        """The tenant's record. NOT_FOUND only after a strong re-read: a record another replica has just
+        written, or one the store has not yet made readable after a restart, is never answered as absent;
+        another tenant's record is absent."""
+        check_tenant(tenant)
+        records = await self.store.get(tenant, [self.check_id(image_id)], with_vectors=with_vector)
         if not records:
-            records = await self.store.get([image_id], with_vectors=with_vector, strong=True)
+            records = await self.store.get(tenant, [image_id], with_vectors=with_vector, strong=True)
         if not records:
             raise ServiceError(ErrorKind.NOT_FOUND, f"no image with id {image_id!r}")
         return records[0]
 
-    async def exists(self, image_id: str) -> bool:
-        return bool(await self.store.get([self.check_id(image_id)]))
+    async def exists(self, tenant: str, image_id: str) -> bool:
+        return bool(await self.store.get(check_tenant(tenant), [self.check_id(image_id)]))
 
-    async def thumbnail(self, image_id: str) -> bytes:
+    async def thumbnail(self, tenant: str, image_id: str) -> bytes:
         """The JPEG stored at index time."""
-        encoded = await self.store.thumbnail(self.check_id(image_id)) or await self.store.thumbnail(image_id, strong=True)
+        check_tenant(tenant)
+        encoded = (await self.store.thumbnail(tenant, self.check_id(image_id))
+                   or await self.store.thumbnail(tenant, image_id, strong=True))
         if not encoded:
             raise ServiceError(ErrorKind.NOT_FOUND, f"no thumbnail for image {image_id!r}")
         return base64.b64decode(encoded)
 
-    async def delete(self, image_id: str) -> None:
+    async def delete(self, tenant: str, image_id: str) -> None:
         """A pending caption's input goes first, leaving the mark that keeps a worker from writing the
         record back (gateway.core.caption_queue)."""
-        async with self.write_locks.hold([image_id]):
-            await self.get(image_id)
+        key = record_key(check_tenant(tenant), self.check_id(image_id))
+        async with self.write_locks.hold([key]):
+            await self.get(tenant, image_id)
             if self.queueing is not None:
-                await asyncio.to_thread(self.queueing.inputs.forget, image_id)
-            await self.store.delete(image_id)
+                await asyncio.to_thread(self.queueing.inputs.forget, key)
+            await self.store.delete(tenant, image_id)
 
-    async def list_images(self, limit: int, offset: int) -> Page:
-        """Records in id order, with the total; ``offset + limit`` within the store's window."""
+    async def list_images(self, tenant: str, limit: int, offset: int) -> Page:
+        """The tenant's records in id order, with its total; ``offset + limit`` within the store's window."""
+        check_tenant(tenant)
         if not 1 <= limit <= self.limits.max_list_limit or offset < 0:
             raise ServiceError(ErrorKind.INVALID_REQUEST, f"limit must be in 1..{self.limits.max_list_limit}, offset >= 0")
         window = self.store.capabilities.max_window
         if window is not None and offset + limit > window:
             raise ServiceError(ErrorKind.INVALID_REQUEST, f"offset + limit must be at most {window}")
-        records = await self.store.list_records(limit, offset)
-        return Page(records, limit, offset, await self.store.count())
+        records = await self.store.list_records(tenant, limit, offset)
+        return Page(records, limit, offset, await self.store.count(tenant))
 
-    async def all_records(self) -> list[ImageRecord]:
-        """Every record with its vector (for exports)."""
-        return await self.store.all_records()
+    async def all_records(self, tenant: str | None) -> list[ImageRecord]:
+        """Every record of the tenant (None: of every tenant) with its vector (for exports)."""
+        return await self.store.all_records(None if tenant is None else check_tenant(tenant))
+
+    # --- tenants (operators) -----------------------------------------------------------------------
+
+    async def tenants(self) -> dict[str, int]:
+        """Every tenant holding records, with its count, by name."""
+        return dict(sorted((await self.store.tenants()).items()))
+
+    async def count(self, tenant: str) -> int:
+        return await self.store.count(check_tenant(tenant))
+
+    async def delete_tenant(self, tenant: str) -> int:
+        """Every record of the tenant deleted; how many there were. Its pending captions' inputs go first,
+        each leaving the mark that keeps a worker from writing its record back, as a single delete does."""
+        check_tenant(tenant)
+        if self.queueing is not None:
+            pending = await self.store.ids(tenant, check([FilterCondition(field="caption_state", value="pending")]))
+            await asyncio.to_thread(forget_all, self.queueing.inputs, [record_key(tenant, i) for i in pending])
+        return await self.store.delete_tenant(tenant)

@@ -94,29 +94,29 @@ class RecordingStore(InMemoryStore):
         if self.fail is not None:
             raise self.fail
 
-    async def upsert(self, records: list[ImageRecord]) -> None:
+    async def upsert(self, records: list[ImageRecord], new: bool = False) -> None:
         self._check()
         self.upserts += 1
-        await super().upsert(records)
+        await super().upsert(records, new)
 
-    async def get(self, ids: list[str], with_vectors: bool = False, strong: bool = False) -> list[ImageRecord]:
+    async def get(self, tenant: str, ids: list[str], with_vectors: bool = False, strong: bool = False) -> list[ImageRecord]:
         self._check()
         self.strong_reads += strong
-        return await super().get(ids, with_vectors, strong)
+        return await super().get(tenant, ids, with_vectors, strong)
 
-    async def delete(self, record_id: str) -> None:
+    async def delete(self, tenant: str, record_id: str) -> None:
         self._check()
-        await super().delete(record_id)
+        await super().delete(tenant, record_id)
 
-    async def search(self, vectors: np.ndarray, k: int, conditions: Sequence[Condition] = ()):
-        self._check()
-        self.searched.append(list(conditions))
-        return await super().search(vectors, k, conditions)
-
-    async def search_captions(self, text: str, k: int, conditions: Sequence[Condition] = ()):
+    async def search(self, tenant: str | None, vectors: np.ndarray, k: int, conditions: Sequence[Condition] = ()):
         self._check()
         self.searched.append(list(conditions))
-        return await super().search_captions(text, k, conditions)
+        return await super().search(tenant, vectors, k, conditions)
+
+    async def search_captions(self, tenant: str, text: str, k: int, conditions: Sequence[Condition] = ()):
+        self._check()
+        self.searched.append(list(conditions))
+        return await super().search_captions(tenant, text, k, conditions)
 
     async def check_ready(self) -> None:
         self._check()

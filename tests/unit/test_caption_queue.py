@@ -14,7 +14,7 @@ import numpy as np
 
 from gateway.core.caption_queue import CaptionWorker
 from gateway.core.errors import ErrorKind, ServiceError
-from gateway.core.records import Upload
+from gateway.core.records import DEFAULT_TENANT, Upload
 from tests.support.fakes import drain, fake_service
 from tests.support.images import unique_image
 
@@ -29,7 +29,7 @@ def worker_of(core, **options) -> CaptionWorker:
 
 
 async def upload(core, seeds, **kwargs):
-    return await core.index_images([Upload(f"{s}.png", unique_image(s)) for s in seeds], **kwargs)
+    return await core.index_images(DEFAULT_TENANT, [Upload(f"{s}.png", unique_image(s)) for s in seeds], **kwargs)
 
 
 def test_an_upload_is_searchable_at_once_and_captioned_later_in_one_batch():
@@ -39,18 +39,18 @@ def test_an_upload_is_searchable_at_once_and_captioned_later_in_one_batch():
         done = await upload(core, [1, 2, 3])
         assert [d.record.caption_state for d in done] == ["pending"] * 3 and all(d.record.caption == "" for d in done)
         assert core.inference.calls == [("clip_image", 3)]  # no BLIP on the upload's path
-        hits = await core.search_image(unique_image(2), 1)
+        hits = await core.search_image(DEFAULT_TENANT, unique_image(2), 1)
         assert hits[0].record.id == done[1].record.id and hits[0].record.caption_state == "pending"
         assert all(core.queueing.inputs.get(d.record.id).shape == (24, 24, 3) for d in done)
         counts = await drain(core)
         assert counts.captioned == 3 and ("blip_caption", 3) in core.inference.calls  # one batch across uploads
         for d in done:
-            stored = await core.get(d.record.id, with_vector=True)
+            stored = await core.get(DEFAULT_TENANT, d.record.id, with_vector=True)
             assert stored.caption.startswith("a picture of brightness") and stored.caption_state == "done"
             assert stored.job.attempts == 1 and not stored.job.lease_owner
             assert np.array_equal(stored.vector, core.store.records[d.record.id].vector)
             assert core.queueing.inputs.get(d.record.id) is None  # the input is removed once captioned
-        assert await core.thumbnail(done[0].record.id)  # written back whole
+        assert await core.thumbnail(DEFAULT_TENANT, done[0].record.id)  # written back whole
         stats = await core.caption_queue()
         assert (stats.pending, stats.failed, stats.oldest_pending_at) == (0, 0, None)
 
@@ -116,7 +116,7 @@ def test_a_record_deleted_while_it_is_captioned_is_never_written_back():
 
     async def deleting(pixels):
         for record_id in list(core.store.records):
-            await core.delete(record_id)
+            await core.delete(DEFAULT_TENANT, record_id)
         return await caption(pixels)
 
     async def main():
@@ -136,7 +136,7 @@ def test_a_delete_landing_between_the_last_check_and_the_write_is_undone_after_t
         if any(r.caption_state == "done" for r in records):
             core.store.upsert = write
             for r in records:  # the delete lands after the worker's strong re-read, before its write
-                await core.delete(r.id)
+                await core.delete(DEFAULT_TENANT, r.id)
         await write(records)
 
     async def main():

@@ -31,6 +31,7 @@ from tests.support.images import png_header_only, unique_image
 
 DOC = Path(__file__).parents[2] / "docs" / "api.md"
 READER, VIEWER, WRITER = "isk_table_reader_0123456789", "isk_table_viewer_0123456789", "isk_table_writer_0123456789"
+OPERATOR = "isk_table_operator_0123456789"  # acts for the tenant a request names: none named is invalid_tenant
 LIMIT = 10_000  # GATEWAY_MAX_UPLOAD_BYTES here
 NOT_AN_IMAGE, OVERSIZED, BOMB = b"not an image", b"\xff" * (LIMIT + 1), png_header_only(60_000, 60_000)
 MISSING = "0" * 32
@@ -84,6 +85,9 @@ ROWS = [
         ["query", "dog", "--filter", "[1]"]),
     Row("invalid_request", lambda http: http.get("/v1/images/not-an-id"),
         lambda stub: stub.GetImage(pb.GetImageRequest(id="not-an-id")), ["query", "--similar-to", "not-an-id"]),
+    Row("invalid_tenant", lambda http: http.get("/v1/images", headers={"X-API-Key": OPERATOR}),
+        lambda stub: stub.ListImages(pb.ListImagesRequest(), metadata=(("x-api-key", OPERATOR),)),
+        ["--api-key", OPERATOR, "query", "dog"]),
     # the reader key's bucket holds one request, which the test takes before the first row
     Row("rate_limited", lambda http: http.get("/v1/images", headers={"X-API-Key": READER}),
         lambda stub: stub.ListImages(pb.ListImagesRequest(), metadata=(("x-api-key", READER),)),
@@ -101,7 +105,8 @@ FAILURES = {"dependency_unavailable": ServiceError(ErrorKind.UNAVAILABLE, "Trito
 def gateway(tmp_path_factory):
     keys = [{"name": "reader", "sha256": hash_key(READER), "scopes": ["search"], "rate_per_s": 0.0001, "burst": 1},
             {"name": "viewer", "sha256": hash_key(VIEWER), "scopes": ["search"]},
-            {"name": "writer", "sha256": hash_key(WRITER), "scopes": ["search", "write"]}]
+            {"name": "writer", "sha256": hash_key(WRITER), "scopes": ["search", "write"]},
+            {"name": "operator", "sha256": hash_key(OPERATOR), "scopes": ["search"], "operator": True}]
     (grpc_port,) = free_ports(1)
     settings = Settings(_env_file=None, host="127.0.0.1", grpc_port=grpc_port, api_keys=keys, anonymous_scopes=["search"],
                         max_upload_bytes=LIMIT)

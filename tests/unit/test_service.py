@@ -10,7 +10,7 @@ import pytest
 
 from gateway.core.errors import ErrorKind, ServiceError
 from gateway.core.filters import Condition, validate
-from gateway.core.records import Upload, content_id
+from gateway.core.records import DEFAULT_TENANT, Upload, content_id
 from gateway.wiring import service_over
 from tests.support.fakes import RecordingStore, drain, fake_service, unit_settings
 from tests.support.images import PHOTO_JPEGS, png_header_only, unique_image
@@ -26,7 +26,7 @@ def run(coroutine):
 
 async def index(core, files: list[tuple[str, bytes]], metadata: dict | None = None, captions: bool | None = None):
     """Index, then caption what that queued."""
-    done = await core.index_images([Upload(name, data, metadata or {}) for name, data in files], captions)
+    done = await core.index_images(DEFAULT_TENANT, [Upload(name, data, metadata or {}) for name, data in files], captions)
     await drain(core)
     return done
 
@@ -40,7 +40,7 @@ def kind_of(coroutine) -> ServiceError:
 def test_index_embeds_captions_and_writes_once_then_the_same_bytes_write_nothing():
     core = service()
     files = [("a.png", unique_image(1)), ("b.png", unique_image(2))]
-    first = run(core.index_images([Upload(n, d, {"album": "x"}) for n, d in files], wait_for_caption=True))
+    first = run(core.index_images(DEFAULT_TENANT, [Upload(n, d, {"album": "x"}) for n, d in files], wait_for_caption=True))
     assert [d.created for d in first] == [True, True] and core.store.upserts == 1
     assert first[0].record.id == content_id(unique_image(1)) and first[0].record.caption.startswith("a picture of")
     assert len(first[0].record.phash) == 16 and first[0].record.thumbnail and first[0].record.metadata == {"album": "x"}
@@ -72,7 +72,7 @@ def test_concurrent_uploads_of_one_image_make_one_record():
     core = service()
 
     async def main():
-        return await asyncio.gather(*(core.index_images([Upload("same.png", unique_image(5))]) for _ in range(6)))
+        return await asyncio.gather(*(core.index_images(DEFAULT_TENANT, [Upload("same.png", unique_image(5))]) for _ in range(6)))
 
     results = run(main())
     assert sum(r[0].created for r in results) == 1 and len(core.store.records) == 1 and core.store.upserts == 1
@@ -90,22 +90,22 @@ def test_captions_can_be_skipped_per_batch_and_are_refused_when_the_gateway_has_
 @pytest.mark.parametrize("k", [0, -1, 1001])
 def test_k_has_one_limit_for_every_search(k):
     core = service()
-    for search in (core.search_text("dog", k), core.search_image(unique_image(8), k)):
+    for search in (core.search_text(DEFAULT_TENANT, "dog", k), core.search_image(DEFAULT_TENANT, unique_image(8), k)):
         refused = kind_of(search)
         assert refused.kind is ErrorKind.INVALID_ARGUMENT and refused.message == "k must be in 1..1000"
 
 
 def test_limits_are_the_services_own():
     core = service(max_k=5, max_upload_bytes=100, max_files_per_request=2)
-    assert kind_of(core.search_text("dog", 6)).message == "k must be in 1..5"
-    assert kind_of(core.search_image(unique_image(9), 1)).kind is ErrorKind.TOO_LARGE
+    assert kind_of(core.search_text(DEFAULT_TENANT, "dog", 6)).message == "k must be in 1..5"
+    assert kind_of(core.search_image(DEFAULT_TENANT, unique_image(9), 1)).kind is ErrorKind.TOO_LARGE
     assert kind_of(index(core, [("a", b"x"), ("b", b"y"), ("c", b"z")])).message == "at most 2 files per request"
 
 
 def test_empty_and_overlong_queries_are_invalid():
     core = service()
-    assert kind_of(core.search_text("   ", 3)).message == "the query is empty"
-    assert "longer than 1000" in kind_of(core.search_text("x" * 1001, 3)).message
+    assert kind_of(core.search_text(DEFAULT_TENANT, "   ", 3)).message == "the query is empty"
+    assert "longer than 1000" in kind_of(core.search_text(DEFAULT_TENANT, "x" * 1001, 3)).message
 
 
 def test_image_search_ranks_by_cosine_among_the_records_the_filter_keeps():
@@ -114,7 +114,7 @@ def test_image_search_ranks_by_cosine_among_the_records_the_filter_keeps():
     run(index(core, photos[:3], {"album": "x"}))
     run(index(core, photos[3:], {"album": "y"}))
     conditions = validate([{"field": "metadata.album", "value": "x"}])
-    hits = run(core.search_image(PHOTO_JPEGS["coffee"], 4, conditions))
+    hits = run(core.search_image(DEFAULT_TENANT, PHOTO_JPEGS["coffee"], 4, conditions))
     assert hits[0].record.source == "coffee" and hits[0].score > 0.99  # indexed and searched at other scales
     assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
     assert sorted(h.record.source for h in hits) == sorted(name for name, _ in photos[:3])
@@ -125,7 +125,7 @@ def test_text_search_fuses_caption_words_over_clip():
     core = service()
     run(index(core, [(f"{i}.png", unique_image(10 + i)) for i in range(5)]))
     query = "brightness"
-    hits = run(core.search_text(query, 3))
+    hits = run(core.search_text(DEFAULT_TENANT, query, 3))
     vector = core.inference.text_vector(query)
     for hit in hits:
         assert hit.clip_score == pytest.approx(float(np.dot(core.store.records[hit.record.id].vector, vector)), abs=1e-6)
@@ -136,14 +136,15 @@ def test_reads_deletes_and_pages():
     core = service()
     done = run(index(core, [(f"{i}.png", unique_image(20 + i)) for i in range(5)]))
     image_id = done[0].record.id
-    assert run(core.get(image_id)).source == "0.png" and run(core.thumbnail(image_id))[:2] == b"\xff\xd8"
-    page = run(core.list_images(2, 2))
+    assert run(core.get(DEFAULT_TENANT, image_id)).source == "0.png"
+    assert run(core.thumbnail(DEFAULT_TENANT, image_id))[:2] == b"\xff\xd8"
+    page = run(core.list_images(DEFAULT_TENANT, 2, 2))
     assert page.total == 5 and len(page.records) == 2 and page.offset == 2
-    run(core.delete(image_id))
-    assert kind_of(core.get(image_id)).kind is ErrorKind.NOT_FOUND
-    assert kind_of(core.delete(image_id)).kind is ErrorKind.NOT_FOUND
-    assert kind_of(core.get("not-an-id")).kind is ErrorKind.INVALID_REQUEST
-    assert kind_of(core.list_images(1000, 16000)).kind is ErrorKind.INVALID_REQUEST
+    run(core.delete(DEFAULT_TENANT, image_id))
+    assert kind_of(core.get(DEFAULT_TENANT, image_id)).kind is ErrorKind.NOT_FOUND
+    assert kind_of(core.delete(DEFAULT_TENANT, image_id)).kind is ErrorKind.NOT_FOUND
+    assert kind_of(core.get(DEFAULT_TENANT, "not-an-id")).kind is ErrorKind.INVALID_REQUEST
+    assert kind_of(core.list_images(DEFAULT_TENANT, 1000, 16000)).kind is ErrorKind.INVALID_REQUEST
 
 
 def test_readiness_names_each_dependency():
@@ -157,16 +158,16 @@ def test_min_score_keeps_exactly_the_hits_at_or_above_it():
     core = service()
     run(index(core, [(f"{i}.png", unique_image(40 + i)) for i in range(6)]))
     query = unique_image(40)
-    every = run(core.search_image(query, 6))
+    every = run(core.search_image(DEFAULT_TENANT, query, 6))
     threshold = every[2].score  # brute force over the fake store: exact cosines
-    kept = run(core.search_image(query, 6, min_score=threshold))
+    kept = run(core.search_image(DEFAULT_TENANT, query, 6, min_score=threshold))
     assert [h.record.id for h in kept] == [h.record.id for h in every if h.score >= threshold] and len(kept) >= 3
-    assert run(core.search_image(query, 6, min_score=1.5)) == []
-    texts = run(core.search_text("brightness", 6))
-    assert [h.record.id for h in run(core.search_text("brightness", 6, min_score=texts[1].score))] == \
+    assert run(core.search_image(DEFAULT_TENANT, query, 6, min_score=1.5)) == []
+    texts = run(core.search_text(DEFAULT_TENANT, "brightness", 6))
+    assert [h.record.id for h in run(core.search_text(DEFAULT_TENANT, "brightness", 6, min_score=texts[1].score))] == \
         [h.record.id for h in texts if h.score >= texts[1].score]
     for bad in (float("nan"), float("inf")):
-        assert kind_of(core.search_text("dog", 3, min_score=bad)).message == "min_score must be a finite number"
+        assert kind_of(core.search_text(DEFAULT_TENANT, "dog", 3, min_score=bad)).message == "min_score must be a finite number"
 
 
 def test_text_search_asks_both_paths_with_one_filter_where_the_store_searches_keywords():
@@ -176,11 +177,12 @@ def test_text_search_asks_both_paths_with_one_filter_where_the_store_searches_ke
     core = service_over(unit_settings(), core.inference, RecordingStore(keyword_search=True))
     run(index(core, [("a.png", unique_image(30)), ("b.png", unique_image(31))]))
     assert core.features() == {"keyword_search": "on", "vector_search": "exact (numpy brute force)",
-                                "decode": "gateway", "precision": "fp32"}
+                                "decode": "gateway", "precision": "fp32", "tenants": "filtered per tenant",
+                                "filter_fields": "none declared"}
     conditions = validate([{"field": "metadata.album", "value": "x"}])
     run(index(core, [("c.png", unique_image(32))], {"album": "x"}))
     core.store.searched.clear()
-    hits = run(core.search_text("brightness", 2, conditions))  # every caption: "a picture of brightness N"
+    hits = run(core.search_text(DEFAULT_TENANT, "brightness", 2, conditions))  # every caption: "a picture of brightness N"
     assert core.store.searched == [[Condition("metadata.album", "eq", ("x",))]] * 2  # the keyword path and CLIP's
     assert len(hits) == 1 and hits[0].keyword_score > 0 and hits[0].record.metadata == {"album": "x"}
     off = service_over(unit_settings(keyword_search=False), core.inference, core.store)

@@ -35,6 +35,15 @@ def has_full_text(version: str) -> bool:
     return found is not None and (int(found[1]), int(found[2])) >= (2, 5)
 
 
+def upsert_places_partition_keys(version: str) -> bool:
+    """Whether a server's upsert puts each row in its partition key's partition. Milvus 2.3 hashed another
+    field (milvus#30607, fixed in 2.3.10 and 2.4): measured on 2.3.5, 2 of 32 rows upserted for one tenant were
+    found by a filter on it, every one after an insert. Every 2.3 counts as affected (the fix's release is
+    not certain); the store then writes new rows with insert and rewrites as a delete and an insert."""
+    found = re.match(r"v?(\d+)\.(\d+)", version)
+    return found is None or (int(found[1]), int(found[2])) >= (2, 4)
+
+
 def lite_file_held(uri: str) -> bool:
     """Whether another process holds a Milvus Lite file. milvus-lite takes a POSIX lock on
     ``.<name>.lock`` beside it, and a second process must not even try to open the file: milvus-lite

@@ -16,7 +16,7 @@ import grpc
 from ...core.consistency import consistency
 from ...core.deadlines import within
 from ...core.errors import ErrorKind, ServiceError
-from ..access import SCOPE_OF, AccessControl
+from ..access import OPERATOR_ONLY, SCOPE_OF, AccessControl, calling
 from ..logging import REQUEST_ID
 from ..metrics import ERRORS, GRPC_SECONDS
 from .errors import STATUS, trailing_metadata
@@ -60,7 +60,8 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
         if handler is None or not details.method.startswith(self.prefix):
             return handler  # health, reflection: public
         name = details.method[len(self.prefix):]
-        scope = SCOPE_OF[OPERATIONS[name]]
+        operation = OPERATIONS[name]
+        scope, operator_only = SCOPE_OF[operation], operation in OPERATOR_ONLY
         headers = {k.lower(): v for k, v in details.invocation_metadata or () if isinstance(v, str)}
 
         async def call(behavior, request, context: grpc.aio.ServicerContext):
@@ -68,9 +69,10 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
             token = REQUEST_ID.set(request_id)
             start, code, principal = time.perf_counter(), grpc.StatusCode.OK, "refused"
             try:
-                principal = self.access.authorize(headers, peer_host(context.peer()), scope).name
+                caller = self.access.authorize(headers, peer_host(context.peer()), scope, operator_only)
+                principal = caller.name
                 left = context.time_remaining()
-                with within(None if left is None else max(0.0, left - REPLY_MARGIN_S)), \
+                with within(None if left is None else max(0.0, left - REPLY_MARGIN_S)), calling(caller, headers), \
                         consistency(headers.get(CONSISTENCY_KEY)) as state:
                     reply = await behavior(checked(request), context)
                 written = () if state.written is None else ((CONSISTENCY_KEY, str(state.written)),)

@@ -18,9 +18,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ...core.errors import ServiceError
 from ...settings import ScopeName
-from ..access import SCOPE_OF, AccessControl
+from ..access import OPERATOR_ONLY, SCOPE_OF, AccessControl, acting_tenant, calling
 
 REQUIRED_SCOPE = "x-required-scope"
+OPERATOR = "x-operator-only"
 SECURITY_SCHEMES = {
     "ApiKeyHeader": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
     "BearerKey": {"type": "http", "scheme": "bearer", "description": "the API key as a bearer token"},
@@ -28,18 +29,26 @@ SECURITY_SCHEMES = {
 
 
 def requires(operation: str) -> dict:
-    """`openapi_extra` of a route that calls a service operation: the scope it needs (SCOPE_OF), and
-    the key schemes in the OpenAPI document."""
-    return {REQUIRED_SCOPE: SCOPE_OF[operation], "security": [{"ApiKeyHeader": []}, {"BearerKey": []}]}
+    """`openapi_extra` of a route that calls a service operation: the scope it needs (SCOPE_OF), whether
+    only operator keys may call it (OPERATOR_ONLY), and the key schemes in the OpenAPI document."""
+    return {REQUIRED_SCOPE: SCOPE_OF[operation], OPERATOR: operation in OPERATOR_ONLY,
+            "security": [{"ApiKeyHeader": []}, {"BearerKey": []}]}
 
 
-def route_scope(routes, scope: Scope) -> ScopeName | None:
-    """The scope the matching route requires (None: public or no such route)."""
+def route_scope(routes, scope: Scope) -> tuple[ScopeName, bool] | None:
+    """The scope the matching route requires and whether it is for operators (None: public or no such route)."""
     for route in routes:
         match, _ = route.matches(scope)
         if match == Match.FULL:
-            return (getattr(route, "openapi_extra", None) or {}).get(REQUIRED_SCOPE)
+            extra = getattr(route, "openapi_extra", None) or {}
+            return (extra[REQUIRED_SCOPE], extra[OPERATOR]) if REQUIRED_SCOPE in extra else None
     return None
+
+
+async def tenant() -> str:
+    """The tenant a route's operation acts for (gateway.server.access: the key's, or the one an operator
+    names in X-Tenant)."""
+    return acting_tenant()
 
 
 class AccessMiddleware:
@@ -55,11 +64,13 @@ class AccessMiddleware:
             if required is not None:
                 headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
                 try:
-                    principal = self.access.authorize(headers, (scope.get("client") or ("unknown",))[0], required)
+                    principal = self.access.authorize(headers, (scope.get("client") or ("unknown",))[0], *required)
                 except ServiceError as exc:
                     scope.setdefault("state", {})["principal"] = "refused"
                     return await self.on_refusal(exc)(scope, receive, send)
                 scope.setdefault("state", {})["principal"] = principal.name
+                with calling(principal, headers):
+                    return await self.app(scope, receive, send)
         await self.app(scope, receive, send)
 
 
@@ -69,7 +80,9 @@ def with_security_schemes(app: FastAPI, access: AccessControl) -> dict:
         schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
         schema.setdefault("components", {})["securitySchemes"] = SECURITY_SCHEMES
         for operation in (op for path in schema["paths"].values() for op in path.values()):
-            if REQUIRED_SCOPE in operation and access.anonymous.allows(operation[REQUIRED_SCOPE]):
+            anonymous_may = access.anonymous.allows(operation.get(REQUIRED_SCOPE, "")) and (
+                not operation.get(OPERATOR) or not access.keys)
+            if REQUIRED_SCOPE in operation and anonymous_may:
                 operation["security"].append({})
         app.openapi_schema = schema
     return app.openapi_schema

@@ -23,11 +23,11 @@ from ..process import serving
 from .access import AccessMiddleware, with_security_schemes
 from .dependencies import KnownFieldsOnly
 from .errors import error_response, install_error_handlers
-from .routes import compat, docs, embeddings, images, operations, page, search
+from .routes import compat, docs, embeddings, images, operations, page, search, tenants
 
 log = logging.getLogger("gateway")
 CONSISTENCY_HEADER = "X-Consistency-Token"  # writes answer with it; reads that send it see those writes
-ROUTERS = (page.router, compat.router, images.router, search.router, embeddings.router)
+ROUTERS = (page.router, compat.router, images.router, search.router, embeddings.router, tenants.router)
 
 
 def create_app(settings: Settings | None = None, service: ImageSearchService | None = None) -> FastAPI:
@@ -89,7 +89,8 @@ def create_app(settings: Settings | None = None, service: ImageSearchService | N
 
     if settings.cors_origins:  # outermost: preflights and refusals get CORS headers too
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST", "DELETE"],
-                           allow_headers=["Authorization", "X-API-Key", "Content-Type", "X-Request-Id", CONSISTENCY_HEADER],
+                           allow_headers=["Authorization", "X-API-Key", "X-Tenant", "Content-Type", "X-Request-Id",
+                                          CONSISTENCY_HEADER],
                            expose_headers=["X-Request-Id", "Retry-After", CONSISTENCY_HEADER], max_age=600)
     install_error_handlers(app)
     return app

@@ -11,6 +11,7 @@ from pydantic import BaseModel
 
 from ...core.errors import ErrorKind, ServiceError
 from ...core.service import ImageSearchService
+from .access import tenant
 
 
 def get_service(request: Request) -> ImageSearchService:
@@ -18,6 +19,7 @@ def get_service(request: Request) -> ImageSearchService:
 
 
 Service = Annotated[ImageSearchService, Depends(get_service)]
+Tenant = Annotated[str, Depends(tenant)]  # the tenant the request acts for (gateway.server.access)
 
 
 def _accepted(route) -> tuple[set[str], set[str], set[str] | None]:

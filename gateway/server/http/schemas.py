@@ -10,15 +10,17 @@ from fastapi import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from ...core.filters import FilterCondition
-from ...core.records import ID_PATTERN, CaptionState, Hit, ImageRecord, Indexed, TextHit
+from ...core.records import ID_PATTERN, TENANT_PATTERN, CaptionState, Hit, ImageRecord, Indexed, TextHit
 from ...core.service import DEFAULT_K
 from .errors import ErrorBody
 
 ImageId = Annotated[str, Path(pattern=ID_PATTERN, description="32 hex digits", examples=["9f2c1e0d4b7a8c6e5f3a2b1c0d9e8f7a"])]
+TenantName = Annotated[str, Path(description=f"a tenant name: {TENANT_PATTERN} (422 invalid_tenant otherwise)",
+                                 examples=["acme"])]
 EmbeddingFormat = Literal["float", "base64"]
 ERRORS: dict[int | str, dict] = {code: {"model": ErrorBody, "description": text} for code, text in (
     (400, "undecodable or truncated image, empty query, k out of range, bad metadata"),
-    (401, "no API key, or an unknown one"), (403, "the API key lacks the route's scope"),
+    (401, "no API key, or an unknown one"), (403, "the API key lacks the route's scope, or names another tenant"),
     (413, "upload or image too large"), (415, "not an image content type"), (422, "invalid parameters or filter"),
     (503, "Triton or Milvus unavailable (Retry-After set)"), (504, "Triton or Milvus deadline exceeded"),
     (429, "rate limit exceeded (Retry-After set)"))}
@@ -129,6 +131,20 @@ class TextSearchRequest(BaseModel):
     filters: list[FilterCondition] = Field(default_factory=list)
     min_score: float | None = Field(None, description="only hits whose score (CLIP cosine + caption weight x caption"
                                     " match) is at least this")
+
+
+class TenantCount(BaseModel):
+    tenant: str
+    images: int = Field(description="the tenant's records")
+
+
+class TenantList(BaseModel):
+    tenants: list[TenantCount] = Field(description="every tenant holding records, by name")
+
+
+class TenantDeleted(BaseModel):
+    tenant: str
+    deleted: int = Field(description="the records deleted")
 
 
 class ReadyResponse(BaseModel):
