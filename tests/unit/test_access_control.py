@@ -76,3 +76,70 @@ def test_anonymous_callers_everything_without_keys_nothing_with_keys_unless_gran
     assert granted.authorize({}, "10.0.0.2", "search")  # buckets per client address
     assert refusal(granted, {}, "search").kind is ErrorKind.RATE_LIMITED  # 10.0.0.1's second request
     assert refusal(granted, {}, "write").kind is ErrorKind.UNAUTHENTICATED
+
+
+ACME, OPS = "isk_acme_0123456789abcdef", "isk_ops_0123456789abcdef"
+
+
+def tenants_access(**settings) -> AccessControl:
+    keys = [{"name": "reader", "sha256": hash_key(READER), "scopes": ["search"]},
+            {"name": "acme", "sha256": hash_key(ACME), "scopes": ["admin"], "tenant": "acme"},
+            {"name": "ops", "sha256": hash_key(OPS), "scopes": ["search"], "operator": True}]
+    return AccessControl(Settings(_env_file=None, api_keys=keys, **settings))
+
+
+def acting(control: AccessControl, headers: dict, operator_only: bool = False) -> str:
+    principal = control.authorize(headers, "c", "search", operator_only)
+    return principal.acting_for(headers.get("x-tenant"))
+
+
+def refused_acting(control: AccessControl, headers: dict) -> ServiceError:
+    with pytest.raises(ServiceError) as refused:
+        acting(control, headers)
+    return refused.value
+
+
+def test_a_key_acts_for_its_tenant_and_an_operator_key_for_the_one_it_names():
+    control = tenants_access()
+    assert acting(control, {"x-api-key": READER}) == "default"  # a key bound to no tenant: the default one
+    assert acting(control, {"x-api-key": ACME}) == "acme"
+    assert acting(control, {"x-api-key": ACME, "x-tenant": "acme"}) == "acme"  # naming its own: fine
+    other = refused_acting(control, {"x-api-key": ACME, "x-tenant": "globex"})
+    assert other.kind is ErrorKind.PERMISSION_DENIED and "acts for its own tenant only" in other.message
+    assert refused_acting(control, {"x-api-key": READER, "x-tenant": "acme"}).kind is ErrorKind.PERMISSION_DENIED
+    assert acting(control, {"x-api-key": OPS, "x-tenant": "globex"}) == "globex"
+    unnamed = refused_acting(control, {"x-api-key": OPS})
+    assert unnamed.kind is ErrorKind.INVALID_REQUEST and unnamed.code == "invalid_tenant" and "X-Tenant" in unnamed.message
+    granted = tenants_access(anonymous_scopes=["search"])  # anonymous callers beside keys: the default tenant only
+    assert acting(granted, {}) == "default"
+    assert refused_acting(granted, {"x-tenant": "acme"}).kind is ErrorKind.UNAUTHENTICATED
+
+
+def test_only_operator_keys_reach_the_operations_across_tenants():
+    control = tenants_access()
+    assert control.authorize({"x-api-key": OPS}, "c", "search", operator_only=True).operator
+    denied = refusal_operator(control, {"x-api-key": ACME})
+    assert denied.kind is ErrorKind.PERMISSION_DENIED and "is not an operator key" in denied.message
+    assert refusal_operator(control, {}).kind is ErrorKind.UNAUTHENTICATED
+
+
+def refusal_operator(control: AccessControl, headers: dict) -> ServiceError:
+    with pytest.raises(ServiceError) as refused:
+        control.authorize(headers, "c", "search", operator_only=True)
+    return refused.value
+
+
+def test_without_keys_the_one_user_acts_for_the_default_tenant_or_any_it_names():
+    open_door = AccessControl(Settings(_env_file=None))
+    assert acting(open_door, {}) == "default" and acting(open_door, {"x-tenant": "acme"}) == "acme"
+    assert open_door.authorize({}, "c", "search", operator_only=True).operator
+
+
+@pytest.mark.parametrize("entry,problem", [
+    ({"tenant": "acme", "operator": True}, "give it no tenant"),
+    ({"tenant": "ac me"}, "String should match pattern"),
+    ({"tenant": "x" * 65}, "String should match pattern"),
+])
+def test_key_entries_bind_one_valid_tenant_or_none(entry, problem):
+    with pytest.raises(ValueError, match=problem):
+        Settings(_env_file=None, api_keys=[{"name": "k", "sha256": hash_key("k"), "scopes": ["search"], **entry}])

@@ -73,3 +73,40 @@ def test_schema_errors_name_the_place_without_pydantic_links():
     assert "http" not in message and "errors.pydantic.dev" not in message
     with pytest.raises(ServiceError, match="filter must be a JSON list"):
         parse_json("not json")
+
+
+DECLARED = {"album": "keyword", "year": "integer", "rank": "float", "ok": "boolean", "tags": "keyword_list"}
+
+
+def test_list_operators_keep_records_whose_list_holds_a_value():
+    (holds_cat,) = checked([{"field": "metadata.tags", "op": "contains", "value": "cat"}])
+    (any_of,) = checked([{"field": "metadata.tags", "op": "contains_any", "value": ["dog", 1]}])
+    assert [holds(holds_cat, r) for r in (record(tags=["cat", "x"]), record(tags="cat"), record(tags=[]), record())] == \
+        [True, False, False, False]
+    assert [holds(any_of, r) for r in (record(tags=["dog"]), record(tags=[1.0]), record(tags=[True]), record(tags=["1"]))] == \
+        [True, True, False, False]
+
+
+def test_conditions_on_declared_keys_carry_their_type_and_mean_what_undeclared_ones_mean():
+    (on_year,) = check(validate([{"field": "metadata.year", "op": "lt", "value": 2020}]), DECLARED)
+    assert on_year.declared == "integer" and checked([{"field": "metadata.year", "value": 1}])[0].declared is None
+    assert [holds(on_year, r) for r in (record(year=2019), record(year=2021), record())] == [True, False, False]
+
+
+@pytest.mark.parametrize("condition,message", [
+    ({"field": "metadata.album", "value": 3}, "declared keyword field: its values are a string"),
+    ({"field": "metadata.album", "value": ""}, "declared keyword field"),
+    ({"field": "metadata.album", "op": "gt", "value": 3}, "declared keyword field: it takes eq, ne, in"),
+    ({"field": "metadata.year", "value": 2.5}, "declared integer field: its values are an integer"),
+    ({"field": "metadata.year", "value": True}, "declared integer field"),
+    ({"field": "metadata.rank", "value": "1"}, "declared float field"),
+    ({"field": "metadata.ok", "value": 1}, "declared boolean field"),
+    ({"field": "metadata.tags", "value": "cat"}, "declared keyword_list field: it takes contains, contains_any"),
+    ({"field": "metadata.tags", "op": "contains", "value": 1}, "declared keyword_list field: its values are a string"),
+    ({"field": "source", "op": "contains", "value": "a"}, "contains applies to metadata keys"),
+    ({"field": "metadata.tags", "op": "contains_any", "value": "cat"}, 'use a list value with "in" and "contains_any"'),
+])
+def test_conditions_refused_on_declared_keys_and_list_operators(condition, message):
+    with pytest.raises(ServiceError, match=message) as refused:
+        check(validate([condition]), DECLARED)
+    assert refused.value.code == "invalid_filter"

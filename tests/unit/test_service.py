@@ -187,3 +187,69 @@ def test_text_search_asks_both_paths_with_one_filter_where_the_store_searches_ke
     assert len(hits) == 1 and hits[0].keyword_score > 0 and hits[0].record.metadata == {"album": "x"}
     off = service_over(unit_settings(keyword_search=False), core.inference, core.store)
     assert off.features()["keyword_search"] == "off: GATEWAY_KEYWORD_SEARCH=false" and not off.keyword_feature.on
+
+
+def test_two_tenants_hold_the_same_bytes_as_two_records_and_never_see_each_other():
+    core = service(captions=False)
+    photo = PHOTO_JPEGS["coffee"]
+
+    async def main():
+        (mine,) = await core.index_images("acme", [Upload("a.jpg", photo, {"owner": "acme"})])
+        (theirs,) = await core.index_images("globex", [Upload("b.jpg", photo, {"owner": "globex"})])
+        assert mine.created and theirs.created and mine.record.id == theirs.record.id == content_id(photo)
+        (again,) = await core.index_images("acme", [Upload("c.jpg", photo)])
+        assert not again.created and again.record.source == "a.jpg"  # deduplicated within a tenant only
+        await core.index_images("acme", [Upload("d.png", unique_image(60))])
+        assert (await core.get("globex", mine.record.id)).metadata == {"owner": "globex"}
+        assert [h.record.metadata.get("owner") for h in await core.search_image("globex", photo, 10)] == ["globex"]
+        assert (await core.list_images("globex", 10, 0)).total == 1 and (await core.list_images("acme", 10, 0)).total == 2
+        acme_only = (await core.index_images("acme", [Upload("e.png", unique_image(61))]))[0].record.id
+        for read in (core.get("globex", acme_only), core.thumbnail("globex", acme_only), core.similar("globex", acme_only, 3),
+                     core.delete("globex", acme_only)):
+            with pytest.raises(ServiceError) as refused:
+                await read
+            assert refused.value.kind is ErrorKind.NOT_FOUND
+        await core.delete("globex", mine.record.id)
+        assert (await core.get("acme", mine.record.id)).source == "a.jpg"
+        assert await core.tenants() == {"acme": 3}
+        assert await core.delete_tenant("acme") == 3 and await core.tenants() == {}
+
+    run(main())
+
+
+@pytest.mark.parametrize("name", ["", "a b", "-x", "x" * 65, "a.b", "a/b", "ten\nant"])
+def test_a_tenant_name_that_is_no_name_is_refused_before_anything_runs(name):
+    core = service()
+    for call in (core.index_images(name, [Upload("a.png", unique_image(62))]), core.get(name, "0" * 32),
+                 core.search_text(name, "dog", 3), core.list_images(name, 10, 0), core.delete_tenant(name), core.count(name)):
+        refused = kind_of(call)
+        assert refused.kind is ErrorKind.INVALID_REQUEST and refused.code == "invalid_tenant"
+    assert core.inference.calls == [] and core.store.upserts == 0
+
+
+def test_declared_keys_must_hold_their_type_at_upload_and_their_filters_carry_it():
+    core = service(captions=False, filter_fields={"album": "keyword", "year": "integer"})
+    assert "album (keyword), year (integer)" in core.features()["filter_fields"]
+    refused = kind_of(core.index_images(DEFAULT_TENANT, [Upload("a.png", unique_image(63), {"year": "2024"})]))
+    assert refused.kind is ErrorKind.INVALID_ARGUMENT and "metadata.year is a declared integer field" in refused.message
+    run(core.index_images(DEFAULT_TENANT, [Upload("a.png", unique_image(63), {"year": 2024, "free": [1]})]))
+    gte_2000 = validate([{"field": "metadata.year", "op": "gte", "value": 2000}])
+    run(core.search_image(DEFAULT_TENANT, unique_image(63), 3, gte_2000))
+    assert core.store.searched[-1] == [Condition("metadata.year", "gte", (2000,), "integer")]
+
+
+def test_deleting_a_tenant_leaves_the_marks_that_keep_its_queued_captions_from_being_written_back():
+    core = service()
+
+    async def main():
+        done = await core.index_images("acme", [Upload(f"{i}.png", unique_image(70 + i)) for i in range(3)])
+        await core.index_images("globex", [Upload("0.png", unique_image(70))])  # the same bytes, another tenant
+        assert all(d.record.caption_state == "pending" for d in done)
+        assert await core.delete_tenant("acme") == 3
+        assert all(core.queueing.inputs.was_deleted(d.record.key) for d in done)
+        assert not core.queueing.inputs.was_deleted(f"{done[0].record.id}.globex")
+        counts = await drain(core)
+        assert counts.captioned == 1 and await core.tenants() == {"globex": 1}
+        assert (await core.get("globex", done[0].record.id)).caption_state == "done"
+
+    run(main())

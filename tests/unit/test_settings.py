@@ -43,3 +43,14 @@ def test_decoding_on_the_inference_tier_needs_triton_and_the_gateways_own_decode
         with pytest.raises(ServiceError) as refused:
             build_service(Settings(_env_file=None, model_repository=tmp_path, **wrong))
         assert refused.value.kind is ErrorKind.MISCONFIGURED and needs in refused.value.message
+
+
+def test_declared_filter_fields_are_read_from_json_and_checked(monkeypatch):
+    import pytest
+
+    monkeypatch.setenv("GATEWAY_FILTER_FIELDS", '{"album": "keyword", "year": "integer", "tags": "keyword_list"}')
+    assert Settings(_env_file=None).filter_fields == {"album": "keyword", "year": "integer", "tags": "keyword_list"}
+    for bad, problem in (({"a-b": "keyword"}, "a metadata key"), ({"album": "date"}, "Input should be"),
+                         ({f"k{i}": "integer" for i in range(33)}, "at most 32")):
+        with pytest.raises(ValueError, match=problem):
+            Settings(_env_file=None, filter_fields=bad)

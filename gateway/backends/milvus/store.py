@@ -117,9 +117,11 @@ class MilvusStore:
                    "IVF_FLAT": "approximate (IVF_FLAT)"}[self.index_type]
 
         def index(field: str) -> str:
-            return f"{self.indexed[field] or 'index'}" if field in self.indexed else "no index"
-        tenants = (f"partition key ({self.partitions} partitions), {index(TENANT)}" if self.partitions
-                   else f"a filtered field ({index(TENANT)}; Milvus Lite has no partition keys)")
+            if field not in self.indexed:
+                return "not indexed"
+            return f"{self.indexed[field]} index" if self.indexed[field] else "indexed"
+        tenants = (f"a partition key over {self.partitions} partitions, {index(TENANT)}" if self.partitions
+                   else f"a filtered field, {index(TENANT)} (Milvus Lite has no partition keys)")
         declared = "typed fields: " + ", ".join(f"{key} {index(column(key))}" for key in self.options.declared)
         return StoreCapabilities(keyword_search, MAX_WINDOW, vectors, tenants, declared)
 
