@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.machine import machine, write_results
-from gateway.core.records import ImageRecord
+from gateway.core.records import DEFAULT_TENANT, ImageRecord
 from gateway.core.service import ImageSearchService
 from gateway.core.text_ranking import candidate_pool, hybrid
 from gateway.settings import Settings
@@ -48,13 +48,13 @@ async def sequential(service: ImageSearchService, query: str) -> list[str]:
     """The order text search had before: the keyword search beside the embedding, then CLIP's search."""
     pool = candidate_pool(K, 1.0, service.limits.max_k)
     vectors, keyword_hits = await asyncio.gather(service.inference.embed_texts([query]),
-                                                 service.store.search_captions(query, pool, []))
-    clip_hits = (await service.store.search(vectors, pool, []))[0]
+                                                 service.store.search_captions(DEFAULT_TENANT, query, pool, []))
+    clip_hits = (await service.store.search(DEFAULT_TENANT, vectors, pool, []))[0]
     return [h.record.id for h in hybrid(query, vectors[0], clip_hits, keyword_hits, service.caption_weight)[:K]]
 
 
 async def concurrent(service: ImageSearchService, query: str) -> list[str]:
-    return [h.record.id for h in await service.search_text(query, K)]
+    return [h.record.id for h in await service.search_text(DEFAULT_TENANT, query, K)]
 
 
 ORDERS = {"sequential": sequential, "concurrent": concurrent}

@@ -62,10 +62,10 @@ async def run(args: argparse.Namespace) -> None:
         latencies, recall = [], []
         for i in range(len(queries)):
             begun = time.perf_counter()
-            (hits,) = await store.search(queries[i:i + 1], K, "")
+            (hits,) = await store.search(None, queries[i:i + 1], K)
             latencies.append((time.perf_counter() - begun) * 1000)
             recall.append(len({int(record.id, 16) for record, _ in hits} & set(truth[i].tolist())) / K)
-        print(f"store search (ef {store.hnsw_ef}): {quantiles(latencies)}, recall@10 {np.mean(recall):.3f}")
+        print(f"store search (ef {store.options.hnsw_ef}): {quantiles(latencies)}, recall@10 {np.mean(recall):.3f}")
         await store.close()
     finally:
         server.stop()

@@ -150,6 +150,14 @@ def test_another_tenants_images_answer_as_absent_ones_over_grpc(deployment):
     assert {h.image.id for h in texts.results} == set(ids["alpha"])
     shared = stub.GetImage(pb.GetImageRequest(id=ids["beta"][-1]), metadata=metadata("beta"))
     assert shared.metadata["album"] == "beta-album"
+    # alpha's bytes indexed with beta's key are a record of beta's own; deleting it leaves alpha's
+    done = stub.IndexImages(iter([pb.IndexImagesRequest(image=unique_image(1), name="copy.png")]), metadata=metadata("beta"))
+    assert done.images[0].created and done.images[0].image.id == ids["alpha"][0]
+    stub.DeleteImage(pb.DeleteImageRequest(id=ids["alpha"][0]), metadata=metadata("beta"))
+    assert stub.GetImage(pb.GetImageRequest(id=ids["alpha"][0]), metadata=alpha).source == "0.jpg"
+    with pytest.raises(grpc.RpcError) as gone:
+        stub.GetImage(pb.GetImageRequest(id=ids["alpha"][0]), metadata=metadata("beta"))
+    assert gone.value.code() == grpc.StatusCode.NOT_FOUND
 
 
 def test_operator_keys_act_for_the_tenant_they_name_and_alone_see_across_tenants(deployment):
