@@ -104,7 +104,8 @@ def test_reflection_lists_the_services_and_describes_the_api(gateway):
     assert {"grpc.health.v1.Health", "imagesearch.v1.ImageSearch"} <= set(database.get_services())
     service = descriptor_pool.DescriptorPool(database).FindServiceByName("imagesearch.v1.ImageSearch")
     assert {m.name for m in service.methods} == {"EmbedImage", "IndexImages", "SearchImage", "SearchSimilar", "SearchText",
-                                                 "GetImage", "GetThumbnail", "DeleteImage", "ListImages"}
+                                                 "GetImage", "GetThumbnail", "DeleteImage", "ListImages", "ListTenants",
+                                                 "GetTenant", "DeleteTenant"}
     assert service.methods_by_name["IndexImages"].client_streaming
 
 

@@ -82,7 +82,7 @@ async def caption_over_unrelated_vector(lite_store: MilvusStore) -> None:
     # keyword search off: CLIP's candidates re-ranked, and the bicycle is not among them
     plain = await started(lite_store, keyword_search=False)
     assert plain.features()["keyword_search"] == "off: GATEWAY_KEYWORD_SEARCH=false"
-    assert named.id not in [h.record.id for h in await plain.search_text(QUERY, 5)]
+    assert named.id not in [h.record.id for h in await plain.search_text(DEFAULT_TENANT, QUERY, 5)]
     await lite_store.close()
 
 
