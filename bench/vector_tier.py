@@ -52,6 +52,7 @@ BATCH, IN_FLIGHT = 8, 8  # the CLI's images per request and its requests in flig
 SHARDS = 1000  # metadata.shard = metadata.jshard = row % 1000
 DECLARED = {"shard": "integer"}
 ZIPF = 0.9  # tenant sizes ~ 1 / rank^ZIPF: the largest of 1,000 holds ~9.5% of the rows, the median ~0.035%
+SWEPT = ("none", "tenant:large", "declared:1%")  # searched at every --ef, one at a time
 FILTERS = {"declared:1%": [FilterCondition(field="metadata.shard", op="lt", value=10)],
            "declared:0.1%": [FilterCondition(field="metadata.shard", op="eq", value=0)],
            "json:1%": [FilterCondition(field="metadata.jshard", op="lt", value=10)]}
@@ -216,8 +217,9 @@ async def measure(store: MilvusStore, phase: str, rows: int, queries: np.ndarray
     print(f"{phase}: {json.dumps(snapshot)}", flush=True)
     results = []
     # Growing rows are searched without the HNSW graph (ef does not apply): the breadths only once sealed.
-    plan = [(ef, "none", 1) for ef in (efs if phase != "loaded" else [default_ef])] + [(default_ef, "none", IN_FLIGHT)]
-    plan += [(default_ef, name, n) for name in plan_of if name != "none" for n in (1, IN_FLIGHT)]
+    swept = [name for name in SWEPT if name in plan_of]
+    plan = [(ef, name, 1) for name in swept for ef in (efs if phase != "loaded" else [default_ef])]
+    plan += [(default_ef, name, n) for name in plan_of for n in (1, IN_FLIGHT) if not (n == 1 and name in swept)]
     for ef, name, in_flight in plan:
         store.options = replace(store.options, hnsw_ef=ef)
         result = await searches(store, queries, truths[name], plan_of[name], in_flight)
@@ -343,7 +345,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--vectors", type=int, default=1_000_000)
     parser.add_argument("--queries", type=int, default=500)
-    parser.add_argument("--ef", type=int, nargs="*", default=[64, 128, 256])
+    parser.add_argument("--ef", type=int, nargs="*", default=[64, 128, 256, 512])
     parser.add_argument("--thumbnail-bytes", type=int, default=1000)
     parser.add_argument("--tenants", type=int, default=1000)
     parser.add_argument("--ingest-rows", type=int, default=100_000, help="rows per side-by-side ingest round (0: none)")

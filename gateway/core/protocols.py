@@ -114,7 +114,7 @@ class StoreCapabilities:
 
     keyword_search: Feature  # search_captions works (Milvus 2.5+ and Lite: BM25 over the captions)
     max_window: int | None  # the largest offset + limit list_records takes (None: no limit)
-    vector_search: str  # how vectors are searched, for operators ("exact (FLAT)", "approximate (HNSW, ef 128)")
+    vector_search: str  # how vectors are searched, for operators ("exact (FLAT)", "approximate (HNSW, ef 512)")
     tenants: str = "filtered per tenant"  # how a tenant's records are kept apart, for operators
     declared_fields: str = "evaluated per record"  # how declared filter fields are searched, for operators
 
