@@ -78,10 +78,13 @@ def test_hung_then_dead_milvus(model_repository, milvus_server):
         assert upload(gateway.url, "b.png", unique_image(900)).json()["images"][0]["created"]
 
         milvus_server.stop()
-        start = time.monotonic()
-        dead = upload(gateway.url, "c.png", unique_image(901))
-        assert dead.status_code == 503 and dead.headers["retry-after"] == "5"
-        assert time.monotonic() - start < 20
-        search = httpx.get(f"{gateway.url}/v1/search/text", params={"q": "rocket"}, timeout=60)
-        assert search.status_code == 503 and search.json()["error"]["code"] == "dependency_unavailable"
-        assert httpx.get(f"{gateway.url}/readyz", timeout=30).status_code == 503
+        try:
+            start = time.monotonic()
+            dead = upload(gateway.url, "c.png", unique_image(901))
+            assert dead.status_code == 503 and dead.headers["retry-after"] == "5"
+            assert time.monotonic() - start < 20
+            search = httpx.get(f"{gateway.url}/v1/search/text", params={"q": "rocket"}, timeout=60)
+            assert search.status_code == 503 and search.json()["error"]["code"] == "dependency_unavailable"
+            assert httpx.get(f"{gateway.url}/readyz", timeout=30).status_code == 503
+        finally:
+            milvus_server.restart()  # the session's server, for the tests that come after this one
