@@ -282,7 +282,7 @@ class MilvusStore:
         return [found["id"] for found in rows]
 
     async def tenants(self) -> dict[str, int]:
-        """A scan of the tenant field (Milvus has no grouped count before 2.6): ~1 s per 100k records."""
+        """A scan of the tenant field (Milvus has no grouped count before 2.6): 6-7 s at 1M records on 2 cores."""
         rows = await self.calls("tenants", self._scan, f'{KEY} != ""', [TENANT], 16384, deadline=self.startup_deadline)
         counts: dict[str, int] = {}
         for found in rows:
