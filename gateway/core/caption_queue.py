@@ -27,6 +27,7 @@ import os
 import socket
 import time
 import uuid
+from collections import Counter
 from collections.abc import Awaitable
 from dataclasses import dataclass, replace
 from typing import TypeVar
@@ -185,10 +186,15 @@ class CaptionWorker:
         return await self._still_held(claims)
 
     async def _still_held(self, records: list[ImageRecord]) -> list[ImageRecord]:
+        """Those still leased to this worker, read strongly. A record read back twice is held by no one: a store
+        that writes a rewrite as a delete and an insert (Milvus 2.3 with tenants) keeps both rows of two
+        claims whose deletes came before both inserts; the next claim, once the lease ends, leaves one."""
         by_tenant: dict[str, list[str]] = {}
         for record in records:
             by_tenant.setdefault(record.tenant, []).append(record.id)
-        current = {r.key: r for tenant, ids in by_tenant.items() for r in await self.store.get(tenant, ids, strong=True)}
+        read = [r for tenant, ids in by_tenant.items() for r in await self.store.get(tenant, ids, strong=True)]
+        twice = {key for key, count in Counter(r.key for r in read).items() if count > 1}
+        current = {r.key: r for r in read if r.key not in twice}
         return [r for r in records if (c := current.get(r.key)) is not None and c.caption_state == "pending"
                 and c.job.lease_owner == self.owner and c.job.lease_until_ms == r.job.lease_until_ms]
 

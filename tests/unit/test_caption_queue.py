@@ -232,3 +232,28 @@ def test_batch_after_batch_each_written_while_the_next_is_captioned():
         assert all(r.caption_state == "done" and not r.job.lease_owner for r in core.store.records.values())
 
     run(main())
+
+
+def test_a_record_read_back_twice_is_held_by_no_worker_until_a_later_claim_leaves_one_row():
+    """Two claims written as a delete and an insert each (Milvus 2.3 with tenants) can leave both rows; each
+    worker then reads the record twice and must not caption it: the next claim after the lease does."""
+    core = fake_service()
+    read = core.store.get
+
+    async def twice(tenant, ids, with_vectors=False, strong=False):
+        found = await read(tenant, ids, with_vectors, strong)
+        return found + found if strong else found
+
+    async def main():
+        (done,) = await upload(core, [40])
+        core.store.get = twice
+        first = worker_of(core, lease_s=0.05)
+        await first.drain()
+        assert first.counts.captioned == 0 and core.store.records[done.record.key].caption_state == "pending"
+        core.store.get = read
+        await asyncio.sleep(0.06)  # the abandoned claim's lease (50 ms here) runs out
+        later = worker_of(core)
+        await later.drain()
+        assert later.counts.captioned == 1 and core.store.records[done.record.key].caption_state == "done"
+
+    run(main())

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -69,6 +69,20 @@ class MilvusOptions:
     flush_idle_s: float
     declared: dict[str, str]  # declared filter fields: metadata key -> type (gateway.core.declared)
     tenant_partitions: int  # partitions of the tenant partition key on a server
+
+
+def once(records: Iterable[ImageRecord]) -> list[ImageRecord]:
+    """Each record once: while two writers race to rewrite one record as a delete and an insert (the split
+    writes of Milvus 2.3 with tenants), both rows may stand until its next rewrite."""
+    return list({r.key: r for r in records}.values())
+
+
+def once_scored(hits: list[tuple[ImageRecord, float]]) -> list[tuple[ImageRecord, float]]:
+    """Hits, best first, each record once (see ``once``)."""
+    kept: dict[str, tuple[ImageRecord, float]] = {}
+    for record, score in hits:
+        kept.setdefault(record.key, (record, score))
+    return list(kept.values())
 
 
 class MilvusStore:
@@ -254,7 +268,7 @@ class MilvusStore:
     async def list_records(self, tenant: str, limit: int, offset: int) -> list[ImageRecord]:
         rows = await self.calls("list", self.client.query, self.name, filter=scoped(tenant, f'{KEY} != ""'),
                                 output_fields=FIELDS, limit=limit, offset=offset, **self.read())
-        return sorted((from_entity(dict(row)) for row in rows), key=lambda r: r.id)
+        return sorted(once(from_entity(dict(row)) for row in rows), key=lambda r: r.id)
 
     def _scan(self, expression: str, output_fields: list[str], batch_size: int = 1000) -> list[dict]:
         """Every row of the expression, through a query iterator (no offset window)."""
@@ -319,7 +333,7 @@ class MilvusStore:
         hits = await self.calls("search", self.client.search, self.name, data=np.asarray(vectors, np.float32).tolist(),
                                 anns_field="vector", limit=k, filter=scoped(tenant, render(conditions)),
                                 output_fields=FIELDS, search_params=params, **self.read())
-        return [[(from_entity(hit["entity"]), float(hit["distance"])) for hit in row] for row in hits]
+        return [once_scored([(from_entity(hit["entity"]), float(hit["distance"])) for hit in row]) for row in hits]
 
     async def search_captions(self, tenant: str, text: str, k: int, conditions: Sequence[Condition] = ()
                               ) -> list[tuple[ImageRecord, float]]:
@@ -327,7 +341,7 @@ class MilvusStore:
         if not self.caption_words:
             return []  # Milvus refuses BM25 queries while no caption holds a word (see _search_captions)
         (hits,) = await self.calls("keyword search", self._search_captions, text, k, scoped(tenant, render(conditions)))
-        return [(from_entity(hit["entity"]), float(hit["distance"])) for hit in hits]
+        return once_scored([(from_entity(hit["entity"]), float(hit["distance"])) for hit in hits])
 
     def _search_captions(self, text: str, k: int, expression: str) -> list:
         from pymilvus import MilvusException
