@@ -15,7 +15,7 @@ from tritonclient.utils import InferenceServerException
 
 from gateway.runtime.preprocess import PixelSpec, preprocess
 from tests.support.images import PHOTOS, photo_bytes
-from tests.support.references import triton_inference_counts as inference_counts
+from tests.support.references import triton_counts_after, triton_inference_counts
 
 pytestmark = [pytest.mark.integration, pytest.mark.triton]
 
@@ -85,11 +85,10 @@ def test_clip_text_over_grpc_matches_onnx(triton, model_repository):
 
 
 def test_concurrent_requests_are_batched(triton, photo_pixels):
-    before = inference_counts(triton.metrics(), "clip_image")
+    before = triton_inference_counts(triton.metrics(), "clip_image")
     requests = [photo_pixels[i % len(photo_pixels)][None] for i in range(48)]
     results = asyncio.run(embed_images(triton.grpc_url, requests))
-    after = inference_counts(triton.metrics(), "clip_image")
-    inferences, executions = after[0] - before[0], after[1] - before[1]
+    inferences, executions = triton_counts_after(triton, "clip_image", before, 48)
     assert inferences == 48
     assert executions < inferences, f"{inferences} requests ran as {executions} executions: no batching"
     # batched rows are the same as the row computed alone

@@ -72,3 +72,20 @@ def triton_inference_counts(metrics: str, model: str) -> tuple[int, int]:
         return int(match.group(1))
 
     return value("nv_inference_count"), value("nv_inference_exec_count")
+
+
+def triton_counts_after(triton, model: str, before: tuple[int, int], inferences: int) -> tuple[int, int]:
+    """(inferences, executions) since `before`, once Triton has counted `inferences` of them.
+
+    Triton records an execution's statistics after its responses are sent, so a client that has every answer can
+    read the metrics before the last batch is counted (CI saw 12 of 16): wait (10 s at most) for the count to settle.
+    """
+    import time
+
+    deadline = time.monotonic() + 10
+    while True:
+        now = triton_inference_counts(triton.metrics(), model)
+        counted = (now[0] - before[0], now[1] - before[1])
+        if counted[0] >= inferences or time.monotonic() > deadline:
+            return counted
+        time.sleep(0.05)
