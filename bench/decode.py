@@ -27,6 +27,7 @@ from bench.photos import jpeg, payloads, source
 from gateway.core.images import perceptual_hash, prepare
 from gateway.core.protocols import ModelInfo
 from gateway.runtime.preprocess import PixelSpec, decode_image, to_pixels
+from gateway.runtime.text import TextSpec
 
 DEFAULT_SPECS = (PixelSpec(224, 224, 224, 3, (0.5,) * 3, (0.5,) * 3),  # CLIP ViT-B/32
                  PixelSpec(384, 384, None, 3, (0.5,) * 3, (0.5,) * 3))  # BLIP base
@@ -113,10 +114,10 @@ def main(argv: list[str] | None = None) -> None:
         from gateway.runtime.onnx_session import create_session
 
         repo_info = read_model_info(args.clip_repository, captions=False)
-        info = ModelInfo(repo_info.clip_pixels, DEFAULT_SPECS[1], repo_info.embedding_dim, 77, {})
+        info = ModelInfo(repo_info.clip_pixels, DEFAULT_SPECS[1], repo_info.embedding_dim, TextSpec(77, "<|endoftext|>"), {})
         clip_session = create_session(args.clip_repository / "clip_image" / "1" / "model.onnx")
     else:
-        info = ModelInfo(DEFAULT_SPECS[0], DEFAULT_SPECS[1], 512, 77, {})
+        info = ModelInfo(DEFAULT_SPECS[0], DEFAULT_SPECS[1], 512, TextSpec(77, "<|endoftext|>"), {})
     results = {"photos": source(), "rounds": args.rounds, "cpu": "process time of this process (2 cores available)",
                "payloads": {}}
     for name, data in payloads().items():

@@ -68,7 +68,7 @@ def input_data(model: str, repository: Path, out: Path) -> Path:
         entries = [entry]
     elif model == "clip_text":
         info = read_model_info(repository, captions=False)
-        ids, mask = TextTokenizer(repository / "clip_text", info.context_length)(QUERIES)
+        ids, mask = TextTokenizer(repository / "clip_text", info.text)(QUERIES)
         entries = [{"input_ids": tensor(i), "attention_mask": tensor(m)} for i, m in zip(ids, mask)]
     else:
         raise ValueError(f"no recipe for {model}")

@@ -18,6 +18,7 @@ from gateway.runtime.blip_decode import DECODE_MEMORY_MB
 from gateway.runtime.checkpoints import DEFAULT_BLIP_MODEL, DEFAULT_CLIP_MODEL
 from gateway.runtime.onnx_session import ProviderUnavailable
 
+from .families import UnsupportedCheckpoint
 from .parity import PARITY_DEVICES, ParityError
 from .progress import say
 from .triton_repo import FLAVOURS, TritonOptions
@@ -30,7 +31,8 @@ DEFAULTS = ", ".join(f"{family}: {default}" for family, (_, _, default) in FAMIL
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m export", description=__doc__.split("\n\n")[1])
     parser.add_argument("family", choices=sorted([*FAMILIES, "decode"]),
-                        help="which model family to export (decode: JPEG decoding on the inference tier)")
+                        help="what to export: clip (the embedding towers: CLIP, SigLIP or SigLIP 2, told apart by the"
+                             " checkpoint), blip (captions), decode (JPEG decoding on the inference tier)")
     parser.add_argument("--model", help=f"hub id or local checkpoint folder (default: {DEFAULTS})")
     parser.add_argument("--repository", type=Path, default=Path("model_repository"), help="default: %(default)s")
     parser.add_argument("--flavour", choices=FLAVOURS, default="onnxruntime",
@@ -123,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         export = getattr(importlib.import_module(module), function)
         export(source, args.repository, serving, force=args.force, parity_device=args.parity_device)
-    except (ParityError, ProviderUnavailable) as exc:  # nothing was installed
+    except (ParityError, ProviderUnavailable, UnsupportedCheckpoint) as exc:  # nothing was installed
         say(f"error: {exc}")
         return 1
     except OSError as exc:

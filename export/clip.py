@@ -1,10 +1,14 @@
-"""CLIP -> two ONNX towers (clip_image, clip_text) in a Triton model repository, gated on parity.
+"""Embedding towers (CLIP, SigLIP, SigLIP 2: export.families) -> two ONNX graphs (clip_image, clip_text)
+in a Triton model repository, gated on parity. The names are the slots the gateway calls; the manifests
+say which family fills them.
 
 clip_image: uint8 RGB pixels (N, S, S, 3) -> L2-normalised embeddings (N, D); rescale, normalise
             and the NHWC->NCHW transpose run inside the graph.
-clip_text:  token ids and attention mask (N, L) int64, L <= 77 -> L2-normalised embeddings (N, D). Clients
-            pad to a multiple of 16 tokens (gateway.runtime.text.text_length), not to 77: the parity
-            gate checks each text at its padded length against PyTorch at 77.
+clip_text:  token ids and attention mask (N, L) int64 -> L2-normalised embeddings (N, D), padded as
+            text.json (gateway.runtime.text.TextSpec) says: CLIP to a multiple of 16 tokens, not 77 (the
+            gate checks each text at that length against PyTorch at 77); SigLIP always to its 64. The
+            gate also checks that the gateway's tokenizer (tokenizers, from the files installed) gives
+            transformers' ids for every parity text.
 """
 
 from __future__ import annotations
@@ -18,16 +22,17 @@ from pathlib import Path
 import numpy as np
 
 from gateway.runtime.preprocess import PixelSpec, preprocess
-from gateway.runtime.text import TEXT_BUCKET, text_length
+from gateway.runtime.text import TEXT_SPEC_FILE, TextSpec, TextTokenizer
 
 from . import onnx_io
+from .families import Family, UnsupportedCheckpoint, family_of
 from .parity import ParityError, compare_embeddings, parity_session, precision_on, require
 from .progress import say, step
 from .quantize import Int8Report, int8_report, quantize, retrieval_images, retrieval_texts, top_k_agreement
 from .sources import fingerprint
 from .triton_repo import ModelSpec, StagedModel, Tensor, TritonOptions, is_up_to_date, tensorrt_options
 
-EXPORT_FORMAT = 3  # bump when the graphs or the repository layout change, so re-runs re-export
+EXPORT_FORMAT = 4  # bump when the graphs or the repository layout change, so re-runs re-export
 PARITY_TEXTS = [
     "man in red jacket",
     "a photo of a cat sleeping on a sofa",
@@ -38,13 +43,13 @@ PARITY_TEXTS = [
 PARITY_PHOTOS = ["astronaut", "coffee", "chelsea", "rocket", "camera"]  # camera is grayscale
 
 
-def _towers(model, spec: PixelSpec):
+def _towers(model, spec: PixelSpec, family: Family):
     import torch
 
     class ImageTower(torch.nn.Module):
         def __init__(self):
             super().__init__()
-            self.vision, self.projection = model.vision_model, model.visual_projection
+            self.model = model
             self.register_buffer("scale", torch.tensor(1.0 / 255.0))
             self.register_buffer("mean", torch.tensor(spec.image_mean).view(1, 3, 1, 1))
             self.register_buffer("std", torch.tensor(spec.image_std).view(1, 3, 1, 1))
@@ -52,17 +57,16 @@ def _towers(model, spec: PixelSpec):
         def forward(self, pixels):
             # Cast first: TensorRT takes uint8 only into Cast/Identity, so uint8 must not reach the Transpose
             x = pixels.to(torch.float32).permute(0, 3, 1, 2) * self.scale
-            features = self.projection(self.vision(pixel_values=(x - self.mean) / self.std).pooler_output)
+            features = family.image_features(self.model, (x - self.mean) / self.std)
             return torch.nn.functional.normalize(features, dim=-1)
 
     class TextTower(torch.nn.Module):
         def __init__(self):
             super().__init__()
-            self.text, self.projection = model.text_model, model.text_projection
+            self.model = model
 
         def forward(self, input_ids, attention_mask):
-            pooled = self.text(input_ids=input_ids, attention_mask=attention_mask).pooler_output
-            return torch.nn.functional.normalize(self.projection(pooled), dim=-1)
+            return torch.nn.functional.normalize(family.text_features(self.model, input_ids, attention_mask), dim=-1)
 
     return ImageTower().eval(), TextTower().eval()
 
@@ -99,23 +103,26 @@ def export_clip(source: str, repository: Path, serving: TritonOptions, force: bo
     """Export both towers of ``source`` (hub id or folder) into ``repository``, gated on parity on
     ``parity_device`` (cpu, cuda, tensorrt). Returns parity figures."""
     import torch
-    from transformers import AutoConfig, AutoImageProcessor, AutoTokenizer, CLIPModel
+    from transformers import AutoConfig, AutoImageProcessor, AutoTokenizer
 
     parity = Parity(parity_device, precision_on(parity_device, serving.fp16), serving)
     with step(f"[clip] reading checkpoint {source}"):
         config = AutoConfig.from_pretrained(source)
+        family = family_of(config)
         request = {"source": source, "fingerprint": fingerprint(source, config), "serving": asdict(serving),
                    "format": EXPORT_FORMAT}
         if not force and all(is_up_to_date(repository, n, request) for n in ("clip_image", "clip_text")):
             say(f"[clip] {repository}/clip_image and clip_text are up to date (use --force to re-export)")
             return {}
-        model = CLIPModel.from_pretrained(source, attn_implementation="eager").eval()
+        model = family.load(source)
         processor = AutoImageProcessor.from_pretrained(source)
         tokenizer = AutoTokenizer.from_pretrained(source)
     spec = PixelSpec.from_processor(processor)
-    dim = model.config.projection_dim
-    context = model.config.text_config.max_position_embeddings
-    image_tower, text_tower = _towers(model, spec)
+    dim = family.embedding_dim(model)
+    text = family.text_spec(model, tokenizer)
+    image_tower, text_tower = _towers(model, spec, family)
+    labels = {"family": family.name, "match_logit": family.match_logit(model)}
+    say(f"[clip] {family.name} family: {dim}-d embeddings, texts padded {text.padding} to {text.context} tokens")
     reports = {}
 
     with tempfile.TemporaryDirectory() as scratch:
@@ -128,51 +135,69 @@ def export_clip(source: str, repository: Path, serving: TritonOptions, force: bo
         )
         reference_pixels, our_pixels = image_parity_inputs(processor, spec)
         with torch.inference_mode():
-            reference = torch.nn.functional.normalize(
-                model.visual_projection(model.vision_model(pixel_values=reference_pixels).pooler_output), dim=-1).numpy()
+            reference = torch.nn.functional.normalize(family.image_features(model, reference_pixels), dim=-1).numpy()
         gates = Int8Gates(spec) if serving.int8 else None
         reports["clip_image"] = _export_tower(
             image_spec, repository, serving, request, image_tower,
             example=(torch.from_numpy(our_pixels[:2]),), feeds=[{"pixels": our_pixels}], reference=reference,
-            dynamic_axes={"pixels": {0: "batch"}, "embeddings": {0: "batch"}}, parity=parity,
+            dynamic_axes={"pixels": {0: "batch"}, "embeddings": {0: "batch"}}, parity=parity, labels=labels,
             int8_gate=gates.image if gates else None)
 
         # --- text tower ----------------------------------------------------------------------
         tokenizer_dir = Path(scratch, "tokenizer")
-        tokenizer.model_max_length = context  # the gateway reads the context from here
+        tokenizer.model_max_length = text.context
         tokenizer.save_pretrained(tokenizer_dir)
+        if not (tokenizer_dir / "tokenizer.json").is_file():
+            raise UnsupportedCheckpoint(f"{source}'s tokenizer has no fast form (tokenizer.json), which the gateway reads")
+        _write(tokenizer_dir / TEXT_SPEC_FILE, text.to_json())
         text_spec = ModelSpec(
             "clip_text",
-            inputs=tuple(Tensor(name, "int64", (-1,), dynamic_range=((TEXT_BUCKET,), (context,)))
+            inputs=tuple(Tensor(name, "int64", (-1,), dynamic_range=((text.min_length,), (text.context,)))
                          for name in ("input_ids", "attention_mask")),
             outputs=(Tensor("embeddings", "float32", (dim,)),),
             # flat beside config.pbtxt: Triton warns about any non-numeric sub-folder of a model
             extra_files={p.name: p for p in tokenizer_dir.iterdir()},
         )
-        feed = padded_tokens(tokenizer, PARITY_TEXTS, context)
+        gateway_tokenizer = TextTokenizer(tokenizer_dir, text)
+        feeds = gateway_feeds(gateway_tokenizer, tokenizer, PARITY_TEXTS, text)
+        full = padded_tokens(tokenizer, PARITY_TEXTS, text)
         with torch.inference_mode():
-            ids, mask = torch.from_numpy(feed["input_ids"]), torch.from_numpy(feed["attention_mask"])
-            reference = torch.nn.functional.normalize(
-                model.text_projection(model.text_model(input_ids=ids, attention_mask=mask).pooler_output), dim=-1).numpy()
+            ids = torch.from_numpy(full["input_ids"])
+            # SigLIP as its authors run it: no mask (the gateway's all-ones mask is the same thing)
+            mask = torch.from_numpy(full["attention_mask"]) if text.padding == "bucketed" else None
+            reference = torch.nn.functional.normalize(family.text_features(model, ids, mask), dim=-1).numpy()
         if gates:
-            gates.texts = text_feeds(padded_tokens(tokenizer, retrieval_texts(), context), context)
+            gates.texts = gateway_feeds(gateway_tokenizer, tokenizer, retrieval_texts(), text)
+        example = tuple(torch.from_numpy(np.concatenate([f[k] for f in feeds[:1]] * 2)) for k in ("input_ids", "attention_mask"))
         reports["clip_text"] = _export_tower(
-            text_spec, repository, serving, request, text_tower, example=(ids[:2], mask[:2]),
-            feeds=text_feeds(feed, context), reference=reference,
+            text_spec, repository, serving, request, text_tower, example=example, feeds=feeds, reference=reference,
             dynamic_axes={"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"},
-                          "embeddings": {0: "batch"}}, parity=parity, int8_gate=gates.text if gates else None)
+                          "embeddings": {0: "batch"}}, parity=parity, labels=labels,
+            int8_gate=gates.text if gates else None)
     return reports
 
 
-def padded_tokens(tokenizer, texts: list[str], context: int) -> dict[str, np.ndarray]:
-    tokens = tokenizer(texts, padding="max_length", max_length=context, truncation=True, return_tensors="np")
+def padded_tokens(tokenizer, texts: list[str], text: TextSpec) -> dict[str, np.ndarray]:
+    """transformers' tokens of the texts at the whole context (the reference)."""
+    tokens = tokenizer([t.lower() for t in texts] if text.lowercase else texts, padding="max_length",
+                       max_length=text.context, truncation=True, return_tensors="np")
     return {"input_ids": tokens["input_ids"].astype(np.int64), "attention_mask": tokens["attention_mask"].astype(np.int64)}
 
 
-def text_feeds(feed: dict[str, np.ndarray], context: int) -> list[dict[str, np.ndarray]]:
-    """One feed per text, at the padded length the gateway sends it (gateway.runtime.text.text_length)."""
-    lengths = [text_length(int(m.sum()), context) for m in feed["attention_mask"]]
-    return [{k: v[row:row + 1, :n] for k, v in feed.items()} for row, n in enumerate(lengths)]
+def gateway_feeds(ours: TextTokenizer, tokenizer, texts: list[str], text: TextSpec) -> list[dict[str, np.ndarray]]:
+    """One feed per text, as the gateway sends it; ParityError unless its ids are transformers' ids
+    (padding beyond the gateway's length aside)."""
+    reference = padded_tokens(tokenizer, texts, text)
+    feeds = []
+    for row, sentence in enumerate(texts):
+        ids, mask = ours([sentence])
+        expected = reference["input_ids"][row]
+        if not np.array_equal(ids[0], expected[:ids.shape[1]]) or \
+                np.any(reference["attention_mask"][row][ids.shape[1]:]):
+            raise ParityError(f"[clip_text] the gateway's tokenizer gives other ids than transformers for {sentence!r}:"
+                              f" {ids[0].tolist()} vs {expected.tolist()}")
+        feeds.append({"input_ids": ids, "attention_mask": mask})
+    return feeds
 
 
 def _embed(session, feeds: list[dict[str, np.ndarray]]) -> np.ndarray:
@@ -230,10 +255,11 @@ class Parity:
 
 
 def _export_tower(spec: ModelSpec, repository: Path, serving: TritonOptions, request: dict, module, example: tuple,
-                  feeds: list[dict], reference: np.ndarray, dynamic_axes: dict, parity: Parity,
+                  feeds: list[dict], reference: np.ndarray, dynamic_axes: dict, parity: Parity, labels: dict,
                   int8_gate: Callable[..., Int8Report] | None = None) -> dict:
-    """``int8_gate``: with --precision int8, (fp32 session, int8 session, feeds) -> its report: the graph that
-    passed parity is quantized and installed only if that gate passes too."""
+    """``labels``: written into the manifest (the family and what its scores mean). ``int8_gate``: with
+    --precision int8, (fp32 session, int8 session, feeds) -> its report: the graph that passed parity is
+    quantized and installed only if that gate passes too."""
     staged = StagedModel(repository, spec)
     try:
         with step(f"[{spec.name}] exporting ONNX"):
@@ -250,7 +276,8 @@ def _export_tower(spec: ModelSpec, repository: Path, serving: TritonOptions, req
             report = compare_embeddings(spec.name, reference, candidate, parity.precision, parity.device)
             say(f"[{spec.name}] {report}")
             require(report)
-        manifest = {"request": request, "parity": report.as_dict(), "precision": "fp16" if serving.fp16 else "fp32"}
+        manifest = {"request": request, "parity": report.as_dict(), "precision": "fp16" if serving.fp16 else "fp32",
+                    **labels}
         if int8_gate is not None:
             with step(f"[{spec.name}] int8: quantizing, then its gate against the fp32 graph"):
                 fp32_path = staged.onnx_file("fp32.onnx.tmp")

@@ -9,7 +9,13 @@ The tokenizers are the real ones. CLIP's BPE vocabulary ships inside the open-cl
 vocabulary (BLIP's text side) is rebuilt from the id->word model in the blingfire package (MIT):
 each id decoded alone gives the piece, and decoded after "a" tells a word start from a "##" piece.
 
+SigLIP 2's tokenizer is Gemma's (256k entries), which no package ships: the SigLIP 2 checkpoints here
+carry a tokenizer with Gemma's pipeline (transformers' GemmaTokenizer: "▁" for spaces, byte fallback,
+<pad> 0, <eos> 1 appended, right padding to 64), its BPE trained offline on a few multilingual
+sentences. Real checkpoints bring their own.
+
     python -m export.random_checkpoints clip --size tiny --out /tmp/clip-tiny
+    python -m export.random_checkpoints siglip2 --size tiny --out /tmp/siglip2-tiny
     python -m export.random_checkpoints blip --size base --out /tmp/blip-base
 """
 
@@ -133,6 +139,69 @@ def build_clip(out: Path, size: str = "tiny", seed: int = 0) -> Path:
     return out
 
 
+# A few sentences in several scripts: the offline Gemma-pipeline tokenizer's training text
+GEMMA_TRAINING_TEXT = [
+    "a photo of a cat sleeping on a sofa", "a man in a red jacket riding a bicycle", "a dog running on the beach",
+    "ein Hund läuft über die Wiese", "eine Katze schläft auf dem Sofa", "un chat noir sur le canapé",
+    "un homme en veste rouge à vélo", "un perro corriendo en la playa", "una foto de un gato", "猫がソファで寝ている",
+    "一只猫在沙发上睡觉", "кошка спит на диване", "قطة نائمة على الأريكة", "a red rocket on a launch pad",
+    "a cup of coffee on a wooden table", "an astronaut in a white space suit",
+]
+SIGLIP_CONTEXT = 64
+
+
+def write_gemma_tokenizer(folder: Path, context: int = SIGLIP_CONTEXT) -> None:
+    """A tokenizer with SigLIP 2's (Gemma's) pipeline, its BPE trained on GEMMA_TRAINING_TEXT."""
+    from tokenizers import trainers
+    from transformers import GemmaTokenizer
+
+    backend = GemmaTokenizer().backend_tokenizer
+    specials = ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>"] + [f"<0x{b:02X}>" for b in range(256)]  # byte fallback
+    backend.train_from_iterator(GEMMA_TRAINING_TEXT * 4, trainers.BpeTrainer(vocab_size=2000, special_tokens=specials,
+                                                                             show_progress=False))
+    model = json.loads(backend.to_str())["model"]
+    merges = [" ".join(m) if isinstance(m, list) else m for m in model["merges"]]
+    tokenizer = GemmaTokenizer(vocab=model["vocab"], merges=merges, add_bos_token=False, add_eos_token=True,
+                               padding_side="right", model_max_length=context)
+    tokenizer.save_pretrained(folder)
+
+
+SIGLIP_SIZES: dict[str, dict[str, Any]] = {
+    # 16-d embeddings as tiny CLIP's (the image tower's width: SigLIP's text head projects to it), so that a
+    # collection of one is refused to the other for its model, not only for its dimension
+    "tiny": dict(
+        text=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, vocab_size=2000,
+                  projection_size=16),
+        vision=dict(hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
+                    image_size=32, patch_size=8),
+    ),
+    # google/siglip2-base-patch16-224: ViT-B/16 at 224 px, a 12-layer text tower over Gemma's 256k vocabulary
+    "base": dict(text=dict(vocab_size=256000), vision=dict(image_size=224, patch_size=16)),
+}
+
+
+def build_siglip2(out: Path, size: str = "tiny", seed: int = 0) -> Path:
+    """Save a random-weight SigLIP 2 checkpoint at fixed resolution (SiglipModel, as google/siglip2-*-patchNN-RES)."""
+    import torch
+    from transformers import SiglipConfig, SiglipImageProcessorPil, SiglipModel
+
+    spec = SIGLIP_SIZES[size]
+    torch.manual_seed(seed)
+    config = SiglipConfig(text_config=dict(max_position_embeddings=SIGLIP_CONTEXT, pad_token_id=0, eos_token_id=1,
+                                           bos_token_id=2, **spec["text"]),
+                          vision_config=spec["vision"])
+    model = SiglipModel(config).eval()
+    with torch.no_grad():  # the trained values' neighbourhood (siglip2-base: scale ~exp(4.7), bias ~-16)
+        model.logit_scale.fill_(4.7)
+        model.logit_bias.fill_(-16.0)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    side = model.vision_model.config.image_size
+    SiglipImageProcessorPil(size={"height": side, "width": side}).save_pretrained(out)
+    write_gemma_tokenizer(out)
+    return out
+
+
 BERT_SPECIALS = {0: "[PAD]", 100: "[UNK]", 101: "[CLS]", 102: "[SEP]", 103: "[MASK]"}
 
 
@@ -212,7 +281,7 @@ def build_blip(out: Path, size: str = "tiny", seed: int = 0) -> Path:
     return out
 
 
-BUILDERS = {"clip": (build_clip, CLIP_SIZES), "blip": (build_blip, BLIP_SIZES)}
+BUILDERS = {"clip": (build_clip, CLIP_SIZES), "blip": (build_blip, BLIP_SIZES), "siglip2": (build_siglip2, SIGLIP_SIZES)}
 
 
 def main(argv: list[str] | None = None) -> None:

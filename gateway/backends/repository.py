@@ -10,7 +10,7 @@ from ..core.errors import ErrorKind, ServiceError
 from ..core.protocols import EmbeddingModel, ModelInfo
 from ..runtime.blip_decode import GenerationSettings
 from ..runtime.preprocess import PixelSpec
-from ..runtime.text import TextTokenizer
+from ..runtime.text import TextSpec, TextTokenizer
 
 
 def _config_dims(config_text: str, section: str) -> list[int]:
@@ -52,14 +52,16 @@ def read_model_info(repository: Path, captions: bool) -> ModelInfo:
         raise ServiceError(ErrorKind.MISCONFIGURED, f"the model repository {repository.resolve()} has no {', '.join(missing)}"
                            " (GATEWAY_MODEL_REPOSITORY): export the models first (make export, or python -m export)")
     dim = _config_dims((repository / "clip_text" / "config.pbtxt").read_text(), "output")[0]
-    context = json.loads((repository / "clip_text" / "tokenizer_config.json").read_text())["model_max_length"]
     blip = PixelSpec.load(repository / "blip_caption" / "preprocess.json") if captions else None
     manifests = {m: json.loads((repository / m / "export.json").read_text()) for m in models}
     sources = {m: manifest["request"]["source"] for m, manifest in manifests.items()}
     clip = manifests["clip_image"]["request"]
-    return ModelInfo(PixelSpec.load(repository / "clip_image" / "preprocess.json"), blip, dim, context, sources,
+    match_logit = manifests["clip_image"].get("match_logit")  # exports before SigLIP wrote no family: CLIP
+    return ModelInfo(PixelSpec.load(repository / "clip_image" / "preprocess.json"), blip, dim,
+                     TextSpec.load(repository / "clip_text"), sources,
                      {m: precision_of(manifest) for m, manifest in manifests.items()},
-                     EmbeddingModel(clip.get("fingerprint") or clip["source"], clip["source"]))
+                     EmbeddingModel(clip.get("fingerprint") or clip["source"], clip["source"]),
+                     manifests["clip_image"].get("family", "clip"), tuple(match_logit) if match_logit else None)
 
 
 def precision_of(manifest: dict) -> str:
@@ -73,9 +75,9 @@ class RepositoryModels:
     def __init__(self, repository: Path, captions: bool, caption_settings: GenerationSettings):
         self.repository = repository
         self.info = read_model_info(repository, captions)
-        self.tokenize = TextTokenizer(repository / "clip_text", self.info.context_length)
+        self.tokenize = TextTokenizer(repository / "clip_text", self.info.text)
         self.caption_settings = caption_settings
 
     def count_tokens(self, texts: list[str]) -> int:
-        """CLIP tokens of the texts, start and end markers included (at most the context length each)."""
-        return int(self.tokenize(texts)[1].sum())
+        """The text tower's tokens of the texts, special tokens included (at most the context length each)."""
+        return self.tokenize.count(texts)

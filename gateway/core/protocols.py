@@ -10,6 +10,7 @@ from typing import Protocol
 import numpy as np
 
 from ..runtime.preprocess import PixelSpec
+from ..runtime.text import TextSpec
 from .filters import Condition
 from .records import ImageRecord
 
@@ -31,10 +32,22 @@ class ModelInfo:
     clip_pixels: PixelSpec
     blip_pixels: PixelSpec | None  # None: captions are off
     embedding_dim: int
-    context_length: int
+    text: TextSpec
     sources: dict[str, str]  # model -> the checkpoint it was exported from
     precisions: dict[str, str] = field(default_factory=dict)  # model -> fp32, fp16 or int8 (as exported)
     embedding_model: EmbeddingModel | None = None  # clip_image's checkpoint (None: not known)
+    family: str = "clip"  # the embedding towers' family: clip or siglip (SigLIP and SigLIP 2)
+    # SigLIP: sigmoid(scale * cosine + bias) is the chance a text matches an image (None: CLIP, softmax-trained)
+    match_logit: tuple[float, float] | None = None
+
+    def scores(self) -> str:
+        """What a search score means, for operators."""
+        said = f"{self.family}: scores are cosines"
+        if self.match_logit is None:
+            return said
+        scale, bias = self.match_logit
+        return (f"{said}; a text matches an image with probability sigmoid({scale:.4g} * cosine {bias:+.4g})"
+                f" (even odds at cosine {-bias / scale:.3f})")
 
     def precision(self) -> str:
         """The models' precisions for operators: "fp32", or each model's where they differ."""

@@ -152,7 +152,8 @@ class ImageSearchService:
         capabilities = self.store.capabilities
         declared = ", ".join(f"{key} ({kind})" for key, kind in self.declared.items())
         return {"keyword_search": self.keyword_feature.describe(), "vector_search": capabilities.vector_search,
-                "decode": decode, "precision": self.model_info.precision(), "tenants": capabilities.tenants,
+                "decode": decode, "precision": self.model_info.precision(), "scores": self.model_info.scores(),
+                "tenants": capabilities.tenants,
                 "filter_fields": f"{declared}: {capabilities.declared_fields}" if declared else "none declared"}
 
     async def caption_queue(self) -> CaptionQueueStats | None:

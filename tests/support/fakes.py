@@ -20,6 +20,7 @@ from gateway.core.protocols import ModelInfo
 from gateway.core.records import ImageRecord
 from gateway.core.service import ImageSearchService
 from gateway.runtime.preprocess import PixelSpec
+from gateway.runtime.text import TextSpec
 from gateway.settings import Settings
 from gateway.wiring import service_over
 
@@ -36,7 +37,7 @@ class FakeInference:
     words, a caption names the image's mean brightness. ``fail`` makes every call raise it."""
 
     def __init__(self, dim: int = 8, captions: bool = True):
-        self.info = ModelInfo(CLIP_SPEC, BLIP_SPEC if captions else None, dim, 77,
+        self.info = ModelInfo(CLIP_SPEC, BLIP_SPEC if captions else None, dim, TextSpec(77, "<|endoftext|>"),
                               {"clip_image": "fake-clip", "clip_text": "fake-clip", "blip_caption": "fake-blip"})
         self.calls: list[tuple[str, int]] = []  # (model, rows)
         self.fail: ServiceError | None = None

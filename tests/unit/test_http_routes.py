@@ -139,6 +139,7 @@ def test_readyz_is_red_with_the_reason(client, core):
                                             "features": {"keyword_search": "off: the in-memory store was made without it",
                                                              "vector_search": "exact (numpy brute force)",
                                                              "decode": "gateway", "precision": "fp32",
+                                                             "scores": "clip: scores are cosines",
                                                              "tenants": "filtered per tenant",
                                                              "filter_fields": "none declared",
                                                              "captions": "queued: 0 pending, 0 failed; no worker here"

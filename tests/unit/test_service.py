@@ -177,8 +177,8 @@ def test_text_search_asks_both_paths_with_one_filter_where_the_store_searches_ke
     core = service_over(unit_settings(), core.inference, RecordingStore(keyword_search=True))
     run(index(core, [("a.png", unique_image(30)), ("b.png", unique_image(31))]))
     assert core.features() == {"keyword_search": "on", "vector_search": "exact (numpy brute force)",
-                                "decode": "gateway", "precision": "fp32", "tenants": "filtered per tenant",
-                                "filter_fields": "none declared"}
+                                "decode": "gateway", "precision": "fp32", "scores": "clip: scores are cosines",
+                                "tenants": "filtered per tenant", "filter_fields": "none declared"}
     conditions = validate([{"field": "metadata.album", "value": "x"}])
     run(index(core, [("c.png", unique_image(32))], {"album": "x"}))
     core.store.searched.clear()
