@@ -43,11 +43,13 @@ test-fast: setup
 # Runtime + a Milvus Lite file under data/. GATEWAY_* variables configure it (see gateway/settings.py).
 # CLIP_MODEL / BLIP_MODEL pick the models: given, the export runs (and does nothing when the repository
 # is up to date); not given, a model already in the repository is served as it is (no hub access).
+# CLIP_MODEL may be a SigLIP or SigLIP 2 checkpoint; TEXT_MODEL a multilingual sentence-transformers text
+# tower in the CLIP's space (docs/deployment.md, model families).
 # CLIP_PRECISION=int8: CLIP quantized for the CPU (gated on fp32; docs/deployment.md), fp32 by default.
 export: $(VENV)/.serve
-	$(if $(CLIP_MODEL)$(CLIP_PRECISION),,test -f $(REPOSITORY)/clip_text/export.json ||) \
+	$(if $(CLIP_MODEL)$(CLIP_PRECISION)$(TEXT_MODEL),,test -f $(REPOSITORY)/clip_text/export.json ||) \
 		$(PY) -m export clip $(if $(CLIP_MODEL),--model $(CLIP_MODEL)) $(if $(CLIP_PRECISION),--precision $(CLIP_PRECISION)) \
-		--repository $(REPOSITORY) --flavour python --cpu
+		$(if $(TEXT_MODEL),--text-model $(TEXT_MODEL)) --repository $(REPOSITORY) --flavour python --cpu
 	$(if $(BLIP_MODEL),,test -f $(REPOSITORY)/blip_caption/export.json ||) \
 		$(PY) -m export blip $(if $(BLIP_MODEL),--model $(BLIP_MODEL)) --repository $(REPOSITORY) --flavour python --cpu
 

@@ -33,7 +33,7 @@ def inputs(repository: Path, model: str, batch: int) -> dict[str, np.ndarray]:
     if model == "clip_image":
         pixels = preprocess(photos.payloads()["phone-12mp"], PixelSpec.load(repository / "clip_image" / "preprocess.json"))
         return {"pixels": np.repeat(pixels[None], batch, axis=0)}
-    ids, mask = TextTokenizer(repository / "clip_text", 77)([QUERIES[i % len(QUERIES)] for i in range(batch)])
+    ids, mask = TextTokenizer.from_folder(repository / "clip_text")([QUERIES[i % len(QUERIES)] for i in range(batch)])
     return {"input_ids": ids, "attention_mask": mask}
 
 

@@ -52,8 +52,7 @@ def worker(repository: Path, cpu_arena: bool, rounds: int) -> dict:
     clip, blip = (PixelSpec.load(repository / name / "preprocess.json") for name in ("clip_image", "blip_caption"))
     pixels = rng.integers(0, 255, (8, clip.height, clip.width, 3), dtype=np.uint8)
     blip_pixels = rng.integers(0, 255, (4, blip.height, blip.width, 3), dtype=np.uint8)
-    context = json.loads((repository / "clip_text" / "tokenizer_config.json").read_text())["model_max_length"]
-    ids, mask = TextTokenizer(repository / "clip_text", context)(["a photo of a dog on a beach"] * 8)
+    ids, mask = TextTokenizer.from_folder(repository / "clip_text")(["a photo of a dog on a beach"] * 8)
     settings = GenerationSettings(num_beams=3, max_new_tokens=20)
     runs = {"clip_image batch 8": lambda: image.run(None, {"pixels": pixels}),
             "clip_text batch 8": lambda: text.run(None, {"input_ids": ids, "attention_mask": mask}),

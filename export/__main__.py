@@ -34,6 +34,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="what to export: clip (the embedding towers: CLIP, SigLIP or SigLIP 2, told apart by the"
                              " checkpoint), blip (captions), decode (JPEG decoding on the inference tier)")
     parser.add_argument("--model", help=f"hub id or local checkpoint folder (default: {DEFAULTS})")
+    parser.add_argument("--text-model", help="clip: the text tower from this sentence-transformers checkpoint instead, in"
+                        " the CLIP's embedding space (e.g. sentence-transformers/clip-ViT-B-32-multilingual-v1 with"
+                        " openai/clip-vit-base-patch32: queries in 50+ languages; the image vectors do not change)")
     parser.add_argument("--repository", type=Path, default=Path("model_repository"), help="default: %(default)s")
     parser.add_argument("--flavour", choices=FLAVOURS, default="onnxruntime",
                         help="onnxruntime: Triton's native backend (production); python: python backend + onnxruntime")
@@ -64,6 +67,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--precision int8 is for CPU serving: add --cpu")
     if args.precision == "int8" and (args.fp16 or args.tensorrt):
         parser.error("--precision int8 goes without --fp16 and --tensorrt")
+    if args.text_model and args.family != "clip":
+        parser.error("--text-model replaces CLIP's text tower: it goes with clip")
     if args.parity_device != "cpu" and args.cpu:
         parser.error(f"--parity-device {args.parity_device} checks a GPU deployment; this one is --cpu")
     if args.parity_device == "tensorrt" and not args.tensorrt:
@@ -119,12 +124,14 @@ def main(argv: list[str] | None = None) -> int:
         return export_tier_decode(args.repository, serving, start)
     module, function, default_model = FAMILIES[args.family]
     source = args.model or default_model
-    if (unreachable := hub_unreachable(source)) is not None:
-        say(hub_failure(source, unreachable))
-        return 1
+    for checkpoint in filter(None, (source, args.text_model)):
+        if (unreachable := hub_unreachable(checkpoint)) is not None:
+            say(hub_failure(checkpoint, unreachable))
+            return 1
     try:
         export = getattr(importlib.import_module(module), function)
-        export(source, args.repository, serving, force=args.force, parity_device=args.parity_device)
+        extra = {"text_source": args.text_model} if args.text_model else {}
+        export(source, args.repository, serving, force=args.force, parity_device=args.parity_device, **extra)
     except (ParityError, ProviderUnavailable, UnsupportedCheckpoint) as exc:  # nothing was installed
         say(f"error: {exc}")
         return 1

@@ -29,6 +29,7 @@ from .families import Family, UnsupportedCheckpoint, family_of
 from .parity import ParityError, compare_embeddings, parity_session, precision_on, require
 from .progress import say, step
 from .quantize import Int8Report, int8_report, quantize, retrieval_images, retrieval_texts, top_k_agreement
+from .sentence_text import TextSide, sentence_transformer_side
 from .sources import fingerprint
 from .triton_repo import ModelSpec, StagedModel, Tensor, TritonOptions, is_up_to_date, tensorrt_options
 
@@ -98,30 +99,50 @@ def image_parity_inputs(processor, spec: PixelSpec, seed: int = 0):
     return reference, ours
 
 
-def export_clip(source: str, repository: Path, serving: TritonOptions, force: bool = False, parity_device: str = "cpu"
-                ) -> dict:
+def export_clip(source: str, repository: Path, serving: TritonOptions, force: bool = False, parity_device: str = "cpu",
+                text_source: str | None = None) -> dict:
     """Export both towers of ``source`` (hub id or folder) into ``repository``, gated on parity on
-    ``parity_device`` (cpu, cuda, tensorrt). Returns parity figures."""
+    ``parity_device`` (cpu, cuda, tensorrt); with ``text_source``, the text tower from that sentence-transformers
+    checkpoint instead (export.sentence_text: a multilingual tower in a CLIP's space). Returns parity figures."""
     import torch
     from transformers import AutoConfig, AutoImageProcessor, AutoTokenizer
 
     parity = Parity(parity_device, precision_on(parity_device, serving.fp16), serving)
-    with step(f"[clip] reading checkpoint {source}"):
+    with step(f"[clip] reading checkpoint {source}" + (f" and text tower {text_source}" if text_source else "")):
         config = AutoConfig.from_pretrained(source)
         family = family_of(config)
+        if text_source and family.name != "clip":
+            raise UnsupportedCheckpoint(f"--text-model replaces a CLIP text tower; {source} is {family.name}"
+                                        " (SigLIP 2's own text tower is multilingual)")
         request = {"source": source, "fingerprint": fingerprint(source, config), "serving": asdict(serving),
                    "format": EXPORT_FORMAT}
-        if not force and all(is_up_to_date(repository, n, request) for n in ("clip_image", "clip_text")):
+        text_request = request if not text_source else {
+            **request, "source": text_source, "fingerprint": fingerprint(text_source, AutoConfig.from_pretrained(text_source)),
+            "image_source": source}
+        if not force and is_up_to_date(repository, "clip_image", request) and \
+                is_up_to_date(repository, "clip_text", text_request):
             say(f"[clip] {repository}/clip_image and clip_text are up to date (use --force to re-export)")
             return {}
         model = family.load(source)
         processor = AutoImageProcessor.from_pretrained(source)
         tokenizer = AutoTokenizer.from_pretrained(source)
-    spec = PixelSpec.from_processor(processor)
+        spec = PixelSpec.from_processor(processor)
+        image_tower, text_tower = _towers(model, spec, family)
+        own = own_text_side(model, family, tokenizer, text_tower)
+        side = own if not text_source else sentence_transformer_side(text_source)
     dim = family.embedding_dim(model)
-    text = family.text_spec(model, tokenizer)
-    image_tower, text_tower = _towers(model, spec, family)
-    labels = {"family": family.name, "match_logit": family.match_logit(model)}
+    labels: dict[str, object] = {"family": family.name, "match_logit": family.match_logit(model)}
+    text_labels = dict(labels)
+    if text_source:
+        if side.dim != dim:
+            raise UnsupportedCheckpoint(f"{text_source} gives {side.dim}-d embeddings, {source}'s image tower {dim}-d:"
+                                        " they are not in one embedding space")
+        # how close it lands to the CLIP's own text tower (English): near 1 for a tower distilled onto it
+        english = [t for t in PARITY_TEXTS if t.isascii() and t]
+        alignment = float(np.mean(np.sum(side.reference(english) * own.reference(english), axis=1)))
+        say(f"[clip_text] {text_source}: mean cosine to {source}'s text tower on English texts {alignment:.4f}")
+        text_labels.update(text_tower="sentence-transformers", alignment=round(alignment, 6))
+    text = side.spec
     say(f"[clip] {family.name} family: {dim}-d embeddings, texts padded {text.padding} to {text.context} tokens")
     reports = {}
 
@@ -145,10 +166,11 @@ def export_clip(source: str, repository: Path, serving: TritonOptions, force: bo
 
         # --- text tower ----------------------------------------------------------------------
         tokenizer_dir = Path(scratch, "tokenizer")
-        tokenizer.model_max_length = text.context
-        tokenizer.save_pretrained(tokenizer_dir)
+        side.tokenizer.model_max_length = text.context
+        side.tokenizer.save_pretrained(tokenizer_dir)
         if not (tokenizer_dir / "tokenizer.json").is_file():
-            raise UnsupportedCheckpoint(f"{source}'s tokenizer has no fast form (tokenizer.json), which the gateway reads")
+            raise UnsupportedCheckpoint(f"{text_source or source}'s tokenizer has no fast form (tokenizer.json), which"
+                                        " the gateway reads")
         _write(tokenizer_dir / TEXT_SPEC_FILE, text.to_json())
         text_spec = ModelSpec(
             "clip_text",
@@ -159,22 +181,34 @@ def export_clip(source: str, repository: Path, serving: TritonOptions, force: bo
             extra_files={p.name: p for p in tokenizer_dir.iterdir()},
         )
         gateway_tokenizer = TextTokenizer(tokenizer_dir, text)
-        feeds = gateway_feeds(gateway_tokenizer, tokenizer, PARITY_TEXTS, text)
-        full = padded_tokens(tokenizer, PARITY_TEXTS, text)
+        feeds = gateway_feeds(gateway_tokenizer, side.tokenizer, PARITY_TEXTS, text)
+        if gates:
+            gates.texts = gateway_feeds(gateway_tokenizer, side.tokenizer, retrieval_texts(), text)
+        example = tuple(torch.from_numpy(np.concatenate([f[k] for f in feeds[:1]] * 2)) for k in ("input_ids", "attention_mask"))
+        reports["clip_text"] = _export_tower(
+            text_spec, repository, serving, text_request, side.module, example=example, feeds=feeds,
+            reference=side.reference(PARITY_TEXTS),
+            dynamic_axes={"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"},
+                          "embeddings": {0: "batch"}}, parity=parity, labels=text_labels,
+            int8_gate=gates.text if gates else None)
+    return reports
+
+
+def own_text_side(model, family: Family, tokenizer, text_tower) -> TextSide:
+    """The checkpoint's own text tower; its reference tokenised by transformers at the whole context."""
+    import torch
+
+    spec = family.text_spec(model, tokenizer)
+
+    def reference(texts: list[str]) -> np.ndarray:
+        full = padded_tokens(tokenizer, texts, spec)
         with torch.inference_mode():
             ids = torch.from_numpy(full["input_ids"])
             # SigLIP as its authors run it: no mask (the gateway's all-ones mask is the same thing)
-            mask = torch.from_numpy(full["attention_mask"]) if text.padding == "bucketed" else None
-            reference = torch.nn.functional.normalize(family.text_features(model, ids, mask), dim=-1).numpy()
-        if gates:
-            gates.texts = gateway_feeds(gateway_tokenizer, tokenizer, retrieval_texts(), text)
-        example = tuple(torch.from_numpy(np.concatenate([f[k] for f in feeds[:1]] * 2)) for k in ("input_ids", "attention_mask"))
-        reports["clip_text"] = _export_tower(
-            text_spec, repository, serving, request, text_tower, example=example, feeds=feeds, reference=reference,
-            dynamic_axes={"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"},
-                          "embeddings": {0: "batch"}}, parity=parity, labels=labels,
-            int8_gate=gates.text if gates else None)
-    return reports
+            mask = torch.from_numpy(full["attention_mask"]) if spec.padding == "bucketed" else None
+            return torch.nn.functional.normalize(family.text_features(model, ids, mask), dim=-1).numpy()
+
+    return TextSide(text_tower, tokenizer, spec, reference, family.embedding_dim(model))
 
 
 def padded_tokens(tokenizer, texts: list[str], text: TextSpec) -> dict[str, np.ndarray]:

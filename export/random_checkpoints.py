@@ -15,7 +15,12 @@ carry a tokenizer with Gemma's pipeline (transformers' GemmaTokenizer: "▁" for
 sentences. Real checkpoints bring their own.
 
     python -m export.random_checkpoints clip --size tiny --out /tmp/clip-tiny
+The multilingual text towers (sentence-transformers: DistilBERT -> mean pooling -> Dense into a CLIP's
+space, as sentence-transformers/clip-ViT-B-32-multilingual-v1) carry a cased WordPiece vocabulary
+trained offline on the same sentences.
+
     python -m export.random_checkpoints siglip2 --size tiny --out /tmp/siglip2-tiny
+    python -m export.random_checkpoints multilingual-text --size tiny --out /tmp/mclip-text-tiny
     python -m export.random_checkpoints blip --size base --out /tmp/blip-base
 """
 
@@ -160,8 +165,10 @@ def write_gemma_tokenizer(folder: Path, context: int = SIGLIP_CONTEXT) -> None:
     backend.train_from_iterator(GEMMA_TRAINING_TEXT * 4, trainers.BpeTrainer(vocab_size=2000, special_tokens=specials,
                                                                              show_progress=False))
     model = json.loads(backend.to_str())["model"]
-    merges = [" ".join(m) if isinstance(m, list) else m for m in model["merges"]]
-    tokenizer = GemmaTokenizer(vocab=model["vocab"], merges=merges, add_bos_token=False, add_eos_token=True,
+    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in model["merges"]]
+    # (transformers hints list[str]; its tokenizers backend takes (left, right) pairs and refuses strings)
+    tokenizer = GemmaTokenizer(vocab=model["vocab"], merges=merges,  # type: ignore[arg-type]
+                               add_bos_token=False, add_eos_token=True,
                                padding_side="right", model_max_length=context)
     tokenizer.save_pretrained(folder)
 
@@ -199,6 +206,41 @@ def build_siglip2(out: Path, size: str = "tiny", seed: int = 0) -> Path:
     side = model.vision_model.config.image_size
     SiglipImageProcessorPil(size={"height": side, "width": side}).save_pretrained(out)
     write_gemma_tokenizer(out)
+    return out
+
+
+MULTILINGUAL_TEXT_SIZES: dict[str, dict[str, Any]] = {
+    "tiny": dict(bert=dict(dim=32, hidden_dim=64, n_layers=2, n_heads=2), out=16),  # tiny CLIP's 16-d space
+    # sentence-transformers/clip-ViT-B-32-multilingual-v1: distilbert-base-multilingual-cased -> 512 (ViT-B/32's space)
+    "base": dict(bert=dict(vocab_size=119547), out=512),
+}
+
+
+def build_multilingual_text(out: Path, size: str = "tiny", seed: int = 0) -> Path:
+    """Save a random-weight sentence-transformers text tower (DistilBERT, mean pooling, Dense) to ``out``."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Dense, Pooling, Transformer
+    from tokenizers import BertWordPieceTokenizer
+    from transformers import DistilBertConfig, DistilBertModel, DistilBertTokenizer
+
+    spec = MULTILINGUAL_TEXT_SIZES[size]
+    torch.manual_seed(seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        vocabulary = BertWordPieceTokenizer(lowercase=False, strip_accents=False)
+        vocabulary.train_from_iterator(GEMMA_TRAINING_TEXT * 4, vocab_size=1000, show_progress=False)
+        vocabulary.save_model(tmp)
+        tokenizer = DistilBertTokenizer.from_pretrained(tmp, do_lower_case=False, model_max_length=128)
+        bert = DistilBertModel(DistilBertConfig(**{"vocab_size": len(tokenizer), **spec["bert"]})).eval()
+        bert.save_pretrained(Path(tmp, "bert"))
+        tokenizer.save_pretrained(Path(tmp, "bert"))
+        transformer = Transformer(str(Path(tmp, "bert")), max_seq_length=128)
+        width = bert.config.dim
+        model = SentenceTransformer(modules=[
+            transformer, Pooling(width, pooling_mode="mean"),
+            Dense(width, spec["out"], bias=False, activation_function=torch.nn.Identity())], device="cpu")
+        out.mkdir(parents=True, exist_ok=True)
+        model.save(str(out))
     return out
 
 
@@ -281,7 +323,8 @@ def build_blip(out: Path, size: str = "tiny", seed: int = 0) -> Path:
     return out
 
 
-BUILDERS = {"clip": (build_clip, CLIP_SIZES), "blip": (build_blip, BLIP_SIZES), "siglip2": (build_siglip2, SIGLIP_SIZES)}
+BUILDERS = {"clip": (build_clip, CLIP_SIZES), "blip": (build_blip, BLIP_SIZES), "siglip2": (build_siglip2, SIGLIP_SIZES),
+            "multilingual-text": (build_multilingual_text, MULTILINGUAL_TEXT_SIZES)}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -50,6 +50,8 @@ class Settings(BaseSettings):
     # warns at start-up when it was exported from other models than these
     clip_model: str = Field(DEFAULT_CLIP_MODEL, validation_alias=AliasChoices("CLIP_MODEL", "GATEWAY_CLIP_MODEL"))
     blip_model: str = Field(DEFAULT_BLIP_MODEL, validation_alias=AliasChoices("BLIP_MODEL", "GATEWAY_BLIP_MODEL"))
+    # CLIP_MODEL's own text tower when unset; else a sentence-transformers tower in its space (export --text-model)
+    text_model: str | None = Field(None, validation_alias=AliasChoices("TEXT_MODEL", "GATEWAY_TEXT_MODEL"))
     model_repository: Path = Path("model_repository")
 
     # inference

@@ -105,7 +105,7 @@ def test_text_embeddings_do_not_depend_on_the_padded_length(model_repository):
     clip_text = session(model_repository / "clip_text" / "1" / "model.onnx")
     want = clip_text.run(None, {"input_ids": full["input_ids"].astype(np.int64),
                                 "attention_mask": full["attention_mask"].astype(np.int64)})[0]
-    tokenize = TextTokenizer(model_repository / "clip_text", 77)
+    tokenize = TextTokenizer.from_folder(model_repository / "clip_text")
     for text, row in zip(texts, want):
         ids, mask = tokenize([text])
         assert ids.shape[1] % 16 == 0 and ids.shape[1] < 77
@@ -189,7 +189,7 @@ def test_parity_failure_exits_nonzero_and_keeps_the_installed_model(tmp_path, cl
 
     wrong = CLIPModel.from_pretrained(build_clip(tmp_path / "other", size="tiny", seed=1)).eval()
     real_towers = clip_export._towers
-    monkeypatch.setattr(clip_export, "_towers", lambda model, spec: real_towers(wrong, spec))
+    monkeypatch.setattr(clip_export, "_towers", lambda model, spec, family: real_towers(wrong, spec, family))
     assert export_cli.main(args + ["--force"]) == 1
     message = capsys.readouterr().err
     assert "parity gate refused" in message and "clip_image (fp32 on cpu): min cosine" in message

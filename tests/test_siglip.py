@@ -89,7 +89,7 @@ def test_the_export_knows_the_family_and_records_what_its_scores_mean(siglip_rep
 
 def test_the_gateway_tokenizes_as_transformers_lowercased_and_padded_to_64(siglip_repository, reference):
     _, _, tokenizer = reference
-    ours = TextTokenizer(siglip_repository / "clip_text", TextSpec.load(siglip_repository / "clip_text"))
+    ours = TextTokenizer.from_folder(siglip_repository / "clip_text")
     ids, mask = ours(TEXTS)
     expected = tokenizer([t.lower() for t in TEXTS], padding="max_length", max_length=64, truncation=True)["input_ids"]
     np.testing.assert_array_equal(ids, np.array(expected))

@@ -56,8 +56,8 @@ class ModelInfo:
             return next(iter(kinds), "fp32")
         return ", ".join(f"{model} {kind}" for model, kind in self.precisions.items())
 
-    def mismatched_sources(self, clip_model: str, blip_model: str) -> list[str]:
-        wanted = {"clip_image": clip_model, "clip_text": clip_model, "blip_caption": blip_model}
+    def mismatched_sources(self, clip_model: str, blip_model: str, text_model: str | None = None) -> list[str]:
+        wanted = {"clip_image": clip_model, "clip_text": text_model or clip_model, "blip_caption": blip_model}
         return [f"{model} was exported from {source}, not {wanted[model]}"
                 for model, source in self.sources.items() if source != wanted[model]]
 

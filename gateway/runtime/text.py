@@ -77,6 +77,11 @@ class TextTokenizer:
         self.tokenizer.enable_truncation(spec.context)
         self.tokenizer.no_padding()
 
+    @classmethod
+    def from_folder(cls, folder: Path) -> TextTokenizer:
+        """The tokenizer of a repository's text tower folder, padded as its text.json says."""
+        return cls(folder, TextSpec.load(folder))
+
     def __call__(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """(input_ids, attention_mask) int64 (N, L): the mask marks the tokens the tower attends to."""
         encodings = self._encode(texts)

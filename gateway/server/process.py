@@ -37,8 +37,8 @@ async def serving(settings: Settings, access: AccessControl, service: ImageSearc
     """``service`` built from ``settings`` when not given; ``access`` shared by every transport (one
     rate limit per key, whichever transport the key calls)."""
     service = service or build_service(settings)
-    for mismatch in service.model_info.mismatched_sources(settings.clip_model, settings.blip_model):
-        log.warning("model repository %s: %s (CLIP_MODEL / BLIP_MODEL); serving the repository as it is",
+    for mismatch in service.model_info.mismatched_sources(settings.clip_model, settings.blip_model, settings.text_model):
+        log.warning("model repository %s: %s (CLIP_MODEL / TEXT_MODEL / BLIP_MODEL); serving the repository as it is",
                     settings.model_repository, mismatch)
     await service.start()
     service.start_worker()

@@ -23,7 +23,7 @@ CAPTION = GenerationSettings(max_new_tokens=8, num_beams=2)  # what test gateway
 # would sometimes catch one request at a time and the batching assertions would depend on timing.
 TEST_TRITON_OPTIONS = TritonOptions(flavour="python", gpu=False, max_batch_size=16, queue_delay_us=30000, threads=1)
 # what the gateway derives from an upload, per operation: (BLIP pixels, stored-record products)
-PURPOSES = {"search": (False, False), "embed": (True, False), "index": (True, True)}
+PURPOSES = {"search": (False, False), "embed": (True, False), "index": (True, True), "index without captions": (False, True)}
 
 
 def settings_for(repository: Path, milvus_uri: str, **overrides) -> Settings:
