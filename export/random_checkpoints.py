@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -198,9 +199,9 @@ def build_siglip2(out: Path, size: str = "tiny", seed: int = 0) -> Path:
                                            bos_token_id=2, **spec["text"]),
                           vision_config=spec["vision"])
     model = SiglipModel(config).eval()
-    with torch.no_grad():  # the trained values' neighbourhood (siglip2-base: scale ~exp(4.7), bias ~-16)
-        model.logit_scale.fill_(4.7)
-        model.logit_bias.fill_(-16.0)
+    with torch.no_grad():  # the SigLIP paper's initialisation: t' = log 10, b = -10
+        model.logit_scale.fill_(math.log(10.0))
+        model.logit_bias.fill_(-10.0)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
     side = model.vision_model.config.image_size

@@ -79,11 +79,12 @@ def test_the_export_knows_the_family_and_records_what_its_scores_mean(siglip_rep
     for tower in ("clip_image", "clip_text"):
         manifest = json.loads((siglip_repository / tower / "export.json").read_text())
         assert manifest["family"] == "siglip" and manifest["parity"]["min_cosine"] >= 0.99999
-        assert manifest["match_logit"] == pytest.approx([float(np.exp(np.float32(4.7))), -16.0])
+        assert manifest["match_logit"] == pytest.approx([10.0, -10.0])
     assert TextSpec.load(siglip_repository / "clip_text") == TextSpec(64, "<pad>", "fixed", lowercase=True)
     info = read_model_info(siglip_repository, captions=True)
     assert info.family == "siglip" and info.embedding_dim == 16
-    assert "even odds at cosine 0.146" in info.scores()
+    assert info.scores() == ("siglip: scores are cosines; a text matches an image with probability"
+                             " sigmoid(10 * cosine - 10) (even odds at cosine 1.000)")
     assert read_model_info(model_repository, captions=False).scores() == "clip: scores are cosines"
 
 
@@ -176,3 +177,14 @@ def test_siglip2_is_served_and_searched_end_to_end(siglip_repository, reference,
             hits = httpx.post(f"{url}/v1/search/image", files={"file": ("q.jpg", PHOTO_JPEGS["coffee"], "image/jpeg")},
                               data={"k": 2}, timeout=60).json()["results"]
             assert hits[0]["id"] == stored["coffee"] and hits[0]["score"] > 0.9999
+
+
+def test_siglip2_takes_the_int8_tier_through_the_same_gate(siglip_checkpoint, tmp_path):
+    import dataclasses
+
+    export_clip(str(siglip_checkpoint), tmp_path / "repository", dataclasses.replace(TEST_TRITON_OPTIONS, int8=True))
+    for tower in ("clip_image", "clip_text"):
+        manifest = json.loads((tmp_path / "repository" / tower / "export.json").read_text())
+        gate = manifest["int8"]
+        assert manifest["precision"] == "int8" and manifest["family"] == "siglip"
+        assert gate["mean_cosine"] >= 0.99 and gate["min_cosine"] >= 0.98 and gate["top10_agreement"] >= 0.9, gate

@@ -46,7 +46,8 @@ class ModelInfo:
         if self.match_logit is None:
             return said
         scale, bias = self.match_logit
-        return (f"{said}; a text matches an image with probability sigmoid({scale:.4g} * cosine {bias:+.4g})"
+        sign = "-" if bias < 0 else "+"
+        return (f"{said}; a text matches an image with probability sigmoid({scale:.4g} * cosine {sign} {abs(bias):.4g})"
                 f" (even odds at cosine {-bias / scale:.3f})")
 
     def precision(self) -> str:
