@@ -105,6 +105,15 @@ def write_clip_tokenizer(folder: Path, bpe_file: Path | None = None) -> None:
     tokenizer.save_pretrained(folder)
 
 
+def _save(out: Path, model, processor, write_tokenizer) -> Path:
+    """A checkpoint folder as the hub holds one: weights and config, image processor, tokenizer."""
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    write_tokenizer(out)
+    return out
+
+
 # Architectures: tiny (tests) and the real ViT-B/32 / ViT-L/14 shapes (benchmarks, export checks).
 CLIP_SIZES: dict[str, dict[str, Any]] = {
     "tiny": dict(
@@ -137,12 +146,9 @@ def build_clip(out: Path, size: str = "tiny", seed: int = 0) -> Path:
         projection_dim=spec["projection_dim"],
     )
     model = CLIPModel(config).eval()
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)
     side = model.vision_model.config.image_size
-    CLIPImageProcessorPil(size={"shortest_edge": side}, crop_size={"height": side, "width": side}).save_pretrained(out)
-    write_clip_tokenizer(out)
-    return out
+    return _save(out, model, CLIPImageProcessorPil(size={"shortest_edge": side}, crop_size={"height": side, "width": side}),
+                 write_clip_tokenizer)
 
 
 # A few sentences in several scripts: the offline Gemma-pipeline tokenizer's training text
@@ -202,12 +208,8 @@ def build_siglip2(out: Path, size: str = "tiny", seed: int = 0) -> Path:
     with torch.no_grad():  # the SigLIP paper's initialisation: t' = log 10, b = -10
         model.logit_scale.fill_(math.log(10.0))
         model.logit_bias.fill_(-10.0)
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)
     side = model.vision_model.config.image_size
-    SiglipImageProcessorPil(size={"height": side, "width": side}).save_pretrained(out)
-    write_gemma_tokenizer(out)
-    return out
+    return _save(out, model, SiglipImageProcessorPil(size={"height": side, "width": side}), write_gemma_tokenizer)
 
 
 MULTILINGUAL_TEXT_SIZES: dict[str, dict[str, Any]] = {
@@ -316,12 +318,8 @@ def build_blip(out: Path, size: str = "tiny", seed: int = 0) -> Path:
         vision_config=dict(initializer_range=0.02, **spec["vision"]),
     )
     model = BlipForConditionalGeneration(config).eval()
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)
     side = model.vision_model.config.image_size
-    BlipImageProcessorPil(size={"height": side, "width": side}).save_pretrained(out)
-    write_blip_tokenizer(out)
-    return out
+    return _save(out, model, BlipImageProcessorPil(size={"height": side, "width": side}), write_blip_tokenizer)
 
 
 BUILDERS = {"clip": (build_clip, CLIP_SIZES), "blip": (build_blip, BLIP_SIZES), "siglip2": (build_siglip2, SIGLIP_SIZES),

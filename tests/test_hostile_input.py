@@ -24,7 +24,7 @@ from gateway.runtime.preprocess import ImageError, decode_image
 from tests.support.gateways import http_and_grpc, wait_until_captioned
 from tests.support.images import HOSTILE_FILES, STORED_AS, adobe_rgb_profile, encode, photo_array, photo_bytes
 from tests.support.images import PHOTO_JPEGS as PHOTOS
-from tests.support.references import expected_embedding
+from tests.support.references import cosine, expected_embedding
 
 pytestmark = pytest.mark.integration
 
@@ -158,11 +158,6 @@ def test_filter_injection_is_a_literal_or_a_422(gateway, field, op, value):
 
 
 # --- odd but valid images: accepted, and embedded as a viewer shows them ------------------------------
-
-def cosine(a, b) -> float:
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
-
 
 def embed(url: str, name: str, data: bytes) -> list[float]:
     response = post_image(url, "/embed-image/", name, data, "application/octet-stream")

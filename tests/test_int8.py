@@ -10,7 +10,6 @@ import shutil
 from contextlib import nullcontext
 
 import httpx
-import numpy as np
 import pytest
 
 import export.__main__ as export_cli
@@ -21,7 +20,7 @@ from export.random_checkpoints import build_clip
 from local_servers.tritonserver import TritonServer
 from tests.support.gateways import http_and_grpc
 from tests.support.images import PHOTO_JPEGS
-from tests.support.references import TEST_TRITON_OPTIONS
+from tests.support.references import TEST_TRITON_OPTIONS, cosine, reexported
 
 pytestmark = pytest.mark.integration
 INT8 = dataclasses.replace(TEST_TRITON_OPTIONS, int8=True)
@@ -30,10 +29,7 @@ INT8 = dataclasses.replace(TEST_TRITON_OPTIONS, int8=True)
 @pytest.fixture(scope="module")
 def int8_repository(model_repository, clip_checkpoint, tmp_path_factory):
     """The test repository (BLIP included) with CLIP re-exported in int8."""
-    repository = tmp_path_factory.mktemp("int8") / "model_repository"
-    shutil.copytree(model_repository, repository)
-    export_clip(str(clip_checkpoint), repository, INT8, force=True)
-    return repository
+    return reexported(model_repository, tmp_path_factory.mktemp("int8"), clip_checkpoint, INT8)
 
 
 def test_the_int8_export_records_its_gate(int8_repository):
@@ -72,11 +68,6 @@ def test_int8_is_refused_where_it_does_not_apply(flags, refusal, capsys):
     with pytest.raises(SystemExit):
         export_cli.parse_args(flags)
     assert refusal in capsys.readouterr().err
-
-
-def cosine(a, b) -> float:
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
 
 
 @pytest.mark.parametrize("mode", ["local", "triton"])

@@ -7,11 +7,9 @@ the image tower is CLIP's, so the vectors stay and queries in other languages se
 from __future__ import annotations
 
 import json
-import shutil
 from contextlib import nullcontext
 
 import httpx
-import numpy as np
 import pytest
 
 import export.__main__ as export_cli
@@ -25,9 +23,9 @@ from export.sentence_text import sentence_transformer_side
 from gateway.backends.repository import read_model_info
 from gateway.runtime.text import TextSpec
 from local_servers.tritonserver import TritonServer
-from tests.support.gateways import http_and_grpc
+from tests.support.gateways import check_text_side, http_and_grpc
 from tests.support.images import PHOTO_JPEGS
-from tests.support.references import TEST_TRITON_OPTIONS, expected_embedding
+from tests.support.references import TEST_TRITON_OPTIONS, expected_embedding, reexported
 
 pytestmark = pytest.mark.integration
 QUERIES = ["eine Katze schläft auf dem Sofa", "un chat noir sur le canapé", "猫がソファで寝ている", "a red rocket",
@@ -42,10 +40,8 @@ def text_checkpoint(tmp_path_factory):
 @pytest.fixture(scope="module")
 def multilingual_repository(model_repository, clip_checkpoint, text_checkpoint, tmp_path_factory):
     """The test repository (BLIP included) with CLIP's text tower replaced by the multilingual one."""
-    repository = tmp_path_factory.mktemp("multilingual") / "model_repository"
-    shutil.copytree(model_repository, repository)
-    export_clip(str(clip_checkpoint), repository, TEST_TRITON_OPTIONS, text_source=str(text_checkpoint))
-    return repository
+    return reexported(model_repository, tmp_path_factory.mktemp("multilingual"), clip_checkpoint,
+                      text_source=str(text_checkpoint))
 
 
 @pytest.fixture(scope="module")
@@ -95,11 +91,6 @@ def test_a_text_tower_of_another_dimension_is_refused(clip_checkpoint, tmp_path,
         export_cli.parse_args(["blip", "--text-model", str(wide)])
 
 
-def cosine(a, b) -> float:
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
-
-
 @pytest.mark.parametrize("mode", ["local", "triton"])
 def test_queries_in_other_languages_search_a_collection_clip_indexed(multilingual_repository, model_repository,
                                                                     reference, tmp_path, mode):
@@ -112,16 +103,7 @@ def test_queries_in_other_languages_search_a_collection_clip_indexed(multilingua
     with TritonServer(multilingual_repository, tmp_path / "triton") if mode == "triton" else nullcontext() as triton:
         overrides = {"inference_mode": "triton", "triton_url": triton.grpc_url} if triton else {}
         with http_and_grpc(multilingual_repository, database, captions=False, **overrides) as (url, _):
-            got = httpx.post(f"{url}/v1/embeddings", json={"input": QUERIES, "model": "clip"}, timeout=60).json()
-            assert len(got["data"]) == len(QUERIES), got
-            for row, expected in zip(got["data"], reference(QUERIES)):
-                assert cosine(row["embedding"], expected) >= 0.9999
-            for query in QUERIES[:4]:
-                hits = httpx.get(f"{url}/v1/search/text", params={"q": query, "k": 4}, timeout=60).json()["results"]
-                want = reference([query])[0]
-                assert sorted(h["id"] for h in hits) == sorted(stored)
-                for hit in hits:
-                    assert hit["clip_score"] == pytest.approx(cosine(want, images[hit["id"]]), abs=1e-3), query
+            check_text_side(url, QUERIES, reference, images, tolerance=1e-3)
             hits = httpx.post(f"{url}/v1/search/image", files={"file": ("q.jpg", PHOTO_JPEGS["coffee"], "image/jpeg")},
                               data={"k": 1}, timeout=60).json()["results"]
             assert hits[0]["id"] == stored[1] and hits[0]["score"] > 0.9999

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 from contextlib import nullcontext
 
 import httpx
@@ -26,9 +25,9 @@ from gateway.core.errors import ErrorKind, ServiceError
 from gateway.runtime.text import TextSpec, TextTokenizer
 from gateway.wiring import build_store
 from local_servers.tritonserver import TritonServer
-from tests.support.gateways import http_and_grpc
+from tests.support.gateways import check_text_side, http_and_grpc
 from tests.support.images import PHOTO_JPEGS
-from tests.support.references import TEST_TRITON_OPTIONS, settings_for
+from tests.support.references import TEST_TRITON_OPTIONS, reexported, settings_for
 
 pytestmark = pytest.mark.integration
 TEXTS = ["A Photo of a CAT sleeping on a sofa", "eine Katze schläft auf dem Sofa", "猫がソファで寝ている", "",
@@ -43,10 +42,7 @@ def siglip_checkpoint(tmp_path_factory):
 @pytest.fixture(scope="module")
 def siglip_repository(model_repository, siglip_checkpoint, tmp_path_factory):
     """The test repository (BLIP included) with its embedding towers exported from SigLIP 2."""
-    repository = tmp_path_factory.mktemp("siglip") / "model_repository"
-    shutil.copytree(model_repository, repository)
-    export_clip(str(siglip_checkpoint), repository, TEST_TRITON_OPTIONS, force=True)
-    return repository
+    return reexported(model_repository, tmp_path_factory.mktemp("siglip"), siglip_checkpoint)
 
 
 @pytest.fixture(scope="module")
@@ -142,11 +138,6 @@ def test_a_collection_of_clip_vectors_is_refused_to_a_siglip_gateway(model_repos
     assert clip.embedding_model.source in refused.value.message and siglip.embedding_model.source in refused.value.message
 
 
-def cosine(a, b) -> float:
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
-
-
 @pytest.mark.parametrize("mode", ["local", "triton"])
 def test_siglip2_is_served_and_searched_end_to_end(siglip_repository, reference, tmp_path, mode):
     texts, image, _ = reference
@@ -160,20 +151,8 @@ def test_siglip2_is_served_and_searched_end_to_end(siglip_repository, reference,
                                                  .json()["images"])}
             images = {stored[n]: image(n) for n in names}
 
-            # texts (multilingual, uppercase, longer than 64 tokens) embed as PyTorch embeds them
-            queries = [t for t in TEXTS if t]  # the service refuses an empty text
-            got = httpx.post(f"{url}/v1/embeddings", json={"input": queries, "model": "clip"}, timeout=60).json()
-            assert len(got["data"]) == len(queries), got
-            for row, expected in zip(got["data"], texts(queries)):
-                assert cosine(row["embedding"], expected) >= 0.9999
-            # each text search hit scores the reference's cosine, best first
-            for query in TEXTS[:3]:
-                hits = httpx.get(f"{url}/v1/search/text", params={"q": query, "k": 4}, timeout=60).json()["results"]
-                want = texts([query])[0]
-                assert sorted(h["id"] for h in hits) == sorted(stored.values())
-                for hit in hits:
-                    assert hit["clip_score"] == pytest.approx(cosine(want, images[hit["id"]]), abs=2e-3), query
-                assert [h["clip_score"] for h in hits] == sorted((h["clip_score"] for h in hits), reverse=True)
+            # texts (multilingual, uppercase, longer than 64 tokens; the service refuses an empty one)
+            check_text_side(url, [t for t in TEXTS if t], texts, images, tolerance=2e-3)
             hits = httpx.post(f"{url}/v1/search/image", files={"file": ("q.jpg", PHOTO_JPEGS["coffee"], "image/jpeg")},
                               data={"k": 2}, timeout=60).json()["results"]
             assert hits[0]["id"] == stored["coffee"] and hits[0]["score"] > 0.9999

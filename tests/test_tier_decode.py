@@ -15,7 +15,6 @@ import json
 
 import grpc
 import httpx
-import numpy as np
 import pytest
 from PIL import Image
 
@@ -27,7 +26,7 @@ from gateway.runtime.blip_decode import GenerationSettings
 from local_servers.tritonserver import TritonServer
 from tests.support.gateways import http_and_grpc, wait_until_captioned
 from tests.support.images import HOSTILE_FILES, adobe_rgb_profile, encode, mosaic
-from tests.support.references import model_inputs, triton_inference_counts
+from tests.support.references import cosine, model_inputs, triton_inference_counts
 
 pytestmark = pytest.mark.integration
 MIN_COSINE = 0.999  # the export's gate, and the issue's
@@ -49,11 +48,6 @@ def gateways(decode_repository, tier_triton, tmp_path_factory):
                           triton_url=tier_triton.grpc_url, max_upload_bytes=20_000_000, decode="inference") as tier:
         found["gateway"], found["inference"] = here, tier
         yield found
-
-
-def cosine(a, b) -> float:
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
 
 
 def decode_calls(triton) -> int:

@@ -26,6 +26,25 @@ TEST_TRITON_OPTIONS = TritonOptions(flavour="python", gpu=False, max_batch_size=
 PURPOSES = {"search": (False, False), "embed": (True, False), "index": (True, True), "index without captions": (False, True)}
 
 
+def reexported(model_repository: Path, folder: Path, source: Path, options: TritonOptions = TEST_TRITON_OPTIONS,
+               **export_options) -> Path:
+    """A copy of the test repository (BLIP included) under ``folder`` with its embedding towers exported
+    again from ``source`` (export_clip's other options: ``text_source``)."""
+    import shutil
+
+    from export.clip import export_clip
+
+    repository = folder / "model_repository"
+    shutil.copytree(model_repository, repository)
+    export_clip(str(source), repository, options, force=True, **export_options)
+    return repository
+
+
+def cosine(a, b) -> float:
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
+
+
 def settings_for(repository: Path, milvus_uri: str, **overrides) -> Settings:
     """A test gateway's settings: short captions, 2 MB uploads, no gRPC server unless given a port, no .env file."""
     spool = Path(tempfile.mkdtemp(prefix="spool-"))  # (a server's default, data/caption-spool, is the checkout's)
