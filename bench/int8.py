@@ -1,12 +1,13 @@
-"""CLIP's towers in fp32 and int8 (python -m export clip --cpu --precision int8), side by side in one run.
+"""The embedding towers in fp32 and int8 (python -m export clip --cpu --precision int8), side by side in one run.
 
     python -m bench.int8 --fp32 .cache/tier-repo --int8 .cache/clip-int8-repo --out bench/results/int8-cpu-2core
 
-Both repositories hold the same checkpoint's clip_image and clip_text. Each model is timed in ONNX
+Both repositories hold the same checkpoint's clip_image and clip_text (CLIP or SigLIP: the family
+and checkpoint are read from the manifests and named in the results). Each model is timed in ONNX
 Runtime directly, as the in-process gateway runs it (one session per graph, --threads intra-op
-threads), on a phone photo's CLIP pixels (image tower) and tokenised queries at the gateway's padded
-length of 16 tokens (text tower), at each batch size; every repeat times fp32 and int8 one after the
-other, so both see the same machine. Rows: median images or texts per second (min-max over the
+threads), on a phone photo's pixels at the model's size (image tower) and tokenised queries at the
+gateway's padded length (text tower: CLIP 16 tokens, SigLIP 64), at each batch size; every repeat
+times fp32 and int8 one after the other, so both see the same machine. Rows: median images or texts per second (min-max over the
 repeats), the ratio ``int8_over_fp32``, and the int8 export's fidelity gate from its manifest.
 """
 
@@ -65,7 +66,9 @@ def run(args: argparse.Namespace) -> dict:
              for model in ("clip_image", "clip_text")}
     sizes = {f"{model} {p}": round((repository / model / "1" / "model.onnx").stat().st_size / 1e6, 1)
              for model in ("clip_image", "clip_text") for p, repository in (("fp32", args.fp32), ("int8", args.int8))}
-    return {"machine": machine(), "rows": rows, "int8_gates": gates, "onnx_mb": sizes}
+    manifest = json.loads((args.fp32 / "clip_image" / "export.json").read_text())
+    return {"machine": machine(), "family": manifest.get("family", "clip"), "checkpoint": manifest["request"]["source"],
+            "rows": rows, "int8_gates": gates, "onnx_mb": sizes}
 
 
 def cell(stat: dict) -> str:
@@ -74,7 +77,8 @@ def cell(stat: dict) -> str:
 
 def markdown(result: dict) -> str:
     m = result["machine"]
-    lines = [f"# CLIP fp32 vs int8 on {m['cpu']} ({m['cores']} cores, flags {' '.join(m['cpu_flags'])}, {m['date']})", "",
+    lines = [f"# {result['family']} ({result['checkpoint']}) fp32 vs int8 on {m['cpu']}"
+             f" ({m['cores']} cores, flags {' '.join(m['cpu_flags'])}, {m['date']})", "",
              "| model | batch | fp32 per s | int8 per s | int8 / fp32 |", "|---|---|---|---|---|"]
     lines += [f"| {r['model']} | {r['batch']} | {cell(r['fp32_per_s'])} | {cell(r['int8_per_s'])} |"
               f" **{cell(r['int8_over_fp32'])}x** |" for r in result["rows"]]
@@ -86,7 +90,7 @@ def markdown(result: dict) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--fp32", type=Path, required=True, help="a repository with CLIP in fp32")
+    parser.add_argument("--fp32", type=Path, required=True, help="a repository with the embedding towers in fp32")
     parser.add_argument("--int8", type=Path, required=True, help="the same checkpoint exported with --precision int8")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--repeats", type=int, default=10)
