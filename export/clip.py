@@ -125,7 +125,11 @@ def export_clip(source: str, repository: Path, serving: TritonOptions, force: bo
             return {}
         model = family.load(source)
         processor = AutoImageProcessor.from_pretrained(source)
-        tokenizer = AutoTokenizer.from_pretrained(source)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(source)
+        except ImportError as exc:  # e.g. SigLIP 1's sentencepiece-only tokenizer
+            raise UnsupportedCheckpoint(f"{source}'s tokenizer has no fast form (tokenizer.json), which the gateway"
+                                        f" reads: {exc}") from exc
         spec = PixelSpec.from_processor(processor)
         image_tower, text_tower = _towers(model, spec, family)
         own = own_text_side(model, family, tokenizer, text_tower)
