@@ -92,15 +92,14 @@ def test_gpu_check_runs_its_cpu_path(tmp_path):
 
 
 def test_tier_decode_benchmark_measures_both_modes_on_both_transports(decode_repository, tmp_path):
-    run("bench.tier_decode", "--repository", str(decode_repository), "--payloads", "web-2mp", "--requests", "2",
+    # 32 searches a cell: CPU time comes in 10 ms clock ticks and a search over gRPC whose gateway only reads the
+    # header costs ~2.5 ms there, so 2 searches (as before) could measure 0 (CI saw it)
+    run("bench.tier_decode", "--repository", str(decode_repository), "--payloads", "web-2mp", "--requests", "32",
         "--rounds", "1", "--out", str(tmp_path))
     result = json.loads((tmp_path / "tier_decode.json").read_text())
     cells = {(r["transport"], r["decode"]): r for r in result["rows"]}
     assert set(cells) == {(t, d) for t in ("http", "grpc") for d in ("gateway", "inference")}
-    # CPU time is counted in 10 ms clock ticks: two searches whose gateway only reads a header can measure 0 (CI
-    # saw it); two that decode 2 MP photos in the gateway cannot
-    assert all(cells[t, "gateway"]["gateway_cpu_ms"]["median"] > 0 for t in ("http", "grpc"))
-    assert all(r["gateway_cpu_ms"]["median"] >= 0 and r["triton_cpu_ms"]["median"] >= 0 for r in cells.values())
+    assert all(r["gateway_cpu_ms"]["median"] > 0 and r["triton_cpu_ms"]["median"] >= 0 for r in cells.values())
     assert {r["transport"] for r in result["ratios"]} == {"http", "grpc"}
     assert result["image_decode_alone"][0]["images_per_s"] > 0
     assert "| web-2mp | grpc | inference |" in (tmp_path / "tier_decode.md").read_text()
