@@ -10,12 +10,13 @@ import json
 from contextlib import nullcontext
 
 import httpx
+import numpy as np
 import pytest
 
 import export.__main__ as export_cli
 import export.clip as clip_export
 import export.random_checkpoints as checkpoints
-from export.clip import export_clip
+from export.clip import PARITY_TEXTS, export_clip
 from export.families import UnsupportedCheckpoint
 from export.parity import ParityError
 from export.random_checkpoints import build_multilingual_text
@@ -25,7 +26,7 @@ from gateway.runtime.text import TextSpec
 from local_servers.tritonserver import TritonServer
 from tests.support.gateways import check_text_side, http_and_grpc
 from tests.support.images import PHOTO_JPEGS
-from tests.support.references import TEST_TRITON_OPTIONS, expected_embedding, reexported
+from tests.support.references import TEST_TRITON_OPTIONS, cosine, expected_embedding, reexported, text_embedding
 
 pytestmark = pytest.mark.integration
 QUERIES = ["eine Katze schläft auf dem Sofa", "un chat noir sur le canapé", "猫がソファで寝ている", "a red rocket",
@@ -53,10 +54,14 @@ def reference(text_checkpoint):
 
 
 def test_the_text_tower_is_the_multilingual_one_and_the_image_tower_stays(multilingual_repository, model_repository,
-                                                                          text_checkpoint, clip_checkpoint):
+                                                                          text_checkpoint, clip_checkpoint, reference):
     text = json.loads((multilingual_repository / "clip_text" / "export.json").read_text())
     assert text["request"]["source"] == str(text_checkpoint) and text["request"]["image_source"] == str(clip_checkpoint)
-    assert text["text_tower"] == "sentence-transformers" and -1 <= text["alignment"] <= 1
+    # alignment: its mean cosine to the CLIP's own text tower on the English parity texts
+    english = [t for t in PARITY_TEXTS if t.isascii() and t]
+    own = [text_embedding(model_repository, t) for t in english]
+    assert text["text_tower"] == "sentence-transformers"
+    assert text["alignment"] == pytest.approx(np.mean([cosine(a, b) for a, b in zip(reference(english), own)]), abs=1e-4)
     assert text["parity"]["min_cosine"] >= 0.99999
     assert TextSpec.load(multilingual_repository / "clip_text") == TextSpec(128, "[PAD]", "bucketed", lowercase=False)
     ours, plain = (read_model_info(r, captions=False) for r in (multilingual_repository, model_repository))
